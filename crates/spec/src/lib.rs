@@ -1,0 +1,4 @@
+//! plugind-spec: plugin config to OCI runtime spec.
+//!
+//! Not built yet: this crate is filled by issue 3. It exports nothing, so nothing can mistake it for
+//! a working implementation.
