@@ -1,4 +1,25 @@
-//! plugind-sys: the only home of nix/libc (atomic files, locks, mounts, signals, probes).
+//! plugind-sys: the only home of `nix`/`libc` in plugind.
 //!
-//! Not built yet: this crate is filled by issue 2. It exports nothing, so nothing can mistake it for
-//! a working implementation.
+//! Every syscall the daemon makes goes through a safe, typed function here, so the rest of the
+//! workspace stays portable-looking, testable and free of `unsafe`.
+//!
+//! Modules:
+//! - [`fs`]: crash-safe file updates (write temp, fsync, rename, fsync dir) and dir fsync;
+//! - [`lock`]: exclusive advisory locks (`flock`) on files: the state-root lock that keeps two
+//!   daemons off one root, and per-ingest writer locks in the blob store;
+//! - [`mount`]: mount, unmount and `/proc/self/mountinfo` parsing;
+//! - [`probe`]: kernel feature probes answered once per process;
+//! - [`process`]: signals and process identity (pid + start time).
+//!
+//! All functions return [`SysError`], which names the operation and the path involved.
+
+#![warn(missing_docs)]
+
+mod error;
+pub mod fs;
+pub mod lock;
+pub mod mount;
+pub mod probe;
+pub mod process;
+
+pub use error::{Result, SysError};

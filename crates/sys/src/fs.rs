@@ -1,0 +1,162 @@
+//! Crash-safe file updates.
+//!
+//! The discipline used for every state change on disk: write a temporary file in the same
+//! directory, fsync it, rename it over the target, fsync the directory. After a crash at any
+//! point the target holds either the old or the new content, never a mix; a leftover temporary
+//! (named `.<name>.tmp-<pid>-<n>`) is recognised by [`is_temp_name`] and removed at restart.
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::Write,
+    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+use crate::{Result, SysError};
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Marker inside temporary file names made by this module.
+const TEMP_MARKER: &str = ".tmp-";
+
+/// True for names of temporary files made by [`atomic_write`] (leftovers after a crash).
+pub fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.') && name.contains(TEMP_MARKER)
+}
+
+/// fsyncs a directory so that renames and creations inside it are durable.
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    let f = File::open(dir).map_err(|e| SysError::io("open directory", dir, e))?;
+    f.sync_all().map_err(|e| SysError::io("fsync directory", dir, e))
+}
+
+/// fsyncs a file's data and metadata.
+pub fn fsync_file(file: &File, path: &Path) -> Result<()> {
+    file.sync_all().map_err(|e| SysError::io("fsync", path, e))
+}
+
+/// Replaces `path` with `contents` atomically and durably (mode 0600 unless `mode` is given).
+pub fn atomic_write(path: &Path, contents: &[u8]) -> Result<()> {
+    atomic_write_mode(path, contents, 0o600)
+}
+
+/// [`atomic_write`] with an explicit file mode.
+pub fn atomic_write_mode(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    let (dir, tmp) = temp_path_for(path)?;
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(|e| SysError::io("create", &tmp, e))?;
+        f.write_all(contents).map_err(|e| SysError::io("write", &tmp, e))?;
+        // The mode given to open is filtered by the umask; state files must have exactly `mode`.
+        f.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(|e| SysError::io("chmod", &tmp, e))?;
+        fsync_file(&f, &tmp)?;
+        fs::rename(&tmp, path).map_err(|e| SysError::io("rename", path, e))?;
+        fsync_dir(&dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Renames `from` to `to` and fsyncs the parent directories of both.
+pub fn durable_rename(from: &Path, to: &Path) -> Result<()> {
+    fs::rename(from, to).map_err(|e| SysError::io("rename", from, e))?;
+    let to_dir = parent_of(to)?;
+    fsync_dir(&to_dir)?;
+    let from_dir = parent_of(from)?;
+    if from_dir != to_dir {
+        fsync_dir(&from_dir)?;
+    }
+    Ok(())
+}
+
+/// Creates a directory (and parents) with `mode` on the last component, then fsyncs its parent.
+pub fn create_dir_durable(dir: &Path, mode: u32) -> Result<()> {
+    match fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let parent = parent_of(dir)?;
+            fs::create_dir_all(&parent).map_err(|e| SysError::io("create directory", &parent, e))?;
+            fs::create_dir(dir).or_else(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists { Ok(()) } else { Err(e) }
+            })
+            .map_err(|e| SysError::io("create directory", dir, e))?;
+        }
+        Err(e) => return Err(SysError::io("create directory", dir, e)),
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(mode))
+        .map_err(|e| SysError::io("chmod", dir, e))?;
+    fsync_dir(&parent_of(dir)?)
+}
+
+fn parent_of(path: &Path) -> Result<PathBuf> {
+    match path.parent() {
+        Some(p) if p.as_os_str().is_empty() => Ok(PathBuf::from(".")),
+        Some(p) => Ok(p.to_path_buf()),
+        None => Err(SysError::InvalidPath { path: path.to_path_buf(), reason: "has no parent" }),
+    }
+}
+
+fn temp_path_for(path: &Path) -> Result<(PathBuf, PathBuf)> {
+    let dir = parent_of(path)?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or(SysError::InvalidPath { path: path.to_path_buf(), reason: "has no file name" })?;
+    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}{TEMP_MARKER}{}-{n}", std::process::id()));
+    Ok((dir, tmp))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.json");
+        atomic_write(&p, b"one").unwrap();
+        atomic_write(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["config.json"]);
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn atomic_write_into_missing_dir_fails_typed_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("missing/config.json");
+        let err = atomic_write(&p, b"x").unwrap_err();
+        assert!(err.is_not_found());
+        assert!(!dir.path().join("missing").exists());
+    }
+
+    #[test]
+    fn temp_names_are_recognised() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, tmp) = temp_path_for(&dir.path().join("x.json")).unwrap();
+        assert!(is_temp_name(tmp.file_name().unwrap().to_str().unwrap()));
+        assert!(!is_temp_name("x.json"));
+    }
+
+    #[test]
+    fn durable_rename_and_create_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("a/b");
+        create_dir_durable(&d, 0o700).unwrap();
+        create_dir_durable(&d, 0o700).unwrap();
+        assert_eq!(fs::metadata(&d).unwrap().permissions().mode() & 0o777, 0o700);
+        durable_rename(&d, &dir.path().join("a/c")).unwrap();
+        assert!(dir.path().join("a/c").is_dir() && !d.exists());
+    }
+}
