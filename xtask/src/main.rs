@@ -1,2 +1,65 @@
-//! xtask placeholder
-fn main() {}
+//! `cargo xtask`: the project's task runner (the cargo-xtask pattern: a workspace binary in
+//! plain Rust instead of shell scripts, aliased in `.cargo/config.toml`).
+//!
+//! - `setup`: install missing system prerequisites (Debian packages, cargo-deny);
+//! - `ci`: everything CI checks, in order: fmt, clippy, tests (including root end-to-end
+//!   tests), rustdoc, cargo-deny;
+//! - `bench`: the benchmarks of design.md's budgets, printed as ratios against baselines
+//!   measured in the same run;
+//! - `plugin`: build the sample volume plugin as a static binary and package it;
+//! - `demo`: the main job, end to end.
+//!
+//! xtask depends on no workspace crate: it drives cargo and the system's tools.
+
+mod ci;
+mod plugin;
+mod setup;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "plugind's development tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install missing prerequisites (apt packages, cargo-deny); idempotent.
+    Setup,
+    /// Run every check CI runs: fmt, clippy, all tests (root ones included), doc, deny.
+    Ci {
+        /// Also check security advisories (needs a local RustSec database).
+        #[arg(long)]
+        advisories: bool,
+    },
+    /// Run the benchmarks and print ratios against same-run baselines.
+    Bench {
+        /// Only this benchmark group: blobstore, queue, executor.
+        which: Option<String>,
+    },
+    /// Build the sample volume plugin (static) and package it under target/plugin/.
+    Plugin,
+    /// Build everything, start plugind, install and use the sample plugin, show the state.
+    Demo,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    util::enter_workspace_root()?;
+    match cli.task {
+        Task::Setup => setup::run(),
+        Task::Ci { advisories } => ci::run(advisories),
+        Task::Bench { which } => ci::bench(which.as_deref()),
+        Task::Plugin => plugin::build().map(|out| {
+            println!("plugin directory: {}", out.dir.display());
+            println!("plugin tar:       {}", out.tar.display());
+        }),
+        Task::Demo => anyhow::bail!(
+            "`cargo xtask demo` needs the plugind daemon (issue 6), which is not built yet; \
+             `cargo xtask plugin` builds the sample plugin and `cargo xtask ci` runs every test"
+        ),
+    }
+}

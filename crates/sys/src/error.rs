@@ -37,16 +37,25 @@ pub enum SysError {
 
 impl SysError {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        SysError::Io { op, path: path.into(), source }
+        SysError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
     }
 
     pub(crate) fn errno(op: &'static str, path: impl Into<PathBuf>, errno: nix::Error) -> Self {
-        SysError::Io { op, path: path.into(), source: io::Error::from(errno) }
+        SysError::Io {
+            op,
+            path: path.into(),
+            source: io::Error::from(errno),
+        }
     }
 
     /// True when the failure was a missing file or directory.
     pub fn is_not_found(&self) -> bool {
-        self.io_error().is_some_and(|e| e.kind() == io::ErrorKind::NotFound)
+        self.io_error()
+            .is_some_and(|e| e.kind() == io::ErrorKind::NotFound)
     }
 
     /// The underlying OS error, if any.

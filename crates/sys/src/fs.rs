@@ -28,7 +28,8 @@ pub fn is_temp_name(name: &str) -> bool {
 /// fsyncs a directory so that renames and creations inside it are durable.
 pub fn fsync_dir(dir: &Path) -> Result<()> {
     let f = File::open(dir).map_err(|e| SysError::io("open directory", dir, e))?;
-    f.sync_all().map_err(|e| SysError::io("fsync directory", dir, e))
+    f.sync_all()
+        .map_err(|e| SysError::io("fsync directory", dir, e))
 }
 
 /// fsyncs a file's data and metadata.
@@ -51,7 +52,8 @@ pub fn atomic_write_mode(path: &Path, contents: &[u8], mode: u32) -> Result<()> 
             .mode(mode)
             .open(&tmp)
             .map_err(|e| SysError::io("create", &tmp, e))?;
-        f.write_all(contents).map_err(|e| SysError::io("write", &tmp, e))?;
+        f.write_all(contents)
+            .map_err(|e| SysError::io("write", &tmp, e))?;
         // The mode given to open is filtered by the umask; state files must have exactly `mode`.
         f.set_permissions(fs::Permissions::from_mode(mode))
             .map_err(|e| SysError::io("chmod", &tmp, e))?;
@@ -84,11 +86,17 @@ pub fn create_dir_durable(dir: &Path, mode: u32) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let parent = parent_of(dir)?;
-            fs::create_dir_all(&parent).map_err(|e| SysError::io("create directory", &parent, e))?;
-            fs::create_dir(dir).or_else(|e| {
-                if e.kind() == std::io::ErrorKind::AlreadyExists { Ok(()) } else { Err(e) }
-            })
-            .map_err(|e| SysError::io("create directory", dir, e))?;
+            fs::create_dir_all(&parent)
+                .map_err(|e| SysError::io("create directory", &parent, e))?;
+            fs::create_dir(dir)
+                .or_else(|e| {
+                    if e.kind() == std::io::ErrorKind::AlreadyExists {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })
+                .map_err(|e| SysError::io("create directory", dir, e))?;
         }
         Err(e) => return Err(SysError::io("create directory", dir, e)),
     }
@@ -101,7 +109,10 @@ fn parent_of(path: &Path) -> Result<PathBuf> {
     match path.parent() {
         Some(p) if p.as_os_str().is_empty() => Ok(PathBuf::from(".")),
         Some(p) => Ok(p.to_path_buf()),
-        None => Err(SysError::InvalidPath { path: path.to_path_buf(), reason: "has no parent" }),
+        None => Err(SysError::InvalidPath {
+            path: path.to_path_buf(),
+            reason: "has no parent",
+        }),
     }
 }
 
@@ -110,7 +121,10 @@ fn temp_path_for(path: &Path) -> Result<(PathBuf, PathBuf)> {
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
-        .ok_or(SysError::InvalidPath { path: path.to_path_buf(), reason: "has no file name" })?;
+        .ok_or(SysError::InvalidPath {
+            path: path.to_path_buf(),
+            reason: "has no file name",
+        })?;
     let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let tmp = dir.join(format!(".{name}{TEMP_MARKER}{}-{n}", std::process::id()));
     Ok((dir, tmp))
@@ -127,9 +141,15 @@ mod tests {
         atomic_write(&p, b"one").unwrap();
         atomic_write(&p, b"two").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, ["config.json"]);
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 
     #[test]
@@ -155,7 +175,10 @@ mod tests {
         let d = dir.path().join("a/b");
         create_dir_durable(&d, 0o700).unwrap();
         create_dir_durable(&d, 0o700).unwrap();
-        assert_eq!(fs::metadata(&d).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            fs::metadata(&d).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
         durable_rename(&d, &dir.path().join("a/c")).unwrap();
         assert!(dir.path().join("a/c").is_dir() && !d.exists());
     }

@@ -37,10 +37,13 @@ impl LockFile {
             .open(path)
             .map_err(|e| SysError::io("open lock file", path, e))?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => Ok(LockFile { path: path.to_path_buf(), _lock: lock }),
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-                Err(SysError::Locked { path: path.to_path_buf() })
-            }
+            Ok(lock) => Ok(LockFile {
+                path: path.to_path_buf(),
+                _lock: lock,
+            }),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(SysError::Locked {
+                path: path.to_path_buf(),
+            }),
             Err((_, errno)) => Err(SysError::errno("flock", path, errno)),
         }
     }
@@ -50,7 +53,8 @@ impl LockFile {
     pub fn try_exclusive_with_pid(path: &Path) -> Result<LockFile> {
         let mut lock = Self::try_exclusive(path)?;
         let file: &mut File = &mut lock._lock;
-        file.set_len(0).map_err(|e| SysError::io("truncate", path, e))?;
+        file.set_len(0)
+            .map_err(|e| SysError::io("truncate", path, e))?;
         file.rewind().map_err(|e| SysError::io("seek", path, e))?;
         writeln!(file, "{}", std::process::id()).map_err(|e| SysError::io("write", path, e))?;
         Ok(lock)
@@ -73,7 +77,10 @@ mod tests {
         let first = LockFile::try_exclusive_with_pid(&p).unwrap();
         let second = LockFile::try_exclusive(&p).unwrap_err();
         assert!(matches!(second, SysError::Locked { .. }));
-        assert_eq!(std::fs::read_to_string(&p).unwrap().trim(), std::process::id().to_string());
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap().trim(),
+            std::process::id().to_string()
+        );
         drop(first);
         LockFile::try_exclusive(&p).unwrap();
     }

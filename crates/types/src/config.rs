@@ -208,7 +208,11 @@ pub struct PluginRootfs {
     /// Layer digests; Docker records the digest of the gzip layer blob here.
     pub diff_ids: Vec<Digest>,
     /// Always `layers` when set.
-    #[serde(rename = "type", alias = "Type", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "type",
+        alias = "Type",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub r#type: String,
 }
 
@@ -333,18 +337,50 @@ impl PluginConfig {
 
     /// The capabilities this plugin implements (`volumedriver`, ...).
     pub fn capabilities(&self) -> impl Iterator<Item = &str> {
-        self.interface.types.iter().flatten().map(|t| t.capability.as_str())
+        self.interface
+            .types
+            .iter()
+            .flatten()
+            .map(|t| t.capability.as_str())
     }
 }
 
 /// Every key of the model, in its canonical spelling. The model's keys are unique across
 /// structs (case-insensitively), so one table serves all nesting levels.
 const CANONICAL_KEYS: &[&str] = &[
-    "Args", "Description", "DockerVersion", "Documentation", "Entrypoint", "Env", "Interface",
-    "IpcHost", "Linux", "Mounts", "Network", "PidHost", "PropagatedMount", "User", "WorkDir",
-    "rootfs", "Name", "Settable", "Value", "ProtocolScheme", "Socket", "Types",
-    "AllowAllDevices", "Capabilities", "Devices", "Destination", "Options", "Source", "Type",
-    "Path", "GID", "UID", "diff_ids",
+    "Args",
+    "Description",
+    "DockerVersion",
+    "Documentation",
+    "Entrypoint",
+    "Env",
+    "Interface",
+    "IpcHost",
+    "Linux",
+    "Mounts",
+    "Network",
+    "PidHost",
+    "PropagatedMount",
+    "User",
+    "WorkDir",
+    "rootfs",
+    "Name",
+    "Settable",
+    "Value",
+    "ProtocolScheme",
+    "Socket",
+    "Types",
+    "AllowAllDevices",
+    "Capabilities",
+    "Devices",
+    "Destination",
+    "Options",
+    "Source",
+    "Type",
+    "Path",
+    "GID",
+    "UID",
+    "diff_ids",
 ];
 
 fn canonicalise_keys(value: &mut serde_json::Value) {
@@ -371,8 +407,10 @@ mod tests {
 
     #[test]
     fn minimal_config_serialises_like_docker() {
-        let c = PluginConfig::from_json(br#"{"description":"lower","entrypoint":["/x"],
-            "interface":{"types":["docker.authz/1.0"],"socket":"a.sock"}, "unknown": 1}"#)
+        let c = PluginConfig::from_json(
+            br#"{"description":"lower","entrypoint":["/x"],
+            "interface":{"types":["docker.authz/1.0"],"socket":"a.sock"}, "unknown": 1}"#,
+        )
         .unwrap();
         let out = serde_json::to_string(&c).unwrap();
         assert_eq!(
@@ -384,12 +422,21 @@ mod tests {
     #[test]
     fn types_parse_and_capabilities() {
         let t = PluginType::parse("docker.volumedriver/1.0");
-        assert_eq!((t.prefix.as_str(), t.capability.as_str(), t.version.as_str()), ("docker", "volumedriver", "1.0"));
+        assert_eq!(
+            (t.prefix.as_str(), t.capability.as_str(), t.version.as_str()),
+            ("docker", "volumedriver", "1.0")
+        );
         assert_eq!(t.to_string(), "docker.volumedriver/1.0");
         let odd = PluginType::parse("volumedriver/1.0");
         assert_eq!(odd.capability, "volumedriver");
-        let c = PluginConfig::from_json(br#"{"Interface":{"Types":["docker.volumedriver/1.0","docker.authz/1.0"]}}"#).unwrap();
-        assert_eq!(c.capabilities().collect::<Vec<_>>(), ["volumedriver", "authz"]);
+        let c = PluginConfig::from_json(
+            br#"{"Interface":{"Types":["docker.volumedriver/1.0","docker.authz/1.0"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.capabilities().collect::<Vec<_>>(),
+            ["volumedriver", "authz"]
+        );
         assert!(PluginConfig::from_json(br#"{"Interface":{"Types":[1]}}"#).is_err());
     }
 
@@ -408,15 +455,21 @@ mod tests {
         assert_eq!(s.mounts.len(), 1);
         assert_eq!(s.devices[0].path.as_deref(), Some("/dev/null"));
         let empty = PluginSettings::initial(&PluginConfig::default());
-        assert_eq!(serde_json::to_string(&empty).unwrap(), r#"{"Args":[],"Devices":[],"Env":[],"Mounts":[]}"#);
+        assert_eq!(
+            serde_json::to_string(&empty).unwrap(),
+            r#"{"Args":[],"Devices":[],"Env":[],"Mounts":[]}"#
+        );
     }
 
     #[test]
     fn rootfs_and_user_keys() {
-        let c = PluginConfig::from_json(format!(
-            r#"{{"ROOTFS":{{"DIFF_IDS":["sha256:{}"],"Type":"layers"}},"user":{{"uid":5}}}}"#,
-            "a".repeat(64)
-        ).as_bytes())
+        let c = PluginConfig::from_json(
+            format!(
+                r#"{{"ROOTFS":{{"DIFF_IDS":["sha256:{}"],"Type":"layers"}},"user":{{"uid":5}}}}"#,
+                "a".repeat(64)
+            )
+            .as_bytes(),
+        )
         .unwrap();
         let v = serde_json::to_value(&c).unwrap();
         assert_eq!(v["rootfs"]["type"], "layers");

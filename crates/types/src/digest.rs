@@ -36,26 +36,38 @@ impl Digest {
     /// Parses `sha256:<64 hex>`.
     pub fn parse(input: &str) -> Result<Self, DigestError> {
         let Some((alg, hex)) = input.split_once(':') else {
-            return Err(DigestError::InvalidHex { input: input.to_owned() });
+            return Err(DigestError::InvalidHex {
+                input: input.to_owned(),
+            });
         };
         if alg != "sha256" {
-            return Err(DigestError::UnsupportedAlgorithm { input: input.to_owned() });
+            return Err(DigestError::UnsupportedAlgorithm {
+                input: input.to_owned(),
+            });
         }
-        Self::from_hex(hex).map_err(|_| DigestError::InvalidHex { input: input.to_owned() })
+        Self::from_hex(hex).map_err(|_| DigestError::InvalidHex {
+            input: input.to_owned(),
+        })
     }
 
     /// Builds a digest from its 64-hex part (no prefix).
     pub fn from_hex(hex: &str) -> Result<Self, DigestError> {
         if crate::is_lower_hex(hex, 64) {
-            Ok(Digest { hex: hex.to_owned() })
+            Ok(Digest {
+                hex: hex.to_owned(),
+            })
         } else {
-            Err(DigestError::InvalidHex { input: hex.to_owned() })
+            Err(DigestError::InvalidHex {
+                input: hex.to_owned(),
+            })
         }
     }
 
     /// Builds a digest from a finished sha256 hash.
     pub fn from_sha256_bytes(bytes: [u8; 32]) -> Self {
-        Digest { hex: crate::to_hex(&bytes) }
+        Digest {
+            hex: crate::to_hex(&bytes),
+        }
     }
 
     /// The 64-hex part, without the algorithm; safe as a file name.

