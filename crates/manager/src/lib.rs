@@ -1,4 +1,14 @@
-//! plugind-manager: the plugin lifecycle.
+//! plugind-manager: the plugin lifecycle, where the leaf crates meet.
 //!
-//! Not built yet: this crate is filled by issue 5. It exports nothing, so nothing can mistake it for
-//! a working implementation.
+//! Main types and modules:
+//! - [`layer`]: `docker plugin create` tars into a layer blob, and safe unpacking of layers;
+//! - [`events`]: [`events::EventHub`], the in-process broadcast of plugin events with history;
+//! - [`backoff`]: the restart policy for plugins that exit unexpectedly;
+//! - [`client`]: [`client::PluginClient`], the Docker plugin protocol over a plugin's socket.
+
+#![warn(missing_docs)]
+
+pub mod backoff;
+pub mod client;
+pub mod events;
+pub mod layer;

@@ -105,6 +105,51 @@ pub fn create_dir_durable(dir: &Path, mode: u32) -> Result<()> {
     fsync_dir(&parent_of(dir)?)
 }
 
+/// The kind of special file [`make_special_file`] creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecialFile {
+    /// A character device node.
+    Char {
+        /// Device major number.
+        major: u64,
+        /// Device minor number.
+        minor: u64,
+    },
+    /// A block device node.
+    Block {
+        /// Device major number.
+        major: u64,
+        /// Device minor number.
+        minor: u64,
+    },
+    /// A named pipe.
+    Fifo,
+}
+
+/// Creates a device node or FIFO at `path` with permission bits `mode` (`mknod(2)`), owned by
+/// `uid`:`gid`. Used when unpacking plugin root filesystems, which may carry `/dev` entries.
+pub fn make_special_file(
+    path: &Path,
+    kind: SpecialFile,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+) -> Result<()> {
+    use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+    let (flag, dev) = match kind {
+        SpecialFile::Char { major, minor } => (SFlag::S_IFCHR, makedev(major, minor)),
+        SpecialFile::Block { major, minor } => (SFlag::S_IFBLK, makedev(major, minor)),
+        SpecialFile::Fifo => (SFlag::S_IFIFO, 0),
+    };
+    mknod(path, flag, Mode::from_bits_truncate(mode & 0o7777), dev)
+        .map_err(|e| SysError::errno("mknod", path, e))?;
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+        .map_err(|e| SysError::io("chown", path, e))?;
+    // mknod's mode is filtered by the umask; the archive's mode must win.
+    fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o7777))
+        .map_err(|e| SysError::io("chmod", path, e))
+}
+
 fn parent_of(path: &Path) -> Result<PathBuf> {
     match path.parent() {
         Some(p) if p.as_os_str().is_empty() => Ok(PathBuf::from(".")),
@@ -167,6 +212,18 @@ mod tests {
         let (_, tmp) = temp_path_for(&dir.path().join("x.json")).unwrap();
         assert!(is_temp_name(tmp.file_name().unwrap().to_str().unwrap()));
         assert!(!is_temp_name("x.json"));
+    }
+
+    #[test]
+    fn special_files_get_their_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        make_special_file(&fifo, SpecialFile::Fifo, 0o640, 0, 0).unwrap();
+        let meta = fs::symlink_metadata(&fifo).unwrap();
+        use std::os::unix::fs::FileTypeExt;
+        assert!(meta.file_type().is_fifo());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+        assert!(make_special_file(&fifo, SpecialFile::Fifo, 0o640, 0, 0).is_err());
     }
 
     #[test]

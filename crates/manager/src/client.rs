@@ -1,0 +1,280 @@
+//! A client for the Docker plugin protocol: HTTP/1.1 POSTs over the plugin's unix socket with
+//! `application/vnd.docker.plugins.v1.2+json`, a deadline on every call, and Docker's error
+//! rules (plugin-protocol.md §3). Any consumer in plugind (enable's `Plugin.Activate`, the
+//! volume service) talks to plugins through it.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{header, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+
+/// The media type of the plugin protocol.
+pub const PLUGIN_MEDIA_TYPE: &str = "application/vnd.docker.plugins.v1.2+json";
+
+/// A failed plugin call. Messages follow moby's so that users see the same texts.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginCallError {
+    /// The socket could not be reached.
+    #[error("plugin {plugin}: cannot connect to {socket}")]
+    Connect {
+        /// The plugin's name.
+        plugin: String,
+        /// The socket path.
+        socket: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The call did not finish within its deadline.
+    #[error("plugin {plugin}: {method} did not answer within {timeout:?}")]
+    Timeout {
+        /// The plugin's name.
+        plugin: String,
+        /// `VolumeDriver.Mount`, ...
+        method: String,
+        /// The deadline.
+        timeout: Duration,
+    },
+    /// The plugin does not implement the method (HTTP 404).
+    #[error("plugin {plugin}: {method} is not implemented")]
+    NotImplemented {
+        /// The plugin's name.
+        plugin: String,
+        /// The method.
+        method: String,
+    },
+    /// The plugin answered with an error (its `Err` text, or the raw body).
+    #[error("{message}")]
+    Remote {
+        /// The plugin's name.
+        plugin: String,
+        /// moby's wording: `<Method>: <Err>` for HTTP errors, the bare `Err` for driver errors.
+        message: String,
+    },
+    /// The HTTP exchange itself failed or the answer was not JSON.
+    #[error("plugin {plugin}: {method}: {detail}")]
+    Protocol {
+        /// The plugin's name.
+        plugin: String,
+        /// The method.
+        method: String,
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+/// A handle for calling one plugin.
+#[derive(Debug, Clone)]
+pub struct PluginClient {
+    name: String,
+    socket: PathBuf,
+}
+
+impl PluginClient {
+    /// A client for the plugin `name` listening on `socket` (a host path).
+    pub fn new(name: &str, socket: &Path) -> Self {
+        PluginClient {
+            name: name.to_owned(),
+            socket: socket.to_path_buf(),
+        }
+    }
+
+    /// The socket this client dials.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// POSTs `/<method>` with `body` (None sends an empty body, as Docker does for
+    /// `Plugin.Activate`) and returns the decoded JSON answer. A 200 answer with a non-empty
+    /// `Err` field is an error, as for Docker's volume drivers.
+    pub async fn call(
+        &self,
+        method: &str,
+        body: Option<&serde_json::Value>,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, PluginCallError> {
+        match tokio::time::timeout(timeout, self.call_inner(method, body)).await {
+            Ok(r) => r,
+            Err(_) => Err(PluginCallError::Timeout {
+                plugin: self.name.clone(),
+                method: method.to_owned(),
+                timeout,
+            }),
+        }
+    }
+
+    async fn call_inner(
+        &self,
+        method: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, PluginCallError> {
+        let protocol = |detail: String| PluginCallError::Protocol {
+            plugin: self.name.clone(),
+            method: method.to_owned(),
+            detail,
+        };
+        let stream =
+            UnixStream::connect(&self.socket)
+                .await
+                .map_err(|source| PluginCallError::Connect {
+                    plugin: self.name.clone(),
+                    socket: self.socket.clone(),
+                    source,
+                })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| protocol(e.to_string()))?;
+        let conn_task = tokio::spawn(conn);
+        let payload = match body {
+            Some(v) => {
+                let mut bytes = serde_json::to_vec(v).map_err(|e| protocol(e.to_string()))?;
+                bytes.push(b'\n');
+                bytes
+            }
+            None => Vec::new(),
+        };
+        let request = Request::post(format!("/{method}"))
+            .header(header::HOST, "plugin.moby.localhost")
+            .header(header::ACCEPT, PLUGIN_MEDIA_TYPE)
+            .header(header::CONTENT_TYPE, PLUGIN_MEDIA_TYPE)
+            .body(Full::new(Bytes::from(payload)))
+            .map_err(|e| protocol(e.to_string()))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| protocol(e.to_string()))?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| protocol(e.to_string()))?
+            .to_bytes();
+        conn_task.abort();
+        if status == StatusCode::NOT_FOUND {
+            return Err(PluginCallError::NotImplemented {
+                plugin: self.name.clone(),
+                method: method.to_owned(),
+            });
+        }
+        let parsed: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
+        let err_text = parsed
+            .as_ref()
+            .and_then(|v| v.get("Err"))
+            .and_then(|e| e.as_str())
+            .filter(|e| !e.is_empty())
+            .map(str::to_owned);
+        if status != StatusCode::OK {
+            let detail =
+                err_text.unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_owned());
+            return Err(PluginCallError::Remote {
+                plugin: self.name.clone(),
+                message: format!("{method}: {detail}"),
+            });
+        }
+        if let Some(message) = err_text {
+            return Err(PluginCallError::Remote {
+                plugin: self.name.clone(),
+                message,
+            });
+        }
+        parsed.ok_or_else(|| {
+            protocol(format!(
+                "invalid JSON answer: {}",
+                String::from_utf8_lossy(&bytes)
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::UnixListener;
+
+    /// A one-shot server that answers every request with `status` and `body`.
+    async fn serve(socket: &Path, status: &'static str, body: &'static str) {
+        let listener = UnixListener::bind(socket).unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            }
+        });
+    }
+
+    #[tokio::test]
+    async fn decodes_answers_and_errors_like_docker() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = dir.path().join("ok.sock");
+        serve(&ok, "200 OK", r#"{"Implements":["VolumeDriver"]}"#).await;
+        let v = PluginClient::new("p", &ok)
+            .call("Plugin.Activate", None, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(v["Implements"][0], "VolumeDriver");
+
+        let err200 = dir.path().join("e.sock");
+        serve(&err200, "200 OK", r#"{"Err":"no such volume"}"#).await;
+        let e = PluginClient::new("p", &err200)
+            .call(
+                "VolumeDriver.Get",
+                Some(&serde_json::json!({})),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.to_string(), "no such volume");
+
+        let err500 = dir.path().join("f.sock");
+        serve(&err500, "500 Internal Server Error", r#"{"Err":"boom"}"#).await;
+        let e = PluginClient::new("p", &err500)
+            .call("VolumeDriver.Mount", None, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert_eq!(e.to_string(), "VolumeDriver.Mount: boom");
+
+        let nf = dir.path().join("n.sock");
+        serve(&nf, "404 Not Found", "").await;
+        let e = PluginClient::new("p", &nf)
+            .call("Plugin.Activate", None, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, PluginCallError::NotImplemented { .. }));
+
+        let missing = PluginClient::new("p", &dir.path().join("none.sock"));
+        assert!(matches!(
+            missing.call("x", None, Duration::from_secs(1)).await,
+            Err(PluginCallError::Connect { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_hung_plugin_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("hang.sock");
+        let listener = UnixListener::bind(&sock).unwrap();
+        let _hold = tokio::spawn(async move {
+            let _conns: Vec<_> = vec![listener.accept().await];
+            std::future::pending::<()>().await;
+        });
+        let e = PluginClient::new("slow", &sock)
+            .call("VolumeDriver.List", None, Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, PluginCallError::Timeout { .. }), "{e}");
+        assert!(e.to_string().contains("slow"));
+    }
+}

@@ -1,0 +1,571 @@
+//! Plugin root filesystems as layers: the `docker plugin create` tar becomes one gzip layer blob
+//! in the blob store (Docker records its digest in `rootfs.diff_ids`), and a layer blob is
+//! unpacked into a plugin's rootfs without letting any entry escape it.
+//!
+//! Unpacking reads the stored layer back, so create and (later) pull share one path: whatever
+//! the source, the rootfs is made from a verified blob.
+
+use std::{
+    fs,
+    io::{self, Read, Write},
+    path::{Component, Path, PathBuf},
+};
+
+use flate2::{read::GzDecoder, write::GzEncoder, Compression};
+use plugind_blobstore::{BlobError, BlobStore};
+use plugind_sys::fs::{make_special_file, SpecialFile};
+use plugind_types::Digest;
+
+/// Limits that keep a hostile tar from exhausting the disk or memory.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerLimits {
+    /// Largest `config.json` accepted, in bytes.
+    pub max_config_bytes: u64,
+    /// Total bytes of file content a layer may unpack to.
+    pub max_unpacked_bytes: u64,
+    /// Number of entries a layer may hold.
+    pub max_entries: u64,
+}
+
+impl LayerLimits {
+    /// Generous limits for real plugins (8 GiB, one million entries, 1 MiB config).
+    pub const DEFAULT: LayerLimits = LayerLimits {
+        max_config_bytes: 1 << 20,
+        max_unpacked_bytes: 8 << 30,
+        max_entries: 1_000_000,
+    };
+}
+
+/// Why a tar or a layer was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    /// The tar stream could not be read.
+    #[error("invalid tar stream")]
+    Tar(#[source] io::Error),
+    /// `config.json` is missing from the create tar (Docker's text).
+    #[error("config not found")]
+    ConfigNotFound,
+    /// No `rootfs` entry in the create tar (Docker's text).
+    #[error("no rootfs found")]
+    RootfsNotFound,
+    /// An entry would land outside the rootfs.
+    #[error("tar entry {path:?} escapes the plugin rootfs: {reason}")]
+    Escape {
+        /// The entry's path as written in the tar.
+        path: String,
+        /// What made it unsafe.
+        reason: &'static str,
+    },
+    /// A size or count limit was exceeded.
+    #[error("tar exceeds the limit of {limit} {what}")]
+    TooLarge {
+        /// What was counted (`bytes`, `entries`, `config bytes`).
+        what: &'static str,
+        /// The limit.
+        limit: u64,
+    },
+    /// The blob store refused the layer.
+    #[error("cannot store layer")]
+    Blob(#[from] BlobError),
+    /// Writing the rootfs failed.
+    #[error("cannot unpack {path}")]
+    Unpack {
+        /// The file being written.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Creating a device node failed.
+    #[error("cannot create special file")]
+    Special(#[from] plugind_sys::SysError),
+}
+
+/// The result of reading a `docker plugin create` tar.
+#[derive(Debug)]
+pub struct CreateTar {
+    /// The raw `config.json` bytes.
+    pub config: Vec<u8>,
+    /// The digest of the gzip layer blob holding the rootfs.
+    pub layer: Digest,
+}
+
+/// Splits a create tar into its `config.json` and a gzip layer of `rootfs/` (with the
+/// `rootfs/` prefix stripped), streamed into the blob store under `ingest_ref`.
+pub fn import_create_tar<R: Read>(
+    blobs: &BlobStore,
+    ingest_ref: &str,
+    input: R,
+    limits: &LayerLimits,
+) -> Result<CreateTar, LayerError> {
+    let mut writer = blobs.writer(ingest_ref)?;
+    if writer.offset() > 0 {
+        writer.reset()?;
+    }
+    let result = (|| {
+        let gz = GzEncoder::new(&mut writer, Compression::fast());
+        let mut layer = tar::Builder::new(gz);
+        layer.mode(tar::HeaderMode::Complete);
+        let (config, found_rootfs) = rewrite_create_tar(input, &mut layer, limits)?;
+        let gz = layer.into_inner().map_err(LayerError::Tar)?;
+        gz.finish().map_err(LayerError::Tar)?;
+        let config = config.ok_or(LayerError::ConfigNotFound)?;
+        if !found_rootfs {
+            return Err(LayerError::RootfsNotFound);
+        }
+        Ok(config)
+    })();
+    let config = match result {
+        Ok(config) => config,
+        Err(e) => {
+            let _ = writer.abort();
+            return Err(e);
+        }
+    };
+    let size = writer.offset();
+    let digest = writer.digest_so_far();
+    let layer = match writer.commit(size, &digest) {
+        Ok(d) => d,
+        // Same rootfs as an existing plugin: the blob is shared.
+        Err(BlobError::AlreadyExists { .. }) => digest,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(CreateTar { config, layer })
+}
+
+fn rewrite_create_tar<R: Read, W: Write>(
+    input: R,
+    layer: &mut tar::Builder<W>,
+    limits: &LayerLimits,
+) -> Result<(Option<Vec<u8>>, bool), LayerError> {
+    let mut archive = tar::Archive::new(input);
+    let mut config = None;
+    let mut found_rootfs = false;
+    let mut entries = 0u64;
+    for entry in archive.entries().map_err(LayerError::Tar)? {
+        let mut entry = entry.map_err(LayerError::Tar)?;
+        entries += 1;
+        if entries > limits.max_entries {
+            return Err(LayerError::TooLarge {
+                what: "entries",
+                limit: limits.max_entries,
+            });
+        }
+        let raw = entry
+            .path()
+            .map_err(LayerError::Tar)?
+            .to_string_lossy()
+            .into_owned();
+        let clean = clean_path(&raw)?;
+        if clean == Path::new("config.json") {
+            if entry.size() > limits.max_config_bytes {
+                return Err(LayerError::TooLarge {
+                    what: "config bytes",
+                    limit: limits.max_config_bytes,
+                });
+            }
+            let mut bytes = Vec::with_capacity(entry.size() as usize);
+            entry.read_to_end(&mut bytes).map_err(LayerError::Tar)?;
+            config = Some(bytes);
+            continue;
+        }
+        let Ok(inner) = clean.strip_prefix("rootfs") else {
+            continue;
+        };
+        found_rootfs = true;
+        let inner = if inner.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            inner
+        };
+        let mut header = entry.header().clone();
+        let xattrs: Vec<(String, Vec<u8>)> =
+            match entry.pax_extensions().map_err(LayerError::Tar)? {
+                Some(exts) => exts
+                    .filter_map(Result::ok)
+                    .filter_map(|e| {
+                        let key = e.key().ok()?;
+                        key.starts_with("SCHILY.xattr.")
+                            .then(|| (key.to_owned(), e.value_bytes().to_vec()))
+                    })
+                    .collect(),
+                None => Vec::new(),
+            };
+        if !xattrs.is_empty() {
+            layer
+                .append_pax_extensions(xattrs.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+                .map_err(LayerError::Tar)?;
+        }
+        let kind = header.entry_type();
+        if kind.is_hard_link() || kind.is_symlink() {
+            let target = entry
+                .link_name()
+                .map_err(LayerError::Tar)?
+                .map(|t| t.into_owned())
+                .unwrap_or_default();
+            // Hard link targets are archive paths: they move with the stripped prefix.
+            let target = if kind.is_hard_link() {
+                let t = clean_path(&target.to_string_lossy())?;
+                t.strip_prefix("rootfs").map(Path::to_path_buf).unwrap_or(t)
+            } else {
+                target
+            };
+            layer
+                .append_link(&mut header, inner, &target)
+                .map_err(LayerError::Tar)?;
+        } else {
+            layer
+                .append_data(&mut header, inner, &mut entry)
+                .map_err(LayerError::Tar)?;
+        }
+    }
+    Ok((config, found_rootfs))
+}
+
+/// Cleans a tar path as Go's `filepath.Clean` + leading `/` removal does for create tars,
+/// refusing `..` outright.
+fn clean_path(raw: &str) -> Result<PathBuf, LayerError> {
+    let mut out = PathBuf::new();
+    for c in Path::new(raw).components() {
+        match c {
+            Component::Normal(p) => out.push(p),
+            Component::CurDir | Component::RootDir => {}
+            Component::ParentDir => {
+                return Err(LayerError::Escape {
+                    path: raw.to_owned(),
+                    reason: "it contains `..`",
+                })
+            }
+            Component::Prefix(_) => {
+                return Err(LayerError::Escape {
+                    path: raw.to_owned(),
+                    reason: "bad prefix",
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Unpacks the gzip layer `digest` into `dest` (which must exist and be empty), preserving
+/// modes, ownership, symlinks, hard links, device nodes and xattrs, and refusing any entry that
+/// would be written through a symlink or link to a file outside `dest`.
+pub fn unpack_layer(
+    blobs: &BlobStore,
+    digest: &Digest,
+    dest: &Path,
+    limits: &LayerLimits,
+) -> Result<(), LayerError> {
+    let reader = blobs.reader(digest)?;
+    let mut archive = tar::Archive::new(GzDecoder::new(io::BufReader::with_capacity(
+        1 << 20,
+        reader,
+    )));
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(true);
+    archive.set_unpack_xattrs(true);
+    archive.set_preserve_mtime(true);
+    archive.set_overwrite(true);
+    let mut total = 0u64;
+    let mut entries = 0u64;
+    for entry in archive.entries().map_err(LayerError::Tar)? {
+        let mut entry = entry.map_err(LayerError::Tar)?;
+        entries += 1;
+        if entries > limits.max_entries {
+            return Err(LayerError::TooLarge {
+                what: "entries",
+                limit: limits.max_entries,
+            });
+        }
+        total = total.saturating_add(entry.size());
+        if total > limits.max_unpacked_bytes {
+            return Err(LayerError::TooLarge {
+                what: "bytes",
+                limit: limits.max_unpacked_bytes,
+            });
+        }
+        let raw = entry
+            .path()
+            .map_err(LayerError::Tar)?
+            .to_string_lossy()
+            .into_owned();
+        let rel = clean_path(&raw)?;
+        if rel.as_os_str().is_empty() {
+            continue;
+        }
+        ensure_no_symlink_in_parents(dest, &rel, &raw)?;
+        let target = dest.join(&rel);
+        let kind = entry.header().entry_type();
+        if kind.is_hard_link() {
+            let link = entry
+                .link_name()
+                .map_err(LayerError::Tar)?
+                .unwrap_or_default();
+            let link_raw = link.to_string_lossy().into_owned();
+            if link.is_absolute() {
+                return Err(LayerError::Escape {
+                    path: raw,
+                    reason: "hard link to an absolute path",
+                });
+            }
+            let link_rel = clean_path(&link_raw)?;
+            ensure_no_symlink_in_parents(dest, &link_rel, &raw)?;
+            match fs::symlink_metadata(dest.join(&link_rel)) {
+                Ok(m) if m.file_type().is_symlink() || m.is_dir() => {
+                    return Err(LayerError::Escape {
+                        path: raw,
+                        reason: "hard link to a symlink or directory",
+                    })
+                }
+                Ok(_) => {}
+                Err(source) => {
+                    return Err(LayerError::Unpack {
+                        path: dest.join(&link_rel),
+                        source,
+                    })
+                }
+            }
+        }
+        // Never write through something an earlier entry left at this path.
+        if let Ok(m) = fs::symlink_metadata(&target) {
+            if !(m.is_dir() && kind.is_dir()) {
+                let removed = if m.is_dir() {
+                    fs::remove_dir_all(&target)
+                } else {
+                    fs::remove_file(&target)
+                };
+                removed.map_err(|source| LayerError::Unpack {
+                    path: target.clone(),
+                    source,
+                })?;
+            }
+        }
+        let header = entry.header();
+        let special = if kind.is_character_special() || kind.is_block_special() {
+            let major = u64::from(header.device_major().map_err(LayerError::Tar)?.unwrap_or(0));
+            let minor = u64::from(header.device_minor().map_err(LayerError::Tar)?.unwrap_or(0));
+            Some(if kind.is_character_special() {
+                SpecialFile::Char { major, minor }
+            } else {
+                SpecialFile::Block { major, minor }
+            })
+        } else if kind.is_fifo() {
+            Some(SpecialFile::Fifo)
+        } else {
+            None
+        };
+        if let Some(special) = special {
+            let mode = header.mode().map_err(LayerError::Tar)?;
+            let uid = header.uid().map_err(LayerError::Tar)? as u32;
+            let gid = header.gid().map_err(LayerError::Tar)? as u32;
+            if let Some(parent) = target.parent() {
+                fs::create_dir_all(parent).map_err(|source| LayerError::Unpack {
+                    path: parent.to_path_buf(),
+                    source,
+                })?;
+            }
+            make_special_file(&target, special, mode, uid, gid)?;
+            continue;
+        }
+        let unpacked = entry.unpack_in(dest).map_err(|source| LayerError::Unpack {
+            path: target.clone(),
+            source,
+        })?;
+        if !unpacked {
+            return Err(LayerError::Escape {
+                path: raw,
+                reason: "refused by the unpacker",
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks that no existing component of `rel`'s parent below `root` is a symlink, so an entry
+/// can never be written through a link planted by an earlier entry.
+fn ensure_no_symlink_in_parents(root: &Path, rel: &Path, raw: &str) -> Result<(), LayerError> {
+    let mut at = root.to_path_buf();
+    let parent = rel.parent().unwrap_or(Path::new(""));
+    for c in parent.components() {
+        at.push(c);
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(LayerError::Escape {
+                    path: raw.to_owned(),
+                    reason: "a parent directory is a symlink",
+                })
+            }
+            Ok(m) if !m.is_dir() => {
+                return Err(LayerError::Escape {
+                    path: raw.to_owned(),
+                    reason: "a parent is not a directory",
+                })
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_of(entries: &[(&str, tar::EntryType, &[u8], Option<&str>)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, kind, data, link) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_mode(if kind.is_dir() { 0o755 } else { 0o644 });
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            h.set_size(data.len() as u64);
+            match link {
+                Some(l) => b.append_link(&mut h, path, l).unwrap(),
+                None => b.append_data(&mut h, path, *data).unwrap(),
+            }
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn store() -> (tempfile::TempDir, BlobStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::open(&dir.path().join("storage")).unwrap();
+        (dir, blobs)
+    }
+
+    #[test]
+    fn create_tar_splits_config_and_stripped_rootfs() {
+        let (dir, blobs) = store();
+        let input = tar_of(&[
+            ("config.json", tar::EntryType::Regular, b"{}", None),
+            ("rootfs/", tar::EntryType::Directory, b"", None),
+            ("rootfs/bin/x", tar::EntryType::Regular, b"hello", None),
+            (
+                "rootfs/bin/y",
+                tar::EntryType::Link,
+                b"",
+                Some("rootfs/bin/x"),
+            ),
+            ("rootfs/sh", tar::EntryType::Symlink, b"", Some("/bin/x")),
+            ("other", tar::EntryType::Regular, b"ignored", None),
+        ]);
+        let out = import_create_tar(&blobs, "t", &input[..], &LayerLimits::DEFAULT).unwrap();
+        assert_eq!(out.config, b"{}");
+        let dest = dir.path().join("rootfs");
+        fs::create_dir(&dest).unwrap();
+        unpack_layer(&blobs, &out.layer, &dest, &LayerLimits::DEFAULT).unwrap();
+        assert_eq!(fs::read(dest.join("bin/x")).unwrap(), b"hello");
+        assert_eq!(fs::read(dest.join("bin/y")).unwrap(), b"hello");
+        assert_eq!(fs::read_link(dest.join("sh")).unwrap(), Path::new("/bin/x"));
+        assert!(!dest.join("other").exists() && !dest.join("config.json").exists());
+        // Same rootfs again: the layer blob is shared, not an error.
+        let again = import_create_tar(&blobs, "t2", &input[..], &LayerLimits::DEFAULT).unwrap();
+        assert_eq!(again.layer, out.layer);
+    }
+
+    #[test]
+    fn missing_parts_use_dockers_errors() {
+        let (_d, blobs) = store();
+        let no_config = tar_of(&[("rootfs/", tar::EntryType::Directory, b"", None)]);
+        assert!(matches!(
+            import_create_tar(&blobs, "a", &no_config[..], &LayerLimits::DEFAULT),
+            Err(LayerError::ConfigNotFound)
+        ));
+        let no_rootfs = tar_of(&[("config.json", tar::EntryType::Regular, b"{}", None)]);
+        let err =
+            import_create_tar(&blobs, "b", &no_rootfs[..], &LayerLimits::DEFAULT).unwrap_err();
+        assert_eq!(err.to_string(), "no rootfs found");
+        assert_eq!(
+            blobs.walk().unwrap().count(),
+            0,
+            "a refused tar stores nothing"
+        );
+    }
+
+    /// Builds a raw tar whose entry names are written verbatim (tar-rs' builder refuses `..`).
+    fn raw_tar(entries: &[(&str, u8, &[u8], &str)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (name, kind, data, link) in entries {
+            let mut h = tar::Header::new_old();
+            h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+            h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            h.set_size(data.len() as u64);
+            h.as_old_mut().linkflag[0] = *kind;
+            h.set_cksum();
+            out.extend_from_slice(h.as_bytes());
+            out.extend_from_slice(data);
+            out.resize(out.len().div_ceil(512) * 512, 0);
+        }
+        out.resize(out.len() + 1024, 0);
+        out
+    }
+
+    #[test]
+    fn dot_dot_entries_are_refused() {
+        let (_d, blobs) = store();
+        let evil = raw_tar(&[
+            ("config.json", b'0', b"{}", ""),
+            ("rootfs/../../etc/evil", b'0', b"x", ""),
+        ]);
+        let err = import_create_tar(&blobs, "c", &evil[..], &LayerLimits::DEFAULT).unwrap_err();
+        assert!(matches!(err, LayerError::Escape { .. }), "{err}");
+    }
+
+    #[test]
+    fn writes_through_symlinks_and_outside_hard_links_are_refused() {
+        let (dir, blobs) = store();
+        let outside = dir.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        let through_symlink = raw_tar(&[
+            ("esc", b'2', b"", outside.to_str().unwrap()),
+            ("esc/pwned", b'0', b"x", ""),
+        ]);
+        let digest = blobs
+            .ingest("l1", &gzip(&through_symlink)[..], None)
+            .unwrap()
+            .digest;
+        let dest = dir.path().join("r1");
+        fs::create_dir(&dest).unwrap();
+        let err = unpack_layer(&blobs, &digest, &dest, &LayerLimits::DEFAULT).unwrap_err();
+        assert!(matches!(err, LayerError::Escape { .. }), "{err}");
+        assert!(!outside.join("pwned").exists());
+
+        let hard = raw_tar(&[("passwd", b'1', b"", "/etc/passwd")]);
+        let digest = blobs.ingest("l2", &gzip(&hard)[..], None).unwrap().digest;
+        let dest = dir.path().join("r2");
+        fs::create_dir(&dest).unwrap();
+        let err = unpack_layer(&blobs, &digest, &dest, &LayerLimits::DEFAULT).unwrap_err();
+        assert!(matches!(err, LayerError::Escape { .. }), "{err}");
+        assert!(!dest.join("passwd").exists());
+    }
+
+    #[test]
+    fn limits_stop_tar_bombs() {
+        let (dir, blobs) = store();
+        let big = tar_of(&[("f", tar::EntryType::Regular, &[0u8; 4096], None)]);
+        let digest = blobs.ingest("l", &gzip(&big)[..], None).unwrap().digest;
+        let dest = dir.path().join("r");
+        fs::create_dir(&dest).unwrap();
+        let limits = LayerLimits {
+            max_unpacked_bytes: 1024,
+            ..LayerLimits::DEFAULT
+        };
+        assert!(matches!(
+            unpack_layer(&blobs, &digest, &dest, &limits),
+            Err(LayerError::TooLarge { what: "bytes", .. })
+        ));
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = GzEncoder::new(Vec::new(), Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+}
