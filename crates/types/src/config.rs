@@ -206,6 +206,7 @@ fn is_zero(v: &u32) -> bool {
 #[serde(default)]
 pub struct PluginRootfs {
     /// Layer digests; Docker records the digest of the gzip layer blob here.
+    #[serde(deserialize_with = "null_as_default")]
     pub diff_ids: Vec<Digest>,
     /// Always `layers` when set.
     #[serde(
