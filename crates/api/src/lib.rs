@@ -1,4 +1,38 @@
-//! plugind-api: the Docker Engine API subset.
+//! plugind-api: the Docker Engine API subset that `docker plugin ...` and the Python `docker`
+//! SDK speak, over HTTP/1.1 on a unix socket.
 //!
-//! Not built yet: this crate is filled by issue 6. It exports nothing, so nothing can mistake it for
-//! a working implementation.
+//! Main items:
+//! - [`PluginBackend`]: the trait the plugin manager implements; the API calls nothing else;
+//! - [`bind`] and [`serve`]: open the socket and serve it until a shutdown future completes;
+//! - [`PluginJson`], [`EventMessage`], [`BackendError`]: what the backend hands back.
+//!
+//! Layout: `server` (socket, accept loop, routing, version checks, common headers), `plugins`
+//! and `system` (the handlers), `filters` (Docker's `filters` parameter), `body` (size-limited
+//! and streamed request bodies), `gojson` (Go's JSON error texts), `query` (Go's query, bool,
+//! integer and time parsing), `error` (the single kind -> status mapping).
+//!
+//! Architecture invariant: only this crate knows the HTTP protocol and Docker's wire quirks;
+//! it holds no plugin state and decides no plugin semantics. Remote operations (pull, push,
+//! upgrade, privileges) are answered 501 until the manager provides them.
+
+#![warn(missing_docs)]
+
+mod backend;
+mod body;
+mod error;
+mod filters;
+mod gojson;
+mod plugins;
+mod query;
+mod server;
+mod system;
+
+pub use backend::{
+    BackendError, BackendInfo, EventActor, EventMessage, EventSubscription, LogLine, LogSource,
+    LogStream, LogsOptions, PluginBackend, PluginJson, PluginStatus, RuntimeInfo, Stage,
+};
+pub use error::ApiError;
+pub use server::{
+    bind, serve, ServerOptions, API_VERSION, DEFAULT_CREATE_BODY_LIMIT, DEFAULT_JSON_BODY_LIMIT,
+    MIN_API_VERSION,
+};

@@ -1,8 +1,97 @@
-//! `plugind`: the daemon binary (configuration, logging, signals, wiring).
-//!
-//! Not built yet: the daemon arrives with issue 6. Until then this binary refuses to run
-//! rather than pretend to serve the API.
+//! `plugind`: the daemon binary. Parses the configuration, installs logging and signal
+//! handling, builds the plugin manager (`wiring`) and serves the Docker plugin API until
+//! SIGTERM/SIGINT; SIGHUP re-reads the configuration. No lifecycle logic lives here.
 
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("plugind: the daemon is not implemented yet (issue 6)")
+mod config;
+mod logging;
+mod wiring;
+
+use std::{ffi::OsString, process::ExitCode};
+
+use anyhow::Context;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::{
+    config::{Cli, Config},
+    wiring::Lifecycle,
+};
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let cli = Cli::parse_from(args.clone()).unwrap_or_else(|e| e.exit());
+    let config = match Config::load(&cli) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("plugind: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    logging::init(config.log_level, config.log_format);
+    let result = tokio::runtime::Runtime::new()
+        .context("cannot start the async runtime")
+        .and_then(|rt| rt.block_on(run(&args, config)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "plugind failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: &[OsString], config: Config) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let (backend, lifecycle) = wiring::build_backend(&config).await?;
+    let listener = plugind_api::bind(&config.socket)?;
+    let mut options = plugind_api::ServerOptions::new(env!("CARGO_PKG_VERSION"));
+    options.create_body_limit = config.create_body_limit;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(plugind_api::serve(listener, backend, options, async {
+        let _ = stop_rx.await;
+    }));
+    tracing::info!(socket = %config.socket.display(), root = %config.root.display(), "plugind serving");
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => reload(args, &*lifecycle).await,
+            res = &mut server => return Ok(res.context("api server task failed")??),
+        }
+    }
+    tracing::info!(grace = ?config.shutdown_timeout, "shutting down");
+    let _ = stop_tx.send(());
+    let stopping = async {
+        let served = server.await.context("api server task failed");
+        lifecycle.shutdown().await?;
+        Ok::<_, anyhow::Error>(served??)
+    };
+    let result = tokio::time::timeout(config.shutdown_timeout, stopping).await;
+    let _ = std::fs::remove_file(&config.socket);
+    match result {
+        Ok(done) => done,
+        Err(_) => anyhow::bail!(
+            "shutdown did not finish within {:?}",
+            config.shutdown_timeout
+        ),
+    }
+}
+
+/// SIGHUP: re-read flags and file; a bad file keeps the running configuration.
+async fn reload(args: &[OsString], lifecycle: &dyn Lifecycle) {
+    let loaded = Cli::parse_from(args.to_vec())
+        .map_err(anyhow::Error::from)
+        .and_then(|cli| Config::load(&cli));
+    let outcome = match loaded {
+        Ok(config) => lifecycle.reload(&config).await,
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(()) => tracing::info!("configuration reloaded"),
+        Err(e) => tracing::error!(
+            error = format!("{e:#}"),
+            "reload failed; keeping the running configuration"
+        ),
+    }
 }

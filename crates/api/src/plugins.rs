@@ -1,0 +1,183 @@
+//! The plugin endpoints (docker-plugin-api.md §3) and plugind's `GET /plugins/{name}/logs`.
+
+use std::{convert::Infallible, time::Duration};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::{body::Frame, body::Incoming, header, Request, Response, StatusCode};
+
+use crate::{
+    backend::LogsOptions,
+    body::{self, PumpOutcome},
+    error::{Endpoint, HttpError},
+    filters::{filter_plugins, Filters},
+    gojson,
+    query::{atoi, rfc3339_nano, Query},
+    server::{empty, json, stopped, Body, State},
+};
+
+/// `GET /plugins?filters=...`.
+pub(crate) async fn list(state: &State, q: &Query) -> Result<Response<Body>, HttpError> {
+    let filters = Filters::from_json(q.get("filters"))?;
+    // Validate before asking the backend, so a bad filter costs nothing.
+    filters.validate(&["enabled", "capability"])?;
+    let plugins = state
+        .backend
+        .list()
+        .await
+        .map_err(|e| HttpError::backend(Endpoint::Other, e))?;
+    let plugins = filter_plugins(&filters, plugins)?;
+    Ok(json(StatusCode::OK, &plugins))
+}
+
+/// `GET /plugins/{name}/json`.
+pub(crate) async fn inspect(state: &State, name: &str) -> Result<Response<Body>, HttpError> {
+    let plugin = state
+        .backend
+        .inspect(name)
+        .await
+        .map_err(|e| HttpError::backend(Endpoint::Other, e))?;
+    Ok(json(StatusCode::OK, &plugin))
+}
+
+/// `DELETE /plugins/{name}?force=`: 200 with an empty body, as real daemons answer.
+pub(crate) async fn remove(
+    state: &State,
+    name: &str,
+    q: &Query,
+) -> Result<Response<Body>, HttpError> {
+    state
+        .backend
+        .remove(name, q.bool_value("force"))
+        .await
+        .map_err(|e| HttpError::backend(Endpoint::Other, e))?;
+    Ok(empty(StatusCode::OK))
+}
+
+/// `POST /plugins/{name}/enable?timeout=`: a missing or non-integer timeout is moby 28's 500.
+pub(crate) async fn enable(
+    state: &State,
+    name: &str,
+    q: &Query,
+) -> Result<Response<Body>, HttpError> {
+    let secs = atoi(q.get("timeout")).map_err(HttpError::internal)?;
+    let timeout = u64::try_from(secs)
+        .ok()
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs);
+    state
+        .backend
+        .enable(name, timeout)
+        .await
+        .map_err(|e| HttpError::backend(Endpoint::Other, e))?;
+    Ok(empty(StatusCode::OK))
+}
+
+/// `POST /plugins/{name}/disable?force=`.
+pub(crate) async fn disable(
+    state: &State,
+    name: &str,
+    q: &Query,
+) -> Result<Response<Body>, HttpError> {
+    state
+        .backend
+        .disable(name, q.bool_value("force"))
+        .await
+        .map_err(|e| HttpError::backend(Endpoint::Other, e))?;
+    Ok(empty(StatusCode::OK))
+}
+
+/// `POST /plugins/{name}/set` with a JSON list of `key=value`: body rules first (400), then
+/// the backend (lookup errors keep their code, setting errors are 500); 204 on success.
+pub(crate) async fn set(
+    state: &State,
+    name: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, HttpError> {
+    let empty_body = body::declared_empty(req.headers());
+    body::check_json_content_type(req.headers(), empty_body)?;
+    let limit = state.options.json_body_limit;
+    if body::content_length(req.headers()).is_some_and(|n| n > limit) {
+        return Err(body::too_large(limit));
+    }
+    let args = if empty_body {
+        Vec::new()
+    } else {
+        let bytes = body::read_limited(req.into_body(), limit).await?;
+        gojson::decode_string_list(&bytes).map_err(HttpError::bad_request)?
+    };
+    state
+        .backend
+        .set(name, args)
+        .await
+        .map_err(|e| HttpError::backend(Endpoint::Set, e))?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+/// `POST /plugins/create?name=` with a tar body, streamed to the backend; 204 on success.
+pub(crate) async fn create(
+    state: &State,
+    q: &Query,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, HttpError> {
+    let limit = state.options.create_body_limit;
+    if body::content_length(req.headers()).is_some_and(|n| n > limit) {
+        return Err(body::too_large(limit));
+    }
+    let name = q.get("name").to_owned();
+    let (reader, pump) = body::bridge(req.into_body(), limit);
+    let (outcome, result) = tokio::join!(pump, state.backend.create(&name, Box::new(reader)));
+    match (outcome, result) {
+        // The limit, not whatever the backend made of the reader's error, is the answer.
+        (PumpOutcome::TooLarge, _) => Err(body::too_large(limit)),
+        (_, Err(e)) => Err(HttpError::backend(Endpoint::Create, e)),
+        (PumpOutcome::Broken, Ok(())) => Err(HttpError::bad_request(
+            "request body was broken off before the end",
+        )),
+        (PumpOutcome::Done, Ok(())) => Ok(empty(StatusCode::NO_CONTENT)),
+    }
+}
+
+/// `GET /plugins/{name}/logs?follow=&tail=&timestamps=` (plugind's extension): the plugin's
+/// output as plain text lines, optionally prefixed with an RFC 3339 time.
+pub(crate) async fn logs(
+    state: &State,
+    name: &str,
+    q: &Query,
+) -> Result<Response<Body>, HttpError> {
+    let tail = match q.get("tail") {
+        "" | "all" => None,
+        t => Some(
+            t.parse::<usize>()
+                .map_err(|_| HttpError::bad_request(format!("invalid tail value {t:?}")))?,
+        ),
+    };
+    let options = LogsOptions {
+        tail,
+        follow: q.bool_value("follow"),
+    };
+    let timestamps = q.bool_value("timestamps");
+    let lines = state
+        .backend
+        .logs(name, options)
+        .await
+        .map_err(|e| HttpError::backend(Endpoint::Other, e))?;
+    let mut stop = state.stop.clone();
+    let stream = lines
+        .take_until(Box::pin(async move { stopped(&mut stop).await }))
+        .map(move |l| {
+            let text = if timestamps {
+                format!("{} {}\n", rfc3339_nano(i128::from(l.time_nano)), l.line)
+            } else {
+                format!("{}\n", l.line)
+            };
+            Ok::<_, Infallible>(Frame::data(Bytes::from(text)))
+        });
+    let mut resp = Response::new(StreamBody::new(stream).boxed_unsync());
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    Ok(resp)
+}

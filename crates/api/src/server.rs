@@ -1,0 +1,486 @@
+//! The HTTP/1.1 server on a unix socket: binding, the accept loop, graceful shutdown, routing
+//! (with and without `/v1.xx` prefixes), API version checks and the headers Docker sets on every
+//! routed response.
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    os::unix::fs::{FileTypeExt, PermissionsExt},
+    path::Path,
+    sync::Arc,
+};
+
+use bytes::Bytes;
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
+use hyper::{
+    body::Incoming, header, server::conn::http1, service::service_fn, Method, Request, Response,
+    StatusCode,
+};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use tokio::{net::UnixListener, sync::watch, task::JoinSet};
+
+use crate::{backend::PluginBackend, error::HttpError, plugins, query::Query, system, ApiError};
+
+/// The newest API version served; unprefixed requests are treated as this version.
+pub const API_VERSION: &str = "1.51";
+/// The oldest API version accepted (moby 28's minimum).
+pub const MIN_API_VERSION: &str = "1.24";
+/// Default limit of a `POST /plugins/create` body (4 GiB).
+pub const DEFAULT_CREATE_BODY_LIMIT: u64 = 4 << 30;
+/// Default limit of a JSON request body (1 MiB).
+pub const DEFAULT_JSON_BODY_LIMIT: u64 = 1 << 20;
+
+/// Settings of the API server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerOptions {
+    /// Reported as the engine version (`/version`, the `Server` header).
+    pub engine_version: String,
+    /// Largest accepted JSON body (`set`), in bytes; larger ones get 413.
+    pub json_body_limit: u64,
+    /// Largest accepted create tar, in bytes; larger ones get 413 and create nothing.
+    pub create_body_limit: u64,
+}
+
+impl ServerOptions {
+    /// Options with the default body limits.
+    pub fn new(engine_version: &str) -> Self {
+        ServerOptions {
+            engine_version: engine_version.to_owned(),
+            json_body_limit: DEFAULT_JSON_BODY_LIMIT,
+            create_body_limit: DEFAULT_CREATE_BODY_LIMIT,
+        }
+    }
+}
+
+/// The response body type of every handler.
+pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// What every request handler can reach.
+pub(crate) struct State {
+    pub(crate) backend: Arc<dyn PluginBackend>,
+    pub(crate) options: ServerOptions,
+    /// Turns true when the server shuts down; streaming responses end then.
+    pub(crate) stop: watch::Receiver<bool>,
+}
+
+/// Binds the API socket at `path`: creates the parent directory, replaces a stale socket (but
+/// refuses when a live server answers on it or the path is not a socket), and sets mode 0660.
+pub fn bind(path: &Path) -> Result<UnixListener, ApiError> {
+    let socket_err = |source| ApiError::Socket {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(socket_err)?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(ApiError::SocketInUse {
+                    path: path.to_owned(),
+                });
+            }
+            std::fs::remove_file(path).map_err(socket_err)?;
+        }
+        Ok(_) => {
+            return Err(socket_err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "path exists and is not a socket",
+            )))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(socket_err(e)),
+    }
+    let listener = UnixListener::bind(path).map_err(socket_err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(socket_err)?;
+    Ok(listener)
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then stops accepting, ends event
+/// and log streams, lets in-flight requests finish and returns.
+pub async fn serve(
+    listener: UnixListener,
+    backend: Arc<dyn PluginBackend>,
+    options: ServerOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ApiError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let state = Arc::new(State {
+        backend,
+        options,
+        stop: stop_rx.clone(),
+    });
+    let mut conns = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    conns.spawn(serve_connection(stream, Arc::clone(&state), stop_rx.clone()));
+                }
+                // Per-connection failures (a client that went away, EMFILE) must not stop the
+                // server; back off briefly so a persistent EMFILE does not spin a core.
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting an api connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    while conns.join_next().await.is_some() {}
+    Ok(())
+}
+
+async fn serve_connection(
+    stream: tokio::net::UnixStream,
+    state: Arc<State>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let service = service_fn(move |req| {
+        let state = Arc::clone(&state);
+        async move { Ok::<_, Infallible>(handle(&state, req).await) }
+    });
+    let conn = http1::Builder::new()
+        .title_case_headers(true)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "api connection ended with an error");
+            }
+        }
+        () = stopped(&mut stop) => {
+            conn.as_mut().graceful_shutdown();
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "api connection ended with an error");
+            }
+        }
+    }
+}
+
+/// Completes once the server is stopping.
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is dropped here, so callers' futures stay `Send`.
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// One route of the table (docker-plugin-api.md §1.1), with the plugin name where it has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Route {
+    Options,
+    Ping,
+    Version,
+    Info,
+    Events,
+    List,
+    Inspect(String),
+    Privileges,
+    Remove(String),
+    Enable(String),
+    Disable(String),
+    Pull,
+    Push(String),
+    Upgrade(String),
+    Set(String),
+    Create,
+    Logs(String),
+}
+
+/// The name between `/plugins/` and `suffix` (greedy, may contain `/` and `:`).
+fn plugin_name(path: &str, suffix: &str) -> Option<String> {
+    path.strip_prefix("/plugins/")?
+        .strip_suffix(suffix)
+        .map(str::to_owned)
+}
+
+/// Matches a decoded, unversioned path in moby's registration order.
+pub(crate) fn match_route(method: &Method, path: &str) -> Option<Route> {
+    if method == Method::OPTIONS {
+        return path.starts_with('/').then_some(Route::Options);
+    }
+    let get = method == Method::GET;
+    let post = method == Method::POST;
+    match path {
+        "/_ping" if get || method == Method::HEAD => return Some(Route::Ping),
+        "/version" if get => return Some(Route::Version),
+        "/info" if get => return Some(Route::Info),
+        "/events" if get => return Some(Route::Events),
+        "/plugins" if get => return Some(Route::List),
+        _ => {}
+    }
+    if get {
+        if let Some(n) = plugin_name(path, "/json") {
+            return Some(Route::Inspect(n));
+        }
+        if path == "/plugins/privileges" {
+            return Some(Route::Privileges);
+        }
+        return plugin_name(path, "/logs").map(Route::Logs);
+    }
+    if method == Method::DELETE {
+        return plugin_name(path, "").map(Route::Remove);
+    }
+    if post {
+        if let Some(n) = plugin_name(path, "/enable") {
+            return Some(Route::Enable(n));
+        }
+        if let Some(n) = plugin_name(path, "/disable") {
+            return Some(Route::Disable(n));
+        }
+        if path == "/plugins/pull" {
+            return Some(Route::Pull);
+        }
+        if let Some(n) = plugin_name(path, "/push") {
+            return Some(Route::Push(n));
+        }
+        if let Some(n) = plugin_name(path, "/upgrade") {
+            return Some(Route::Upgrade(n));
+        }
+        if let Some(n) = plugin_name(path, "/set") {
+            return Some(Route::Set(n));
+        }
+        if path == "/plugins/create" {
+            return Some(Route::Create);
+        }
+    }
+    None
+}
+
+/// Splits `/v1.45/rest` into (`1.45`, `/rest`); `("", path)` without a prefix.
+fn split_version(path: &str) -> (&str, &str) {
+    if let Some(rest) = path.strip_prefix("/v") {
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if n > 0 && rest[n..].starts_with('/') {
+            return (&rest[..n], &rest[n..]);
+        }
+    }
+    ("", path)
+}
+
+/// moby's `versions.compare`: dot-separated integers, missing or non-numeric parts are 0.
+pub(crate) fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
+    let pa: Vec<&str> = a.split('.').collect();
+    let pb: Vec<&str> = b.split('.').collect();
+    for i in 0..pa.len().max(pb.len()) {
+        let x = pa.get(i).and_then(|s| s.parse::<i64>().ok()).unwrap_or(0);
+        let y = pb.get(i).and_then(|s| s.parse::<i64>().ok()).unwrap_or(0);
+        match x.cmp(&y) {
+            std::cmp::Ordering::Equal => {}
+            other => return other,
+        }
+    }
+    std::cmp::Ordering::Equal
+}
+
+async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
+    let raw_path = req.uri().path().to_owned();
+    let path = crate::query::unescape(&raw_path, false).unwrap_or(raw_path);
+    let (version, rest) = split_version(&path);
+    // moby answers errors as plain text for API versions before 1.24.
+    let json_errors =
+        version.is_empty() || compare_versions(version, "1.23") == std::cmp::Ordering::Greater;
+    let Some(route) = match_route(req.method(), rest) else {
+        // Like moby's notFoundHandler, this bypasses the middleware: no version headers.
+        return error_response(
+            HttpError::new(StatusCode::NOT_FOUND, "page not found"),
+            json_errors,
+        );
+    };
+    tracing::debug!(method = %req.method(), path = %path, "api request");
+    let mut resp = match check_version(version) {
+        Err(e) => error_response(e, json_errors),
+        Ok(()) => match dispatch(state, route, req).await {
+            Ok(resp) => resp,
+            Err(e) => error_response(e, json_errors),
+        },
+    };
+    let h = resp.headers_mut();
+    let server = format!("Docker/{} (linux)", state.options.engine_version);
+    if let Ok(v) = server.parse() {
+        h.insert(header::SERVER, v);
+    }
+    h.insert("Api-Version", header::HeaderValue::from_static(API_VERSION));
+    h.insert(
+        "Docker-Experimental",
+        header::HeaderValue::from_static("false"),
+    );
+    h.insert("Ostype", header::HeaderValue::from_static("linux"));
+    resp
+}
+
+fn check_version(version: &str) -> Result<(), HttpError> {
+    if version.is_empty() {
+        return Ok(());
+    }
+    if compare_versions(version, MIN_API_VERSION) == std::cmp::Ordering::Less {
+        return Err(HttpError::bad_request(format!(
+            "client version {version} is too old. Minimum supported API version is {MIN_API_VERSION}, please upgrade your client to a newer version"
+        )));
+    }
+    if compare_versions(version, API_VERSION) == std::cmp::Ordering::Greater {
+        return Err(HttpError::bad_request(format!(
+            "client version {version} is too new. Maximum supported API version is {API_VERSION}"
+        )));
+    }
+    Ok(())
+}
+
+async fn dispatch(
+    state: &State,
+    route: Route,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, HttpError> {
+    let uri = req.uri().clone();
+    // Only the handlers that read the query parse it (moby's `ParseForm`), so `set` ignores it.
+    let query = || Query::parse(uri.query());
+    match route {
+        Route::Options => Ok(empty(StatusCode::OK)),
+        Route::Ping => Ok(system::ping(req.method() == Method::HEAD)),
+        Route::Version => Ok(system::version(state)),
+        Route::Info => Ok(system::info(state)),
+        Route::Events => system::events(state, &query()?),
+        Route::List => plugins::list(state, &query()?).await,
+        Route::Inspect(name) => plugins::inspect(state, &name).await,
+        Route::Privileges => Err(HttpError::not_implemented(
+            "reading the privileges of a remote plugin (registry access)",
+        )),
+        Route::Pull => Err(HttpError::not_implemented("plugin install (pull)")),
+        Route::Push(_) => Err(HttpError::not_implemented("plugin push")),
+        Route::Upgrade(_) => Err(HttpError::not_implemented("plugin upgrade")),
+        Route::Remove(name) => plugins::remove(state, &name, &query()?).await,
+        Route::Enable(name) => plugins::enable(state, &name, &query()?).await,
+        Route::Disable(name) => plugins::disable(state, &name, &query()?).await,
+        Route::Set(name) => plugins::set(state, &name, req).await,
+        Route::Create => plugins::create(state, &query()?, req).await,
+        Route::Logs(name) => plugins::logs(state, &name, &query()?).await,
+    }
+}
+
+/// A bodyless response (Go's `WriteHeader` alone: `Content-Length: 0` for 200).
+pub(crate) fn empty(status: StatusCode) -> Response<Body> {
+    let mut resp = Response::new(Empty::new().boxed_unsync());
+    *resp.status_mut() = status;
+    resp
+}
+
+/// A body with a content type.
+pub(crate) fn full(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
+    let mut resp = Response::new(Full::new(body).boxed_unsync());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    resp
+}
+
+/// moby's `httputils.WriteJSON`: the value, a newline, `Content-Type: application/json`.
+pub(crate) fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<Body> {
+    match serde_json::to_vec(value) {
+        Ok(mut bytes) => {
+            bytes.push(b'\n');
+            full(status, "application/json", Bytes::from(bytes))
+        }
+        Err(e) => error_response(
+            HttpError::internal(format!("encoding the response: {e}")),
+            true,
+        ),
+    }
+}
+
+/// `{"message": ...}` (or Go's `http.Error` plain text for pre-1.24 versions).
+fn error_response(err: HttpError, json_errors: bool) -> Response<Body> {
+    if err.status.is_server_error() {
+        tracing::warn!(status = %err.status, message = %err.message, "api request failed");
+    } else {
+        tracing::debug!(status = %err.status, message = %err.message, "api request rejected");
+    }
+    if json_errors {
+        #[derive(Serialize)]
+        struct Message<'a> {
+            message: &'a str,
+        }
+        return json(
+            err.status,
+            &Message {
+                message: &err.message,
+            },
+        );
+    }
+    let mut resp = full(
+        err.status,
+        "text/plain; charset=utf-8",
+        Bytes::from(format!("{}\n", err.message)),
+    );
+    resp.headers_mut().insert(
+        "X-Content-Type-Options",
+        header::HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_take_the_whole_middle_as_name() {
+        let r = |m: Method, p: &str| match_route(&m, p);
+        assert_eq!(
+            r(Method::GET, "/plugins/localhost:5000/foo/bar:latest/json"),
+            Some(Route::Inspect("localhost:5000/foo/bar:latest".into()))
+        );
+        assert_eq!(
+            r(Method::GET, "/plugins/privileges"),
+            Some(Route::Privileges)
+        );
+        assert_eq!(r(Method::GET, "/plugins/json"), None);
+        assert_eq!(
+            r(Method::GET, "/plugins//json"),
+            Some(Route::Inspect(String::new()))
+        );
+        assert_eq!(
+            r(Method::DELETE, "/plugins/a/b:1"),
+            Some(Route::Remove("a/b:1".into()))
+        );
+        assert_eq!(r(Method::POST, "/plugins/pull"), Some(Route::Pull));
+        assert_eq!(
+            r(Method::POST, "/plugins/pull/enable"),
+            Some(Route::Enable("pull".into()))
+        );
+        assert_eq!(r(Method::POST, "/plugins/x/pull"), None);
+        assert_eq!(r(Method::POST, "/plugins/create"), Some(Route::Create));
+        assert_eq!(r(Method::HEAD, "/_ping"), Some(Route::Ping));
+        assert_eq!(r(Method::HEAD, "/version"), None);
+        assert_eq!(r(Method::OPTIONS, "/anything/at/all"), Some(Route::Options));
+        assert_eq!(split_version("/v1.45/plugins"), ("1.45", "/plugins"));
+        assert_eq!(split_version("/v/plugins"), ("", "/v/plugins"));
+        assert_eq!(split_version("/version"), ("", "/version"));
+    }
+
+    #[test]
+    fn versions() {
+        use std::cmp::Ordering::*;
+        assert_eq!(compare_versions("1.9", "1.24"), Less);
+        assert_eq!(compare_versions("1.50", "1.51"), Less);
+        assert_eq!(compare_versions("1.51.0", "1.51"), Equal);
+        assert_eq!(compare_versions("2", "1.51"), Greater);
+        assert!(check_version("1.23")
+            .unwrap_err()
+            .message
+            .contains("is too old"));
+        assert_eq!(
+            check_version("1.52").unwrap_err().message,
+            "client version 1.52 is too new. Maximum supported API version is 1.51"
+        );
+        assert!(check_version("1.24").is_ok());
+    }
+}

@@ -1,0 +1,514 @@
+//! The daemon's configuration: command-line flags (dockerd's spellings where dockerd has the
+//! same setting), an optional TOML file, and the validated [`Config`] the rest of the program
+//! sees. Flags given on the command line override the file; the file overrides the defaults.
+
+use std::{
+    collections::BTreeMap,
+    ffi::OsString,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{bail, Context};
+use clap::{parser::ValueSource, ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
+use serde::Deserialize;
+
+/// The runtime every daemon knows; like dockerd, it cannot be redefined.
+pub const BUILTIN_RUNTIME: &str = "runc";
+
+/// plugind: runs Docker managed plugins and serves the Docker plugin API.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "plugind", version)]
+pub struct Cli {
+    /// State directory: plugin records, root filesystems, blobs.
+    #[arg(
+        long,
+        visible_alias = "data-root",
+        value_name = "DIR",
+        default_value = "/var/lib/plugind"
+    )]
+    pub root: PathBuf,
+    /// Runtime directory: plugin sockets, OCI bundles, runtime wrappers.
+    #[arg(long, value_name = "DIR", default_value = "/run/plugind")]
+    pub exec_root: PathBuf,
+    /// API socket to listen on; only unix://PATH is supported.
+    #[arg(
+        short = 'H',
+        long,
+        value_name = "unix://PATH",
+        default_value = "unix:///run/plugind/plugind.sock"
+    )]
+    pub host: String,
+    /// Keep plugins running while the daemon is down, and re-attach to them at start.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub live_restore: bool,
+    /// Read settings from this TOML file; flags given on the command line take precedence.
+    #[arg(long = "config-file", visible_alias = "config", value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+    /// Runtime used for plugins unless configured otherwise.
+    #[arg(long, value_name = "NAME", default_value = BUILTIN_RUNTIME)]
+    pub default_runtime: String,
+    /// Register a runtime: NAME=PATH[,ARG...] (repeatable; the file's [runtimes.NAME] tables
+    /// use `path` and `args`).
+    #[arg(long = "add-runtime", value_name = "NAME=PATH[,ARG...]")]
+    pub add_runtime: Vec<String>,
+    /// Seconds to wait for requests and plugins to stop at shutdown before exiting anyway.
+    #[arg(long, value_name = "SECONDS", default_value = "15")]
+    pub shutdown_timeout: u64,
+    /// Log level.
+    #[arg(short = 'l', long, value_enum, default_value = "info")]
+    pub log_level: LogLevel,
+    /// Shorthand for --log-level=debug.
+    #[arg(short = 'D', long)]
+    pub debug: bool,
+    /// Log format: human-readable text, or one JSON object per line.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Largest plugin tar accepted by `docker plugin create`, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = plugind_api::DEFAULT_CREATE_BODY_LIMIT)]
+    pub create_body_limit: u64,
+    /// Which options were given on the command line (filled by [`Cli::parse_from`]).
+    #[arg(skip)]
+    explicit: Vec<String>,
+}
+
+/// `--log-level` values (dockerd's; `fatal` logs errors only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Everything, including per-request traces.
+    Trace,
+    /// Debugging detail.
+    Debug,
+    /// Normal operation.
+    Info,
+    /// Problems that were handled.
+    Warn,
+    /// Failures.
+    Error,
+    /// Same as error.
+    Fatal,
+}
+
+/// `--log-format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (colours on a terminal).
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Cli {
+    /// Parses arguments (the first is the program name), remembering which were explicit.
+    pub fn parse_from(args: impl IntoIterator<Item = OsString>) -> Result<Cli, clap::Error> {
+        let matches = Cli::command().try_get_matches_from(args)?;
+        let mut cli = Cli::from_arg_matches(&matches)?;
+        cli.explicit = explicit_ids(&matches);
+        Ok(cli)
+    }
+
+    fn given(&self, id: &str) -> bool {
+        self.explicit.iter().any(|e| e == id)
+    }
+}
+
+fn explicit_ids(m: &ArgMatches) -> Vec<String> {
+    m.ids()
+        .filter(|id| m.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+        .map(|id| id.as_str().to_owned())
+        .collect()
+}
+
+/// The TOML file; every key optional, unknown keys rejected (dockerd rejects them too).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct FileConfig {
+    #[serde(alias = "data-root")]
+    root: Option<PathBuf>,
+    exec_root: Option<PathBuf>,
+    host: Option<String>,
+    live_restore: Option<bool>,
+    default_runtime: Option<String>,
+    #[serde(default)]
+    runtimes: BTreeMap<String, FileRuntime>,
+    shutdown_timeout: Option<u64>,
+    log_level: Option<LogLevel>,
+    log_format: Option<LogFormat>,
+    create_body_limit: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRuntime {
+    path: String,
+    #[serde(default, alias = "runtimeArgs")]
+    args: Vec<String>,
+}
+
+/// An OCI runtime plugins can run under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Runtime {
+    /// Executable (a name looked up in PATH, or an absolute path).
+    pub path: String,
+    /// Arguments inserted before the runtime's own.
+    pub args: Vec<String>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// State root (absolute).
+    pub root: PathBuf,
+    /// Runtime root (absolute).
+    pub exec_root: PathBuf,
+    /// API socket path (absolute).
+    pub socket: PathBuf,
+    /// Keep plugins running across daemon restarts.
+    pub live_restore: bool,
+    /// Name of the default runtime; always a key of `runtimes`.
+    pub default_runtime: String,
+    /// Every runtime by name, including the built-in `runc`.
+    pub runtimes: BTreeMap<String, Runtime>,
+    /// How long shutdown may take.
+    pub shutdown_timeout: Duration,
+    /// Log level.
+    pub log_level: LogLevel,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Create body limit in bytes.
+    pub create_body_limit: u64,
+    /// The file the settings were read from, if any (re-read on SIGHUP).
+    pub config_file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Merges the flags over the file (if any) over the defaults, and validates the result.
+    pub fn load(cli: &Cli) -> anyhow::Result<Config> {
+        let file = match &cli.config_file {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        Config::merge(cli, file)
+    }
+
+    fn merge(cli: &Cli, file: FileConfig) -> anyhow::Result<Config> {
+        // A flag wins when given on the command line; else the file; else the flag's default.
+        fn pick<T: Clone>(cli: &Cli, id: &str, flag: &T, file: Option<T>) -> T {
+            if cli.given(id) {
+                flag.clone()
+            } else {
+                file.unwrap_or_else(|| flag.clone())
+            }
+        }
+        let host = pick(cli, "host", &cli.host, file.host);
+        let mut runtimes = BTreeMap::from([(
+            BUILTIN_RUNTIME.to_owned(),
+            Runtime {
+                path: BUILTIN_RUNTIME.to_owned(),
+                args: Vec::new(),
+            },
+        )]);
+        let from_file = file.runtimes.into_iter().map(|(name, r)| {
+            (
+                name,
+                Runtime {
+                    path: r.path,
+                    args: r.args,
+                },
+            )
+        });
+        let from_flags = cli
+            .add_runtime
+            .iter()
+            .map(|spec| parse_runtime_flag(spec))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        for (name, runtime) in from_file.chain(from_flags) {
+            validate_runtime(&name, &runtime)?;
+            runtimes.insert(name, runtime);
+        }
+        let log_level = if cli.debug {
+            LogLevel::Debug
+        } else {
+            pick(cli, "log_level", &cli.log_level, file.log_level)
+        };
+        let config = Config {
+            root: pick(cli, "root", &cli.root, file.root),
+            exec_root: pick(cli, "exec_root", &cli.exec_root, file.exec_root),
+            socket: parse_host(&host)?,
+            live_restore: pick(cli, "live_restore", &cli.live_restore, file.live_restore),
+            default_runtime: pick(
+                cli,
+                "default_runtime",
+                &cli.default_runtime,
+                file.default_runtime,
+            ),
+            runtimes,
+            shutdown_timeout: Duration::from_secs(pick(
+                cli,
+                "shutdown_timeout",
+                &cli.shutdown_timeout,
+                file.shutdown_timeout,
+            )),
+            log_level,
+            log_format: pick(cli, "log_format", &cli.log_format, file.log_format),
+            create_body_limit: pick(
+                cli,
+                "create_body_limit",
+                &cli.create_body_limit,
+                file.create_body_limit,
+            ),
+            config_file: cli.config_file.clone(),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        for (what, path) in [("--root", &self.root), ("--exec-root", &self.exec_root)] {
+            if !path.is_absolute() {
+                bail!("{what} must be an absolute path, got {}", path.display());
+            }
+        }
+        if self.root == self.exec_root {
+            bail!(
+                "--root and --exec-root must differ, both are {}",
+                self.root.display()
+            );
+        }
+        if !self.runtimes.contains_key(&self.default_runtime) {
+            bail!(
+                "default runtime {:?} is not configured (known: {})",
+                self.default_runtime,
+                self.runtimes.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
+        if self.create_body_limit == 0 {
+            bail!("--create-body-limit must be greater than 0");
+        }
+        Ok(())
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+/// `unix:///abs/path` -> `/abs/path`.
+fn parse_host(host: &str) -> anyhow::Result<PathBuf> {
+    let Some(path) = host.strip_prefix("unix://") else {
+        bail!("unsupported host {host:?}: only unix://PATH is supported");
+    };
+    let path = PathBuf::from(path);
+    if !path.is_absolute() {
+        bail!("host {host:?} must name an absolute socket path");
+    }
+    Ok(path)
+}
+
+/// `NAME=PATH[,ARG...]`.
+fn parse_runtime_flag(spec: &str) -> anyhow::Result<(String, Runtime)> {
+    let Some((name, rest)) = spec.split_once('=') else {
+        bail!("invalid --add-runtime {spec:?}: expected NAME=PATH[,ARG...]");
+    };
+    let mut parts = rest.split(',');
+    let path = parts.next().unwrap_or_default().to_owned();
+    Ok((
+        name.to_owned(),
+        Runtime {
+            path,
+            args: parts.map(str::to_owned).collect(),
+        },
+    ))
+}
+
+fn validate_runtime(name: &str, runtime: &Runtime) -> anyhow::Result<()> {
+    if name == BUILTIN_RUNTIME {
+        bail!("runtime name '{BUILTIN_RUNTIME}' is reserved");
+    }
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !valid {
+        bail!("invalid runtime name {name:?}: use letters, digits, '_', '.', '-'");
+    }
+    if runtime.path.is_empty() {
+        bail!("runtime {name:?} has an empty path");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::parse_from(
+            std::iter::once("plugind")
+                .chain(args.iter().copied())
+                .map(OsString::from),
+        )
+        .unwrap()
+    }
+
+    fn with_file(text: &str, args: &[&str]) -> anyhow::Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plugind.toml");
+        std::fs::write(&path, text).unwrap();
+        let mut all = vec!["--config-file", path.to_str().unwrap()];
+        all.extend_from_slice(args);
+        Config::load(&cli(&all))
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::load(&cli(&[])).unwrap();
+        assert_eq!(c.root, Path::new("/var/lib/plugind"));
+        assert_eq!(c.exec_root, Path::new("/run/plugind"));
+        assert_eq!(c.socket, Path::new("/run/plugind/plugind.sock"));
+        assert!(!c.live_restore);
+        assert_eq!(c.default_runtime, "runc");
+        assert_eq!(c.runtimes.len(), 1);
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(15));
+        assert_eq!(c.log_level, LogLevel::Info);
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.create_body_limit, plugind_api::DEFAULT_CREATE_BODY_LIMIT);
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_flags_override_file() {
+        let file = r#"
+            root = "/srv/plugind"
+            exec-root = "/run/p2"
+            host = "unix:///tmp/p.sock"
+            live-restore = true
+            default-runtime = "crun"
+            shutdown-timeout = 3
+            log-level = "warn"
+            log-format = "json"
+            [runtimes.crun]
+            path = "/usr/bin/crun"
+            args = ["--systemd-cgroup"]
+        "#;
+        let c = with_file(file, &[]).unwrap();
+        assert_eq!(c.root, Path::new("/srv/plugind"));
+        assert_eq!(c.exec_root, Path::new("/run/p2"));
+        assert_eq!(c.socket, Path::new("/tmp/p.sock"));
+        assert!(c.live_restore);
+        assert_eq!(c.default_runtime, "crun");
+        assert_eq!(c.runtimes["crun"].args, ["--systemd-cgroup"]);
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(3));
+        assert_eq!(
+            (c.log_level, c.log_format),
+            (LogLevel::Warn, LogFormat::Json)
+        );
+        let c = with_file(
+            file,
+            &[
+                "--root",
+                "/a",
+                "-H",
+                "unix:///b.sock",
+                "--live-restore=false",
+                "--log-format",
+                "text",
+                "-D",
+                "--add-runtime",
+                "crun=/opt/crun,--x,--y",
+                "--default-runtime",
+                "runc",
+                "--shutdown-timeout",
+                "0",
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.root, Path::new("/a"));
+        assert_eq!(
+            c.exec_root,
+            Path::new("/run/p2"),
+            "not given: the file's value"
+        );
+        assert_eq!(c.socket, Path::new("/b.sock"));
+        assert!(!c.live_restore);
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.log_level, LogLevel::Debug);
+        assert_eq!(c.default_runtime, "runc");
+        assert_eq!(c.shutdown_timeout, Duration::ZERO);
+        assert_eq!(
+            c.runtimes["crun"],
+            Runtime {
+                path: "/opt/crun".into(),
+                args: vec!["--x".into(), "--y".into()]
+            }
+        );
+        // A bare boolean flag means true.
+        assert!(
+            Config::load(&cli(&["--live-restore"]))
+                .unwrap()
+                .live_restore
+        );
+        // Same value as the default, but given explicitly: still wins over the file.
+        let c = with_file("root = \"/srv\"", &["--root", "/var/lib/plugind"]).unwrap();
+        assert_eq!(c.root, Path::new("/var/lib/plugind"));
+    }
+
+    #[test]
+    fn validation_errors() {
+        let err = |args: &[&str]| format!("{:#}", Config::load(&cli(args)).unwrap_err());
+        assert!(err(&["-H", "tcp://0.0.0.0:2375"]).contains("only unix://PATH is supported"));
+        assert!(err(&["-H", "unix://rel.sock"]).contains("absolute socket path"));
+        assert!(err(&["--root", "rel"]).contains("--root must be an absolute path"));
+        assert!(err(&["--root", "/x", "--exec-root", "/x"]).contains("must differ"));
+        assert!(err(&["--default-runtime", "crun"])
+            .contains(r#"default runtime "crun" is not configured"#));
+        assert!(err(&["--add-runtime", "runc=/x"]).contains("'runc' is reserved"));
+        assert!(err(&["--add-runtime", "crun"]).contains("expected NAME=PATH"));
+        assert!(err(&["--add-runtime", "bad name=/x"]).contains("invalid runtime name"));
+        assert!(err(&["--add-runtime", "crun="]).contains("empty path"));
+        assert!(err(&["--create-body-limit", "0"]).contains("greater than 0"));
+        let e = format!("{:#}", with_file("rooot = \"/x\"", &[]).unwrap_err());
+        assert!(
+            e.contains("invalid config file") && e.contains("rooot"),
+            "{e}"
+        );
+        let e = format!(
+            "{:#}",
+            with_file("[runtimes.crun]\nargs = []", &[]).unwrap_err()
+        );
+        assert!(e.contains("path"), "{e}");
+        let missing = Config::load(&cli(&["--config-file", "/nonexistent/plugind.toml"]));
+        assert!(format!("{:#}", missing.unwrap_err()).contains("cannot read config file"));
+        assert!(Cli::parse_from(["plugind", "--log-level", "loud"].map(OsString::from)).is_err());
+    }
+
+    #[test]
+    fn help_documents_every_flag() {
+        let help = Cli::command().render_long_help().to_string();
+        for flag in [
+            "--root",
+            "--data-root",
+            "--exec-root",
+            "--host",
+            "-H",
+            "--live-restore",
+            "--config-file",
+            "--config",
+            "--default-runtime",
+            "--add-runtime",
+            "--shutdown-timeout",
+            "--log-level",
+            "--log-format",
+            "--debug",
+            "--create-body-limit",
+            "/var/lib/plugind",
+            "/run/plugind",
+            "unix:///run/plugind/plugind.sock",
+        ] {
+            assert!(help.contains(flag), "help lacks {flag}:\n{help}");
+        }
+    }
+}
