@@ -22,6 +22,7 @@ mod body;
 mod error;
 mod filters;
 mod gojson;
+mod manager_backend;
 mod plugins;
 mod query;
 mod server;
@@ -32,6 +33,7 @@ pub use backend::{
     LogStream, LogsOptions, PluginBackend, PluginJson, PluginStatus, RuntimeInfo, Stage,
 };
 pub use error::ApiError;
+pub use manager_backend::{ManagerBackend, RuntimeFacts};
 pub use server::{
     bind, serve, ServerOptions, API_VERSION, DEFAULT_CREATE_BODY_LIMIT, DEFAULT_JSON_BODY_LIMIT,
     MIN_API_VERSION,

@@ -1,15 +1,24 @@
 //! Where the daemon meets the plugin manager: [`build_backend`] turns a [`Config`] into the
-//! API's [`PluginBackend`] and a [`Lifecycle`] handle for reload and shutdown.
-//!
-//! The manager is not wired yet: until it is, [`build_backend`] fails instead of serving an
-//! API that pretends to manage plugins.
+//! executor (shims, runtimes), the [`Manager`] (which takes the lock on its root and restores
+//! plugins), the API's [`PluginBackend`], and a [`Lifecycle`] handle for reload and shutdown.
 
-use std::sync::Arc;
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
+use anyhow::Context;
 use async_trait::async_trait;
-use plugind_api::PluginBackend;
+use plugind_api::{ManagerBackend, PluginBackend, RuntimeFacts, RuntimeInfo};
+use plugind_manager::{
+    executor::{ExecutorConfig, RuntimeConfig, Runtimes, ShimExecutor},
+    Manager, ManagerConfig,
+};
 
 use crate::config::Config;
+
+/// containerd namespace of plugind's shims; keeps their runc state apart from containerd's.
+const NAMESPACE: &str = "plugind";
 
 /// What the daemon asks of the manager besides the API calls.
 #[async_trait]
@@ -22,28 +31,138 @@ pub trait Lifecycle: Send + Sync {
     async fn shutdown(&self) -> anyhow::Result<()>;
 }
 
-/// Builds the plugin manager for `config` (it takes the lock on its root).
+/// Builds the executor and the plugin manager for `config` and restores plugins.
 pub async fn build_backend(
     config: &Config,
 ) -> anyhow::Result<(Arc<dyn PluginBackend>, Box<dyn Lifecycle>)> {
-    anyhow::bail!(
-        "plugin manager not wired yet (root {}): plugind cannot serve plugins in this build",
-        config.root.display()
-    )
+    let mut executor_config = ExecutorConfig::new(&config.exec_root, NAMESPACE);
+    executor_config.shim_binary = find_program("containerd-shim-runc-v2")
+        .context("containerd-shim-runc-v2 not found (Debian package `containerd`)")?;
+    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let executor = ShimExecutor::new(executor_config, &runtimes(config)?, Arc::new(events_tx))
+        .await
+        .context("starting the executor")?;
+    let mut manager_config = ManagerConfig::new(&config.root, &config.exec_root);
+    manager_config.live_restore = config.live_restore;
+    let (manager, report) = Manager::start(manager_config, Arc::new(executor.clone()), events_rx)
+        .await
+        .context("starting the plugin manager")?;
+    tracing::info!(
+        reattached = report.reattached.len(),
+        started = report.started.len(),
+        failed = report.failed.len(),
+        quarantined = report.quarantined.len(),
+        "plugins restored"
+    );
+    let backend = Arc::new(ManagerBackend::new(manager.clone(), runtime_facts(config)));
+    let lifecycle = Box::new(Wired {
+        manager,
+        executor,
+        backend: backend.clone(),
+    });
+    Ok((backend, lifecycle))
+}
+
+struct Wired {
+    manager: Manager,
+    executor: ShimExecutor,
+    backend: Arc<ManagerBackend>,
+}
+
+#[async_trait]
+impl Lifecycle for Wired {
+    async fn reload(&self, config: &Config) -> anyhow::Result<()> {
+        self.executor
+            .reload_runtimes(&runtimes(config)?)
+            .context("reloading runtimes")?;
+        self.backend.set_runtimes(runtime_facts(config));
+        Ok(())
+    }
+
+    async fn shutdown(&self) -> anyhow::Result<()> {
+        self.manager.shutdown().await;
+        self.executor.shutdown().await;
+        Ok(())
+    }
+}
+
+/// The executor's runtimes from the configuration. crun needs its wrapper on hybrid-cgroup
+/// hosts (shim-protocol.md, gotcha 17).
+fn runtimes(config: &Config) -> anyhow::Result<Runtimes> {
+    let mut out = Runtimes::runc();
+    for (name, rt) in &config.runtimes {
+        let path = find_program(&rt.path)
+            .with_context(|| format!("runtime {name}: {} not found", rt.path))?;
+        let hybrid = Path::new("/sys/fs/cgroup/unified/cgroup.controllers").exists()
+            && Path::new("/sys/fs/cgroup/memory").is_dir();
+        let is_crun = path.file_name().is_some_and(|n| n == "crun");
+        let mut rc = if is_crun && hybrid {
+            RuntimeConfig::crun_hybrid(&path)
+        } else {
+            RuntimeConfig::plain(&path)
+        };
+        rc.args = rt.args.clone();
+        out = out.with(name, rc);
+    }
+    out.default = config.default_runtime.clone();
+    Ok(out)
+}
+
+fn runtime_facts(config: &Config) -> RuntimeFacts {
+    RuntimeFacts {
+        default_runtime: config.default_runtime.clone(),
+        runtimes: config
+            .runtimes
+            .iter()
+            .map(|(n, r)| {
+                (
+                    n.clone(),
+                    RuntimeInfo {
+                        path: r.path.clone(),
+                        args: r.args.clone(),
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+/// An absolute path as is, else the first match in `PATH` and the sbin directories.
+fn find_program(name: &str) -> Option<PathBuf> {
+    let p = Path::new(name);
+    if p.is_absolute() {
+        return p.exists().then(|| p.to_path_buf());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(
+            [
+                "/usr/local/sbin",
+                "/usr/local/bin",
+                "/usr/sbin",
+                "/usr/bin",
+                "/sbin",
+                "/bin",
+            ]
+            .map(PathBuf::from),
+        )
+        .map(|d| d.join(name))
+        .find(|c| c.is_file())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn refuses_to_pretend() {
+    #[test]
+    fn finds_programs_and_builds_runtimes() {
+        assert_eq!(find_program("/bin/sh"), Some(PathBuf::from("/bin/sh")));
+        assert!(find_program("/nonexistent/x").is_none());
+        assert!(find_program("sh").is_some());
         let cli = crate::config::Cli::parse_from(["plugind".into()]).unwrap();
         let config = Config::load(&cli).unwrap();
-        let err = build_backend(&config)
-            .await
-            .err()
-            .expect("must fail until wired");
-        assert!(err.to_string().contains("plugin manager not wired yet"));
+        let facts = runtime_facts(&config);
+        assert_eq!(facts.default_runtime, "runc");
+        assert!(facts.runtimes.contains_key("runc"));
     }
 }

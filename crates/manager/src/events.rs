@@ -44,16 +44,17 @@ impl PluginEvent {
 }
 
 /// Publishes events to live subscribers and keeps the last `capacity` for late ones.
+/// Generic so that a consumer (the API) can keep its own converted copy the same way.
 #[derive(Debug)]
-pub struct EventHub {
+pub struct EventHub<T = PluginEvent> {
     // One std mutex guards history *and* publication, so a subscriber's snapshot and its
     // receiver meet exactly: nothing published in between is lost or seen twice.
-    history: Mutex<VecDeque<PluginEvent>>,
-    sender: broadcast::Sender<PluginEvent>,
+    history: Mutex<VecDeque<T>>,
+    sender: broadcast::Sender<T>,
     capacity: usize,
 }
 
-impl EventHub {
+impl<T: Clone> EventHub<T> {
     /// A hub keeping `capacity` past events (and buffering as many for slow subscribers).
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
@@ -66,8 +67,7 @@ impl EventHub {
     }
 
     /// Records and broadcasts an event.
-    pub fn publish(&self, event: PluginEvent) {
-        tracing::info!(action = %event.action, plugin = %event.id, "plugin event");
+    pub fn publish(&self, event: T) {
         let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
         if history.len() == self.capacity {
             history.pop_front();
@@ -77,19 +77,22 @@ impl EventHub {
         let _ = self.sender.send(event);
     }
 
+    /// The kept events that pass `keep`, and a receiver for every event published after them.
+    pub fn subscribe_where(&self, keep: impl Fn(&T) -> bool) -> (Vec<T>, broadcast::Receiver<T>) {
+        let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let past = history.iter().filter(|e| keep(e)).cloned().collect();
+        (past, self.sender.subscribe())
+    }
+}
+
+impl EventHub<PluginEvent> {
     /// The kept events at or after `since_nano` (all kept events when `None`), and a receiver
     /// for every event published after them.
     pub fn subscribe(
         &self,
         since_nano: Option<i128>,
     ) -> (Vec<PluginEvent>, broadcast::Receiver<PluginEvent>) {
-        let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        let past = history
-            .iter()
-            .filter(|e| since_nano.is_none_or(|s| e.time_nano >= s))
-            .cloned()
-            .collect();
-        (past, self.sender.subscribe())
+        self.subscribe_where(|e| since_nano.is_none_or(|s| e.time_nano >= s))
     }
 }
 

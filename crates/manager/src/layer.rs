@@ -204,9 +204,19 @@ fn rewrite_create_tar<R: Read, W: Write>(
                 .map(|t| t.into_owned())
                 .unwrap_or_default();
             // Hard link targets are archive paths: they move with the stripped prefix.
+            // Hard link targets are archive paths: they must lie inside rootfs/ and move with
+            // the stripped prefix.
             let target = if kind.is_hard_link() {
                 let t = clean_path(&target.to_string_lossy())?;
-                t.strip_prefix("rootfs").map(Path::to_path_buf).unwrap_or(t)
+                match t.strip_prefix("rootfs") {
+                    Ok(inside) if !target.is_absolute() => inside.to_path_buf(),
+                    _ => {
+                        return Err(LayerError::Escape {
+                            path: raw,
+                            reason: "hard link to a file outside rootfs/",
+                        })
+                    }
+                }
             } else {
                 target
             };
@@ -318,10 +328,10 @@ pub fn unpack_layer(
                     })
                 }
                 Ok(_) => {}
-                Err(source) => {
-                    return Err(LayerError::Unpack {
-                        path: dest.join(&link_rel),
-                        source,
+                Err(_) => {
+                    return Err(LayerError::Escape {
+                        path: raw,
+                        reason: "hard link to a file not in the layer",
                     })
                 }
             }

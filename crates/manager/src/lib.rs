@@ -1,14 +1,30 @@
 //! plugind-manager: the plugin lifecycle, where the leaf crates meet.
 //!
-//! Main types and modules:
+//! [`Manager`] composes the store (records), blob store (layers), spec (OCI spec), bundle
+//! (bundle directories, mounts) and executor (tasks through the shim) into the operations of
+//! Docker's plugin subsystem: create, enable, disable, remove, set, references for consumers,
+//! supervision with restart backoff, and restore across restarts of plugind.
+//!
+//! Modules:
+//! - [`manager`]: [`Manager`], [`ManagerConfig`], [`PluginView`], [`PluginHandle`];
 //! - [`layer`]: `docker plugin create` tars into a layer blob, and safe unpacking of layers;
 //! - [`events`]: [`events::EventHub`], the in-process broadcast of plugin events with history;
 //! - [`backoff`]: the restart policy for plugins that exit unexpectedly;
 //! - [`client`]: [`client::PluginClient`], the Docker plugin protocol over a plugin's socket.
+//!
+//! The manager has no syscalls and no on-disk formats of its own: records belong to the store,
+//! blobs to the blob store, bundles to the bundle crate, OS operations to sys.
 
 #![warn(missing_docs)]
 
 pub mod backoff;
 pub mod client;
+mod error;
 pub mod events;
 pub mod layer;
+pub mod manager;
+
+pub use error::{ManagerError, Result};
+pub use manager::{Manager, ManagerConfig, PluginHandle, PluginView, RestoreReport};
+/// Re-exported so consumers (api, volumes, daemon) use exactly the versions the manager uses.
+pub use {plugind_executor as executor, plugind_store as store, plugind_types as types};

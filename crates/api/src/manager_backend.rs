@@ -1,0 +1,360 @@
+//! [`ManagerBackend`]: the [`PluginBackend`] of the real daemon, over
+//! [`plugind_manager::Manager`]. It converts the manager's records, errors and events into the
+//! API's shapes; it holds no lifecycle logic of its own.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    io::Read,
+    path::{Path, PathBuf},
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use plugind_manager::{
+    events::{EventHub, PluginEvent},
+    store::{RunState, StoreError},
+    Manager, ManagerError, PluginView,
+};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::backend::{
+    BackendError, BackendInfo, EventMessage, EventSubscription, LogLine, LogSource, LogStream,
+    LogsOptions, PluginBackend, PluginJson, PluginStatus, RuntimeInfo,
+};
+
+/// How many events the API keeps for `since` queries (Docker keeps 256).
+const EVENT_BACKLOG: usize = 256;
+
+/// Runtime facts shown by `GET /info`; replaced on reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeFacts {
+    /// Name of the default runtime.
+    pub default_runtime: String,
+    /// Every runtime by name.
+    pub runtimes: BTreeMap<String, RuntimeInfo>,
+}
+
+/// The API backend of the real daemon.
+#[derive(Debug)]
+pub struct ManagerBackend {
+    manager: Manager,
+    events: Arc<EventHub<EventMessage>>,
+    runtimes: RwLock<RuntimeFacts>,
+}
+
+impl ManagerBackend {
+    /// Wraps `manager`; starts forwarding its events in API form.
+    pub fn new(manager: Manager, runtimes: RuntimeFacts) -> Self {
+        let events = Arc::new(EventHub::new(EVENT_BACKLOG));
+        let (past, mut live) = manager.events().subscribe(None);
+        for e in past {
+            events.publish(to_message(&e));
+        }
+        let forward = Arc::downgrade(&events);
+        tokio::spawn(async move {
+            loop {
+                match live.recv().await {
+                    Ok(e) => match forward.upgrade() {
+                        Some(hub) => hub.publish(to_message(&e)),
+                        None => break,
+                    },
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "api event forwarder lagged");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+        ManagerBackend {
+            manager,
+            events,
+            runtimes: RwLock::new(runtimes),
+        }
+    }
+
+    /// The wrapped manager.
+    pub fn manager(&self) -> &Manager {
+        &self.manager
+    }
+
+    /// Replaces the runtime facts shown by `/info` (after a reload).
+    pub fn set_runtimes(&self, runtimes: RuntimeFacts) {
+        *self
+            .runtimes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = runtimes;
+    }
+}
+
+fn to_message(e: &PluginEvent) -> EventMessage {
+    let name = e.attributes.get("name").map_or("", String::as_str);
+    EventMessage::plugin(&e.action, e.id.as_str(), name, e.time_nano as i64)
+}
+
+fn to_json(view: PluginView) -> PluginJson {
+    let r = view.record;
+    let observed = &r.state.observed;
+    let (state, pid, last_error) = match &observed.state {
+        RunState::Stopped => ("stopped", None, None),
+        RunState::Running { pid } => ("running", Some(*pid), None),
+        RunState::Failed { reason } => ("failed", None, Some(reason.clone())),
+    };
+    PluginJson {
+        config: r.plugin.config,
+        enabled: r.plugin.enabled,
+        id: r.plugin.id.to_string(),
+        name: r.plugin.name,
+        plugin_reference: r.plugin.plugin_reference,
+        settings: r.plugin.settings,
+        plugind: Some(PluginStatus {
+            state: state.to_owned(),
+            pid,
+            restart_count: observed.restart_count,
+            last_error,
+        }),
+    }
+}
+
+/// Lookup failures keep their own status (404, 400 for ambiguity); everything else is an
+/// operation error whose status the API picks per endpoint.
+fn to_error(e: ManagerError) -> BackendError {
+    let kind = e.kind();
+    let message = e.to_string();
+    match e {
+        ManagerError::Store(StoreError::NotFound { .. } | StoreError::Ambiguous { .. }) => {
+            BackendError::lookup(kind, message)
+        }
+        _ => BackendError::new(kind, message),
+    }
+}
+
+#[async_trait]
+impl PluginBackend for ManagerBackend {
+    async fn list(&self) -> Result<Vec<PluginJson>, BackendError> {
+        Ok(self.manager.list().into_iter().map(to_json).collect())
+    }
+
+    async fn inspect(&self, name: &str) -> Result<PluginJson, BackendError> {
+        self.manager.inspect(name).map(to_json).map_err(to_error)
+    }
+
+    async fn create(&self, name: &str, tar: Box<dyn Read + Send>) -> Result<(), BackendError> {
+        self.manager
+            .create(name, tar)
+            .await
+            .map(drop)
+            .map_err(to_error)
+    }
+
+    async fn enable(&self, name: &str, _timeout: Option<Duration>) -> Result<(), BackendError> {
+        // Docker's `timeout` is the client timeout of later calls to the plugin, not a bound on
+        // start-up; readiness uses the manager's own deadline.
+        self.manager.enable(name, None).await.map_err(to_error)
+    }
+
+    async fn disable(&self, name: &str, force: bool) -> Result<(), BackendError> {
+        self.manager.disable(name, force).await.map_err(to_error)
+    }
+
+    async fn remove(&self, name: &str, force: bool) -> Result<(), BackendError> {
+        self.manager.remove(name, force).await.map_err(to_error)
+    }
+
+    async fn set(&self, name: &str, args: Vec<String>) -> Result<(), BackendError> {
+        self.manager.set(name, &args).await.map_err(to_error)
+    }
+
+    fn subscribe_events(&self) -> EventSubscription {
+        let (backlog, live) = self.events.subscribe_where(|_| true);
+        EventSubscription { backlog, live }
+    }
+
+    async fn logs(&self, name: &str, options: LogsOptions) -> Result<LogStream, BackendError> {
+        let path = self.manager.log_path(name).map_err(to_error)?;
+        Ok(follow_log(path, options).await)
+    }
+
+    fn info(&self) -> BackendInfo {
+        let plugins = self.manager.list();
+        let runtimes = self
+            .runtimes
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let config = self.manager.config();
+        BackendInfo {
+            id: config.root.display().to_string(),
+            root_dir: config.root.clone(),
+            live_restore: config.live_restore,
+            default_runtime: runtimes.default_runtime,
+            runtimes: runtimes.runtimes,
+            plugins: plugins.len(),
+            plugins_enabled: plugins
+                .iter()
+                .filter(|p| p.record.desired_enabled())
+                .count(),
+        }
+    }
+}
+
+/// Parses one line of the executor's log format:
+/// `<unix seconds>.<millis> <stdout|stderr>[/<exec id>] <text>`.
+fn parse_log_line(line: &str) -> LogLine {
+    let mut parts = line.splitn(3, ' ');
+    let (stamp, stream, text) = (parts.next(), parts.next(), parts.next());
+    let time_nano = stamp
+        .and_then(|s| s.split_once('.'))
+        .and_then(|(secs, millis)| {
+            Some(
+                secs.parse::<i64>().ok()? * 1_000_000_000 + millis.parse::<i64>().ok()? * 1_000_000,
+            )
+        });
+    match (time_nano, stream, text) {
+        (Some(time_nano), Some(stream), Some(text)) => LogLine {
+            time_nano,
+            source: if stream.starts_with("stderr") {
+                LogSource::Stderr
+            } else {
+                LogSource::Stdout
+            },
+            line: text.to_owned(),
+        },
+        // Not in the executor's format: pass it through as stdout text.
+        _ => LogLine {
+            time_nano: 0,
+            source: LogSource::Stdout,
+            line: line.to_owned(),
+        },
+    }
+}
+
+/// The last lines of the log (rotated generation `<path>.1` first), then, with `follow`, new
+/// lines as they are written (checked every 100 ms; a rotation restarts at the new file).
+async fn follow_log(path: PathBuf, options: LogsOptions) -> LogStream {
+    let rotated = PathBuf::from(format!("{}.1", path.display()));
+    let mut text = tokio::fs::read_to_string(&rotated)
+        .await
+        .unwrap_or_default();
+    let current = tokio::fs::read(&path).await.unwrap_or_default();
+    let offset = current.len() as u64;
+    text.push_str(&String::from_utf8_lossy(&current));
+    let mut lines: VecDeque<LogLine> = text.lines().map(parse_log_line).collect();
+    if let Some(n) = options.tail {
+        while lines.len() > n {
+            lines.pop_front();
+        }
+    }
+    struct State {
+        path: PathBuf,
+        pending: VecDeque<LogLine>,
+        offset: u64,
+        partial: String,
+        follow: bool,
+    }
+    let state = State {
+        path,
+        pending: lines,
+        offset,
+        partial: String::new(),
+        follow: options.follow,
+    };
+    Box::pin(futures::stream::unfold(state, |mut s| async move {
+        loop {
+            if let Some(line) = s.pending.pop_front() {
+                return Some((line, s));
+            }
+            if !s.follow {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            read_new(&mut s.offset, &mut s.partial, &mut s.pending, &s.path).await;
+        }
+    }))
+}
+
+async fn read_new(
+    offset: &mut u64,
+    partial: &mut String,
+    pending: &mut VecDeque<LogLine>,
+    path: &Path,
+) {
+    let Ok(mut file) = tokio::fs::File::open(path).await else {
+        return;
+    };
+    let Ok(meta) = file.metadata().await else {
+        return;
+    };
+    if meta.len() < *offset {
+        // Rotated or truncated: the new generation starts from its beginning.
+        *offset = 0;
+        partial.clear();
+    }
+    if meta.len() == *offset || file.seek(std::io::SeekFrom::Start(*offset)).await.is_err() {
+        return;
+    }
+    let mut buf = Vec::new();
+    if file.read_to_end(&mut buf).await.is_err() {
+        return;
+    }
+    *offset += buf.len() as u64;
+    partial.push_str(&String::from_utf8_lossy(&buf));
+    while let Some(i) = partial.find('\n') {
+        let line: String = partial.drain(..=i).collect();
+        pending.push_back(parse_log_line(line.trim_end_matches('\n')));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    #[test]
+    fn parses_the_executor_format() {
+        let l = parse_log_line("1700000000.250 stderr boom here");
+        assert_eq!(l.time_nano, 1_700_000_000_250_000_000);
+        assert_eq!(l.source, LogSource::Stderr);
+        assert_eq!(l.line, "boom here");
+        let e = parse_log_line("1.001 stdout/exec1 x");
+        assert_eq!((e.source, e.line.as_str()), (LogSource::Stdout, "x"));
+        assert_eq!(parse_log_line("garbage").line, "garbage");
+    }
+
+    #[tokio::test]
+    async fn tail_then_follow_across_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.log");
+        std::fs::write(dir.path().join("p.log.1"), "1.000 stdout old\n").unwrap();
+        std::fs::write(&path, "2.000 stdout a\n3.000 stderr b\n").unwrap();
+        let all: Vec<_> = follow_log(
+            path.clone(),
+            LogsOptions {
+                tail: None,
+                follow: false,
+            },
+        )
+        .await
+        .collect()
+        .await;
+        assert_eq!(
+            all.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(),
+            ["old", "a", "b"]
+        );
+        let mut s = follow_log(
+            path.clone(),
+            LogsOptions {
+                tail: Some(1),
+                follow: true,
+            },
+        )
+        .await;
+        assert_eq!(s.next().await.unwrap().line, "b");
+        std::fs::write(&path, "4.000 stdout fresh\n").unwrap(); // rotation: shorter file
+        let next = tokio::time::timeout(Duration::from_secs(5), s.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(next.line, "fresh");
+    }
+}

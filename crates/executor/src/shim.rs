@@ -1,0 +1,1007 @@
+//! [`ShimExecutor`]: tasks run by `containerd-shim-runc-v2`, driven over ttrpc.
+//!
+//! Layout under the exec root (all created on demand):
+//! - `events.sock`: the events service every shim publishes to (`TTRPC_ADDRESS`);
+//! - `runtimes/<name>-<sha256>`: runtime wrapper scripts;
+//! - `tasks/<id>/`: the task's stdio FIFOs and `task.json` (pid and start time of the task and
+//!   of its shim, checked before anything is adopted after a restart);
+//! - `logs/<id>.log` (+ `.1`): the task's output, size-bounded;
+//! - `runc/`: the runtime state root (`runc --root <exec-root>/runc/<namespace> list`).
+
+use std::{
+    collections::{HashMap, HashSet},
+    fs,
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::{Arc, Mutex, RwLock},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use containerd_shim_protos::{
+    api::{
+        ConnectRequest, CreateTaskRequest, DeleteRequest, DeleteResponse, ExecProcessRequest,
+        KillRequest, PauseRequest, PidsRequest, ResumeRequest, ShutdownRequest, StartRequest,
+        StateRequest, StateResponse, StatsRequest, WaitRequest,
+    },
+    cgroups, cgroups_v2,
+    protobuf::{well_known_types::any::Any, Message},
+    shim::oci::Options,
+    shim_async::create_events,
+    ttrpc::r#async::Server,
+    types::task::Status,
+};
+use plugind_queue::{KeyedQueue, ShutdownMode};
+use plugind_sys::process::{mkfifo, ProcessIdentity};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    client::TaskClient,
+    error::{ExecutorError, Result},
+    events::{time_of, EventsService},
+    logs::{self, Drains, LogFile, Stream, Tail},
+    runtime::{self, Resolved, Runtimes},
+    types::{CreateTask, ExitInfo, RestoreOutcome, TaskEvent, TaskState, TaskStats, TaskStatus},
+    EventHandler, Executor,
+};
+
+/// `PATH` given to shims (and so to runtimes): the executor never reads the daemon's environment.
+const SHIM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Type URL of the runc shim's options (typeurl v1: no prefix; shim-protocol.md gotcha 7).
+const OPTIONS_URL: &str = "containerd.runc.v1.Options";
+/// Type URL containerd uses for an exec's process spec (the shim does not check it).
+const PROCESS_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
+const SIGTERM: u32 = 15;
+const SIGKILL: u32 = 9;
+
+/// Parameters of a [`ShimExecutor`].
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    /// Exec root (e.g. `/run/plugind`); keep it short: `<exec-root>/events.sock` must fit in a
+    /// unix socket address (107 bytes).
+    pub exec_root: PathBuf,
+    /// containerd namespace given to shims; isolates runc state and shim sockets from other users.
+    pub namespace: String,
+    /// The shim binary (`containerd-shim-runc-v2`, absolute or found in `PATH`).
+    pub shim_binary: PathBuf,
+    /// Runtime state root passed to the shim (`Options.root`).
+    pub runc_root: PathBuf,
+    /// Deadline of each ttrpc call (Create, Start, Delete, ...), and of the shim's `start`.
+    pub rpc_timeout: Duration,
+    /// Deadline of connecting to a shim (short: restore dials every task in parallel).
+    pub dial_timeout: Duration,
+    /// Size of a task's log file before it rotates to `<id>.log.1`.
+    pub log_limit: u64,
+    /// Capacity of the event queue (events waiting across all tasks).
+    pub queue_capacity: usize,
+}
+
+impl ExecutorConfig {
+    /// A configuration with the usual values: shim `containerd-shim-runc-v2`, runc root
+    /// `<exec_root>/runc`, 10 s per call, 1 s dial, 10 MiB logs, 1024 queued events.
+    pub fn new(exec_root: &Path, namespace: &str) -> ExecutorConfig {
+        ExecutorConfig {
+            exec_root: exec_root.to_owned(),
+            namespace: namespace.to_owned(),
+            shim_binary: PathBuf::from("containerd-shim-runc-v2"),
+            runc_root: exec_root.join("runc"),
+            rpc_timeout: Duration::from_secs(10),
+            dial_timeout: Duration::from_secs(1),
+            log_limit: 10 << 20,
+            queue_capacity: 1024,
+        }
+    }
+
+    fn events_socket(&self) -> PathBuf {
+        self.exec_root.join("events.sock")
+    }
+
+    fn task_dir(&self, id: &str) -> PathBuf {
+        self.exec_root.join("tasks").join(id)
+    }
+}
+
+/// What is recorded per task at start, to recognise its processes after a restart.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+struct TaskRecord {
+    pid: u32,
+    start_time: u64,
+    shim_pid: u32,
+    shim_start_time: u64,
+    runtime: String,
+}
+
+/// A task the executor is attached to.
+struct Task {
+    id: String,
+    bundle: PathBuf,
+    /// `None` once its shim is known dead (restore cleaned it up); `exit` then says how it ended.
+    client: Option<TaskClient>,
+    exit: Option<ExitInfo>,
+    /// tokio mutexes: held across the awaits that flush the drains.
+    drains: tokio::sync::Mutex<Drains>,
+    execs: tokio::sync::Mutex<HashMap<String, Drains>>,
+}
+
+/// Exactly-once bookkeeping for exits, OOM marks and tasks still starting.
+#[derive(Default)]
+struct Book {
+    /// (task id, exec id or "", pid) of every exit already handed to the queue.
+    delivered: HashSet<(String, String, u32)>,
+    /// Tasks that had an OOM event since their last exit.
+    oom: HashSet<String>,
+}
+
+/// State shared by the executor and its events service.
+pub(crate) struct Inner {
+    config: ExecutorConfig,
+    /// Swapped whole on reload; a running task keeps the binary it was created with (the shim
+    /// stores it in `<bundle>/runtime`).
+    runtimes: RwLock<Arc<Resolved>>,
+    /// std mutexes: never held across an await.
+    tasks: Mutex<HashMap<String, Arc<Task>>>,
+    starting: Mutex<HashSet<String>>,
+    book: Mutex<Book>,
+    queue: KeyedQueue<String>,
+    handler: Arc<dyn EventHandler>,
+}
+
+/// The executor over `containerd-shim-runc-v2`. Cheap to clone.
+#[derive(Clone)]
+pub struct ShimExecutor {
+    inner: Arc<Inner>,
+    /// Kept alive: dropping the server stops the events service.
+    server: Arc<tokio::sync::Mutex<Option<Server>>>,
+}
+
+impl std::fmt::Debug for ShimExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShimExecutor").field("config", &self.inner.config).finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock only means a panic elsewhere; the maps stay consistent.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Ids and exec ids become file names: keep them to a safe alphabet.
+fn check_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with('.')
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ExecutorError::InvalidId { id: id.to_owned() })
+    }
+}
+
+fn status_of(s: &StateResponse) -> TaskStatus {
+    match s.status.enum_value_or_default() {
+        Status::CREATED => TaskStatus::Created,
+        Status::RUNNING => TaskStatus::Running,
+        Status::STOPPED => TaskStatus::Stopped,
+        Status::PAUSED => TaskStatus::Paused,
+        Status::PAUSING => TaskStatus::Pausing,
+        Status::UNKNOWN => TaskStatus::Unknown,
+    }
+}
+
+fn exit_of(s: &StateResponse) -> ExitInfo {
+    ExitInfo { status: s.exit_status, exited_at: time_of(s.exited_at.as_ref()), oom_killed: false }
+}
+
+/// The shim prints its address as plain text (1.6), or as JSON (2.x); accept both.
+fn parse_address(stdout: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(stdout).trim().to_owned();
+    if text.starts_with('{') {
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        return v.get("address")?.as_str().map(str::to_owned);
+    }
+    (!text.is_empty()).then_some(text)
+}
+
+fn socket_path(address: &str) -> Option<&Path> {
+    address.strip_prefix("unix://").map(Path::new)
+}
+
+fn remove_file_quiet(path: &Path) {
+    if let Err(e) = fs::remove_file(path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove");
+        }
+    }
+}
+
+impl Inner {
+    /// Hands an event to the queue, applying the exactly-once and OOM rules.
+    pub(crate) async fn publish(&self, mut event: TaskEvent) {
+        let id = event.id().to_owned();
+        if !lock(&self.tasks).contains_key(&id) {
+            // Unknown, or still starting (create reports its own failures; once it registers the
+            // task it asks the shim for the state, so nothing is missed).
+            tracing::debug!(task = %id, ?event, "event for a task not attached: ignored");
+            return;
+        }
+        {
+            let mut book = lock(&self.book);
+            match &mut event {
+                TaskEvent::Oom { .. } => {
+                    book.oom.insert(id.clone());
+                }
+                TaskEvent::Exited { exec_id, pid, exit, .. } => {
+                    let key = (id.clone(), exec_id.clone().unwrap_or_default(), *pid);
+                    if !book.delivered.insert(key) {
+                        tracing::debug!(task = %id, pid, "duplicate exit ignored");
+                        return;
+                    }
+                    if exec_id.is_none() {
+                        exit.oom_killed = book.oom.remove(&id);
+                    }
+                }
+                _ => {}
+            }
+        }
+        tracing::debug!(task = %id, ?event, "task event");
+        let handler = self.handler.clone();
+        if let Err(e) = self.queue.append(id.clone(), async move { handler.handle(event).await }).await
+        {
+            tracing::warn!(task = %id, error = %e, "event dropped: queue closed");
+        }
+    }
+
+    fn task(&self, id: &str) -> Result<Arc<Task>> {
+        lock(&self.tasks).get(id).cloned().ok_or_else(|| ExecutorError::NotFound { id: id.to_owned() })
+    }
+
+    fn client(&self, id: &str) -> Result<(Arc<Task>, TaskClient)> {
+        let task = self.task(id)?;
+        let client = task.client.clone().ok_or_else(|| ExecutorError::NotFound { id: id.to_owned() })?;
+        Ok((task, client))
+    }
+
+    fn log_path(&self, id: &str) -> PathBuf {
+        self.config.exec_root.join("logs").join(format!("{id}.log"))
+    }
+
+    /// mkfifos the task's stdio FIFOs and the shim's log FIFO, and starts draining them.
+    fn open_io(&self, id: &str, bundle: &Path, shim_tail: &Tail, err_tail: &Tail) -> Result<Drains> {
+        let dir = self.config.task_dir(id);
+        fs::create_dir_all(&dir).map_err(|e| ExecutorError::io("create dir", &dir, e))?;
+        let logs_dir = self.config.exec_root.join("logs");
+        fs::create_dir_all(&logs_dir).map_err(|e| ExecutorError::io("create dir", &logs_dir, e))?;
+        let log = Arc::new(Mutex::new(LogFile::open(&self.log_path(id), self.config.log_limit)?));
+        let mut drains = Drains::default();
+        let shim_log = bundle.join("log");
+        mkfifo(&shim_log, 0o700)?;
+        drains.add(&shim_log, Stream::Shim, id, None, None, shim_tail.clone())?;
+        for (name, stream, tail) in
+            [("stdout", Stream::Stdout, Tail::default()), ("stderr", Stream::Stderr, err_tail.clone())]
+        {
+            let fifo = dir.join(name);
+            mkfifo(&fifo, 0o600)?;
+            drains.add(&fifo, stream, id, None, Some(log.clone()), tail)?;
+        }
+        Ok(drains)
+    }
+
+    fn shim_command(&self, id: &str, bundle: &Path, sub: &str) -> tokio::process::Command {
+        let events = self.config.events_socket();
+        let mut cmd = tokio::process::Command::new(&self.config.shim_binary);
+        cmd.arg("-namespace")
+            .arg(&self.config.namespace)
+            .arg("-address")
+            .arg(&events)
+            .arg("-publish-binary")
+            .arg(&self.config.shim_binary)
+            .arg("-id")
+            .arg(id);
+        if sub == "delete" {
+            cmd.arg("-bundle").arg(bundle);
+        }
+        cmd.arg(sub)
+            .current_dir(bundle)
+            .env_clear()
+            .env("PATH", SHIM_PATH)
+            .env("TTRPC_ADDRESS", &events)
+            // `start` reads stdin to EOF (gotcha 3).
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// Runs the shim's `start`, returns the address it serves on.
+    async fn launch_shim(&self, id: &str, bundle: &Path, shim_tail: &Tail) -> Result<String> {
+        let fail = |status, detail: String| ExecutorError::ShimStart {
+            id: id.to_owned(),
+            status,
+            detail,
+            shim_log: logs::tail_lines(shim_tail),
+        };
+        let out = tokio::time::timeout(self.config.rpc_timeout, self.shim_command(id, bundle, "start").output())
+            .await
+            .map_err(|_| fail(None, "start timed out".to_owned()))?
+            .map_err(|e| fail(None, format!("cannot run {}: {e}", self.config.shim_binary.display())))?;
+        if !out.status.success() {
+            return Err(fail(out.status.code(), String::from_utf8_lossy(&out.stderr).trim().to_owned()));
+        }
+        parse_address(&out.stdout).ok_or_else(|| fail(Some(0), "start printed no address".to_owned()))
+    }
+
+    /// Connects and pings with `Connect` (a shim that died after `start` printed its address
+    /// would otherwise look alive; gotcha 4).
+    async fn attach(&self, id: &str, address: &str, deadline: Duration) -> Result<(TaskClient, u32, u32)> {
+        let client = TaskClient::connect(id, address, deadline).await?;
+        let resp = client.connect_rpc(ConnectRequest { id: id.to_owned(), ..Default::default() }, Some(deadline)).await?;
+        Ok((client, resp.shim_pid, resp.task_pid))
+    }
+
+    async fn state_of(&self, client: &TaskClient, id: &str, exec_id: &str) -> Result<StateResponse> {
+        client
+            .state(
+                StateRequest { id: id.to_owned(), exec_id: exec_id.to_owned(), ..Default::default() },
+                Some(self.config.rpc_timeout),
+            )
+            .await
+    }
+
+    /// Best-effort teardown of a task whose start failed: kill, delete, shut the shim down.
+    async fn abort_start(&self, id: &str, client: Option<&TaskClient>, address: Option<&str>) {
+        let t = Some(self.config.rpc_timeout);
+        if let Some(c) = client {
+            let kill = KillRequest { id: id.to_owned(), signal: SIGKILL, all: true, ..Default::default() };
+            if c.kill(kill, t).await.is_ok() {
+                let _ = c.wait(WaitRequest { id: id.to_owned(), ..Default::default() }, t).await;
+            }
+            if let Err(e) = c.delete(DeleteRequest { id: id.to_owned(), ..Default::default() }, t).await {
+                tracing::debug!(task = %id, error = %e, "delete after failed start");
+            }
+            let _ = c.shutdown(ShutdownRequest { id: id.to_owned(), ..Default::default() }, t).await;
+        }
+        if let Some(p) = address.and_then(socket_path) {
+            // Present only if the shim died without cleaning up.
+            if client.is_none() {
+                remove_file_quiet(p);
+            }
+        }
+        let dir = self.config.task_dir(id);
+        if let Err(e) = fs::remove_dir_all(&dir) {
+            tracing::debug!(task = %id, error = %e, "remove task dir");
+        }
+    }
+
+    fn register(&self, task: Task) -> Arc<Task> {
+        let task = Arc::new(task);
+        lock(&self.tasks).insert(task.id.clone(), task.clone());
+        task
+    }
+
+    /// Reports the exit of a task found stopped on attach (deduplicated against events).
+    async fn report_stopped(&self, id: &str, state: &StateResponse) -> ExitInfo {
+        let exit = exit_of(state);
+        self.publish(TaskEvent::Exited { id: id.to_owned(), exec_id: None, pid: state.pid, exit }).await;
+        exit
+    }
+
+    async fn create(&self, req: CreateTask) -> Result<TaskState> {
+        let id = req.id.as_str();
+        check_id(id)?;
+        let bundle = &req.bundle;
+        let invalid = |reason| ExecutorError::InvalidBundle { id: id.to_owned(), bundle: bundle.clone(), reason };
+        if !bundle.is_absolute() {
+            return Err(invalid("not an absolute path"));
+        }
+        if bundle.file_name().and_then(|n| n.to_str()) != Some(id) {
+            return Err(invalid("directory name differs from the task id"));
+        }
+        if !bundle.join("config.json").is_file() {
+            return Err(invalid("no config.json"));
+        }
+        let (runtime, binary) = self.runtimes.read().unwrap_or_else(std::sync::PoisonError::into_inner).binary(req.runtime.as_deref())?;
+        if lock(&self.tasks).contains_key(id) || !lock(&self.starting).insert(id.to_owned()) {
+            return Err(ExecutorError::AlreadyExists { id: id.to_owned() });
+        }
+        let result = self.create_started(id, bundle, &runtime, &binary).await;
+        lock(&self.starting).remove(id);
+        result
+    }
+
+    async fn create_started(&self, id: &str, bundle: &Path, runtime: &str, binary: &Path) -> Result<TaskState> {
+        let shim_tail = Tail::default();
+        let err_tail = Tail::default();
+        let mut drains = self.open_io(id, bundle, &shim_tail, &err_tail)?;
+        let address = match self.launch_shim(id, bundle, &shim_tail).await {
+            Ok(a) => a,
+            Err(e) => {
+                drains.stop().await;
+                self.abort_start(id, None, None).await;
+                return Err(e);
+            }
+        };
+        let (client, shim_pid, _) = match self.attach(id, &address, self.config.rpc_timeout).await {
+            Ok(c) => c,
+            Err(e) => {
+                drains.stop().await;
+                self.abort_start(id, None, Some(&address)).await;
+                return Err(ExecutorError::ShimStart {
+                    id: id.to_owned(),
+                    status: None,
+                    detail: format!("shim does not answer: {e}"),
+                    shim_log: logs::tail_lines(&shim_tail),
+                });
+            }
+        };
+        match self.create_and_start(id, bundle, binary, &client).await {
+            Ok(pid) => {
+                let record = TaskRecord {
+                    pid,
+                    start_time: ProcessIdentity::of(pid).map(|p| p.start_time).unwrap_or(0),
+                    shim_pid,
+                    shim_start_time: ProcessIdentity::of(shim_pid).map(|p| p.start_time).unwrap_or(0),
+                    runtime: runtime.to_owned(),
+                };
+                let path = self.config.task_dir(id).join("task.json");
+                let json = serde_json::to_vec(&record).expect("a TaskRecord always serialises");
+                plugind_sys::fs::atomic_write(&path, &json)?;
+                self.register(Task {
+                    id: id.to_owned(),
+                    bundle: bundle.to_owned(),
+                    client: Some(client.clone()),
+                    exit: None,
+                    drains: tokio::sync::Mutex::new(drains),
+                    execs: tokio::sync::Mutex::new(HashMap::new()),
+                });
+                // Events are hints: an exit between Start and registration was ignored, so ask.
+                let st = self.state_of(&client, id, "").await?;
+                let status = status_of(&st);
+                let exit = if status == TaskStatus::Stopped { Some(self.report_stopped(id, &st).await) } else { None };
+                tracing::info!(task = %id, pid, runtime, "task started");
+                Ok(TaskState { id: id.to_owned(), pid, status, exit })
+            }
+            Err(e) => {
+                // Let the drains take the last output before the tails are read.
+                let state = self.state_of(&client, id, "").await.ok();
+                drains.stop().await;
+                self.abort_start(id, Some(&client), Some(&address)).await;
+                match state {
+                    Some(st) if status_of(&st) == TaskStatus::Stopped => Err(ExecutorError::TaskExited {
+                        id: id.to_owned(),
+                        exit_status: st.exit_status,
+                        stderr: logs::tail_lines(&err_tail),
+                        shim_log: logs::tail_lines(&shim_tail),
+                    }),
+                    _ => Err(e),
+                }
+            }
+        }
+    }
+
+    /// Create + Start; a task that is already stopped when Start returns is an error.
+    async fn create_and_start(&self, id: &str, bundle: &Path, binary: &Path, client: &TaskClient) -> Result<u32> {
+        let t = Some(self.config.rpc_timeout);
+        let dir = self.config.task_dir(id);
+        let options = Options {
+            binary_name: binary.to_string_lossy().into_owned(),
+            root: self.config.runc_root.to_string_lossy().into_owned(),
+            ..Default::default()
+        };
+        let any = Any {
+            type_url: OPTIONS_URL.to_owned(),
+            value: options.write_to_bytes().expect("encoding a protobuf message into a Vec cannot fail"),
+            ..Default::default()
+        };
+        let create = CreateTaskRequest {
+            id: id.to_owned(),
+            bundle: bundle.to_string_lossy().into_owned(),
+            stdout: dir.join("stdout").to_string_lossy().into_owned(),
+            stderr: dir.join("stderr").to_string_lossy().into_owned(),
+            options: Some(any).into(),
+            ..Default::default()
+        };
+        client.create(create, t).await?;
+        let pid = client.start(StartRequest { id: id.to_owned(), ..Default::default() }, t).await?.pid;
+        let st = self.state_of(client, id, "").await?;
+        if status_of(&st) == TaskStatus::Stopped {
+            return Err(ExecutorError::TaskExited {
+                id: id.to_owned(),
+                exit_status: st.exit_status,
+                stderr: Vec::new(),
+                shim_log: Vec::new(),
+            });
+        }
+        Ok(pid)
+    }
+
+    async fn restore_one(&self, id: String, bundle: PathBuf) -> RestoreOutcome {
+        match self.restore_task(&id, &bundle).await {
+            Ok(o) => o,
+            Err(error) => RestoreOutcome::Failed { id, error },
+        }
+    }
+
+    async fn restore_task(&self, id: &str, bundle: &Path) -> Result<RestoreOutcome> {
+        check_id(id)?;
+        if bundle.file_name().and_then(|n| n.to_str()) != Some(id) {
+            return Err(ExecutorError::InvalidBundle {
+                id: id.to_owned(),
+                bundle: bundle.to_owned(),
+                reason: "directory name differs from the task id",
+            });
+        }
+        if lock(&self.tasks).contains_key(id) {
+            return Err(ExecutorError::AlreadyExists { id: id.to_owned() });
+        }
+        let addr_file = bundle.join("address");
+        let address = match fs::read_to_string(&addr_file) {
+            Ok(a) => a.trim().to_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ExecutorError::NotFound { id: id.to_owned() })
+            }
+            Err(e) => return Err(ExecutorError::io("read", &addr_file, e)),
+        };
+        let record_path = self.config.task_dir(id).join("task.json");
+        let record: Option<TaskRecord> =
+            fs::read(&record_path).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let shim_tail = Tail::default();
+        let mut drains = self.open_io(id, bundle, &shim_tail, &Tail::default())?;
+        match self.attach(id, &address, self.config.dial_timeout).await {
+            Ok((client, _shim_pid, task_pid)) => {
+                let st = match self.state_of(&client, id, "").await {
+                    Ok(st) => st,
+                    Err(e) => {
+                        drains.stop().await;
+                        return Err(e);
+                    }
+                };
+                let status = status_of(&st);
+                // Adopt only the process that was started: same pid, and while it runs, the same
+                // start time (a stopped task's pid may already belong to someone else).
+                let matches = record.as_ref().is_some_and(|r| {
+                    r.pid == task_pid
+                        && (status == TaskStatus::Stopped
+                            || ProcessIdentity { pid: r.pid, start_time: r.start_time }.is_alive())
+                });
+                if !matches {
+                    drains.stop().await;
+                    return Err(ExecutorError::IdentityMismatch { id: id.to_owned(), pid: task_pid });
+                }
+                self.register(Task {
+                    id: id.to_owned(),
+                    bundle: bundle.to_owned(),
+                    client: Some(client),
+                    exit: None,
+                    drains: tokio::sync::Mutex::new(drains),
+                    execs: tokio::sync::Mutex::new(HashMap::new()),
+                });
+                if status == TaskStatus::Stopped {
+                    let exit = self.report_stopped(id, &st).await;
+                    Ok(RestoreOutcome::Exited { id: id.to_owned(), exit })
+                } else {
+                    Ok(RestoreOutcome::Running { id: id.to_owned(), pid: task_pid })
+                }
+            }
+            Err(e) => {
+                tracing::info!(task = %id, error = %e, "shim is gone: cleaning up");
+                let exit = self.delete_dead_shim(id, bundle, &address, record.as_ref()).await;
+                drains.stop().await;
+                let exit = exit?;
+                self.register(Task {
+                    id: id.to_owned(),
+                    bundle: bundle.to_owned(),
+                    client: None,
+                    exit: Some(exit.1),
+                    drains: tokio::sync::Mutex::new(Drains::default()),
+                    execs: tokio::sync::Mutex::new(HashMap::new()),
+                });
+                self.publish(TaskEvent::Exited { id: id.to_owned(), exec_id: None, pid: exit.0, exit: exit.1 }).await;
+                Ok(RestoreOutcome::Exited { id: id.to_owned(), exit: exit.1 })
+            }
+        }
+    }
+
+    /// Cleans up after a dead shim with its `delete` subcommand (which also kills a container
+    /// still running; runc checks the container's own identity first). Returns (pid, exit).
+    async fn delete_dead_shim(
+        &self,
+        id: &str,
+        bundle: &Path,
+        address: &str,
+        record: Option<&TaskRecord>,
+    ) -> Result<(u32, ExitInfo)> {
+        let recorded_pid = record.map_or(0, |r| r.pid);
+        let result = if bundle.join("runtime").exists() {
+            let out = tokio::time::timeout(self.config.rpc_timeout, self.shim_command(id, bundle, "delete").output())
+                .await
+                .map_err(|_| ExecutorError::ShimDelete { id: id.to_owned(), status: None, stderr: "timed out".into() })?
+                .map_err(|e| ExecutorError::ShimDelete { id: id.to_owned(), status: None, stderr: e.to_string() })?;
+            if !out.status.success() {
+                return Err(ExecutorError::ShimDelete {
+                    id: id.to_owned(),
+                    status: out.status.code(),
+                    stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+                });
+            }
+            let resp = DeleteResponse::parse_from_bytes(&out.stdout).map_err(|e| ExecutorError::Decode {
+                id: id.to_owned(),
+                what: "delete response",
+                source: Box::new(e),
+            })?;
+            let pid = if resp.pid == u32::MAX { recorded_pid } else { resp.pid };
+            (pid, ExitInfo { status: resp.exit_status, exited_at: time_of(resp.exited_at.as_ref()), oom_killed: false })
+        } else {
+            // The shim died before Create: there is no container to delete.
+            (recorded_pid, ExitInfo { status: 137, exited_at: None, oom_killed: false })
+        };
+        if let Some(p) = socket_path(address) {
+            remove_file_quiet(p);
+        }
+        Ok(result)
+    }
+
+    async fn delete(&self, id: &str) -> Result<ExitInfo> {
+        let task = self.task(id)?;
+        let t = Some(self.config.rpc_timeout);
+        let exit = match &task.client {
+            Some(client) => {
+                let st = self.state_of(client, id, "").await?;
+                if status_of(&st) != TaskStatus::Stopped {
+                    return Err(ExecutorError::StillRunning { id: id.to_owned() });
+                }
+                // Report the exit if the event has not come yet (deduplicated).
+                let mut exit = self.report_stopped(id, &st).await;
+                let resp = client.delete(DeleteRequest { id: id.to_owned(), ..Default::default() }, t).await?;
+                exit.status = resp.exit_status;
+                if let Err(e) = client.shutdown(ShutdownRequest { id: id.to_owned(), ..Default::default() }, t).await {
+                    // The shim may exit before answering.
+                    tracing::debug!(task = %id, error = %e, "shutdown");
+                }
+                if let Some(p) = socket_path(client.address()) {
+                    remove_file_quiet(p);
+                }
+                exit
+            }
+            None => task.exit.unwrap_or(ExitInfo { status: 137, exited_at: None, oom_killed: false }),
+        };
+        lock(&self.tasks).remove(id);
+        for (_, mut d) in task.execs.lock().await.drain() {
+            d.stop().await;
+        }
+        task.drains.lock().await.stop().await;
+        let dir = self.config.task_dir(id);
+        if let Err(e) = fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(ExecutorError::io("remove", &dir, e));
+            }
+        }
+        remove_file_quiet(&task.bundle.join("log"));
+        tracing::info!(task = %id, status = exit.status, "task deleted");
+        Ok(exit)
+    }
+}
+
+impl ShimExecutor {
+    /// Starts the executor: writes the runtime wrappers (removing stale ones), and serves the
+    /// events service at `<exec-root>/events.sock`. Events are handed to `handler`, in order per
+    /// task id, inside the event queue.
+    pub async fn new(
+        config: ExecutorConfig,
+        runtimes: &Runtimes,
+        handler: Arc<dyn EventHandler>,
+    ) -> Result<ShimExecutor> {
+        let root = &config.exec_root;
+        for dir in [root.clone(), root.join("tasks"), root.join("logs"), config.runc_root.clone()] {
+            fs::create_dir_all(&dir).map_err(|e| ExecutorError::io("create dir", &dir, e))?;
+        }
+        let rt_dir = root.join("runtimes");
+        let resolved = runtime::resolve(runtimes, &rt_dir)?;
+        runtime::remove_stale(&rt_dir, &resolved)?;
+        let inner = Arc::new(Inner {
+            queue: KeyedQueue::new(config.queue_capacity),
+            runtimes: RwLock::new(Arc::new(resolved)),
+            tasks: Mutex::new(HashMap::new()),
+            starting: Mutex::new(HashSet::new()),
+            book: Mutex::new(Book::default()),
+            handler,
+            config,
+        });
+        let sock = inner.config.events_socket();
+        // A stale socket from a crashed run: bind does not unlink it (gotcha 18).
+        remove_file_quiet(&sock);
+        let service = Arc::new(EventsService {
+            inner: Arc::downgrade(&inner),
+            namespace: inner.config.namespace.clone(),
+        });
+        let server_err = |source| ExecutorError::EventsServer { path: sock.clone(), source };
+        let mut server = Server::new()
+            .bind(&format!("unix://{}", sock.display()))
+            .map_err(server_err)?
+            .register_service(create_events(service));
+        server.start().await.map_err(server_err)?;
+        Ok(ShimExecutor { inner, server: Arc::new(tokio::sync::Mutex::new(Some(server))) })
+    }
+
+    /// Replaces the runtime configuration as a whole. Tasks already running keep the runtime
+    /// (and wrapper script) they were started with.
+    pub fn reload_runtimes(&self, runtimes: &Runtimes) -> Result<()> {
+        let resolved = runtime::resolve(runtimes, &self.inner.config.exec_root.join("runtimes"))?;
+        *self.inner.runtimes.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(resolved);
+        Ok(())
+    }
+
+    /// The binary the shim runs for runtime `name` (`None`: the default), e.g. a wrapper script.
+    pub fn runtime_binary(&self, name: Option<&str>) -> Result<PathBuf> {
+        Ok(self.inner.runtimes.read().unwrap_or_else(std::sync::PoisonError::into_inner).binary(name)?.1)
+    }
+
+    /// The task's log file (`<exec-root>/logs/<id>.log`; the previous generation is `<...>.1`).
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.inner.log_path(id)
+    }
+
+    /// The last `n` lines of a task's log, across rotation. Each line is
+    /// `<unix seconds>.<millis> <stdout|stderr>[/<exec id>] <text>`.
+    pub fn log_tail(&self, id: &str, n: usize) -> Result<Vec<String>> {
+        check_id(id)?;
+        logs::read_tail(&self.inner.log_path(id), n)
+    }
+
+    /// Ids of the tasks the executor is attached to.
+    pub fn task_ids(&self) -> Vec<String> {
+        lock(&self.inner.tasks).keys().cloned().collect()
+    }
+
+    /// Stops serving events and reading output, leaving every shim and task running (live
+    /// restore picks them up). Queued events are handled first. The events socket is removed,
+    /// which makes shims retry undelivered events for longer (about 45 s instead of 15 s).
+    pub async fn shutdown(&self) {
+        if let Some(mut server) = self.server.lock().await.take() {
+            let _ = server.shutdown().await;
+        }
+        remove_file_quiet(&self.inner.config.events_socket());
+        self.inner.queue.shutdown(ShutdownMode::Drain).await;
+        let tasks: Vec<Arc<Task>> = lock(&self.inner.tasks).drain().map(|(_, t)| t).collect();
+        for t in tasks {
+            t.drains.lock().await.stop().await;
+            for (_, mut d) in t.execs.lock().await.drain() {
+                d.stop().await;
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Executor for ShimExecutor {
+    async fn create(&self, req: CreateTask) -> Result<TaskState> {
+        self.inner.create(req).await
+    }
+
+    fn log_tail(&self, id: &str, n: usize) -> Result<Vec<String>> {
+        ShimExecutor::log_tail(self, id, n)
+    }
+
+    fn log_path(&self, id: &str) -> PathBuf {
+        ShimExecutor::log_path(self, id)
+    }
+
+    async fn signal(&self, id: &str, signal: u32) -> Result<()> {
+        let (_, c) = self.inner.client(id)?;
+        let req = KillRequest { id: id.to_owned(), signal, ..Default::default() };
+        c.kill(req, Some(self.inner.config.rpc_timeout)).await?;
+        Ok(())
+    }
+
+    async fn kill(&self, id: &str, grace: Duration) -> Result<ExitInfo> {
+        let (_, c) = self.inner.client(id)?;
+        let t = Some(self.inner.config.rpc_timeout);
+        let wait = WaitRequest { id: id.to_owned(), ..Default::default() };
+        match c.kill(KillRequest { id: id.to_owned(), signal: SIGTERM, ..Default::default() }, t).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+        let resp = match c.wait(wait.clone(), Some(grace)).await {
+            Ok(r) => r,
+            Err(ExecutorError::Timeout { .. } | ExecutorError::Rpc { .. }) => {
+                // SIGTERM ignored (a PID 1 without a handler): escalate to every process.
+                let kill = KillRequest { id: id.to_owned(), signal: SIGKILL, all: true, ..Default::default() };
+                match c.kill(kill, t).await {
+                    Ok(_) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e),
+                }
+                c.wait(wait, t).await?
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(ExitInfo { status: resp.exit_status, exited_at: time_of(resp.exited_at.as_ref()), oom_killed: false })
+    }
+
+    async fn delete(&self, id: &str) -> Result<ExitInfo> {
+        self.inner.delete(id).await
+    }
+
+    async fn state(&self, id: &str) -> Result<TaskState> {
+        let task = self.inner.task(id)?;
+        let Some(c) = &task.client else {
+            return Ok(TaskState { id: id.to_owned(), pid: 0, status: TaskStatus::Stopped, exit: task.exit });
+        };
+        let st = self.inner.state_of(c, id, "").await?;
+        let status = status_of(&st);
+        let exit = (status == TaskStatus::Stopped).then(|| exit_of(&st));
+        Ok(TaskState { id: id.to_owned(), pid: st.pid, status, exit })
+    }
+
+    async fn restore(&self, tasks: Vec<(String, PathBuf)>) -> Vec<RestoreOutcome> {
+        let inner = &self.inner;
+        futures::future::join_all(tasks.into_iter().map(|(id, b)| inner.restore_one(id, b))).await
+    }
+
+    async fn pids(&self, id: &str) -> Result<Vec<u32>> {
+        let (_, c) = self.inner.client(id)?;
+        let resp = c.pids(PidsRequest { id: id.to_owned(), ..Default::default() }, Some(self.inner.config.rpc_timeout)).await?;
+        Ok(resp.processes.iter().map(|p| p.pid).collect())
+    }
+
+    async fn stats(&self, id: &str) -> Result<TaskStats> {
+        let (_, c) = self.inner.client(id)?;
+        let resp = c.stats(StatsRequest { id: id.to_owned(), ..Default::default() }, Some(self.inner.config.rpc_timeout)).await?;
+        let any = resp.stats.into_option().unwrap_or_default();
+        decode_stats(id, &any)
+    }
+
+    async fn pause(&self, id: &str) -> Result<()> {
+        let (_, c) = self.inner.client(id)?;
+        c.pause(PauseRequest { id: id.to_owned(), ..Default::default() }, Some(self.inner.config.rpc_timeout)).await?;
+        Ok(())
+    }
+
+    async fn resume(&self, id: &str) -> Result<()> {
+        let (_, c) = self.inner.client(id)?;
+        c.resume(ResumeRequest { id: id.to_owned(), ..Default::default() }, Some(self.inner.config.rpc_timeout)).await?;
+        Ok(())
+    }
+
+    async fn exec(&self, id: &str, exec_id: &str, process: &oci_spec::runtime::Process) -> Result<u32> {
+        check_id(exec_id)?;
+        let (task, c) = self.inner.client(id)?;
+        let t = Some(self.inner.config.rpc_timeout);
+        let dir = self.inner.config.task_dir(id);
+        let log = Arc::new(Mutex::new(LogFile::open(&self.inner.log_path(id), self.inner.config.log_limit)?));
+        let mut drains = Drains::default();
+        let mut paths = Vec::new();
+        for (name, stream) in [("stdout", Stream::Stdout), ("stderr", Stream::Stderr)] {
+            let fifo = dir.join(format!("exec-{exec_id}.{name}"));
+            mkfifo(&fifo, 0o600)?;
+            drains.add(&fifo, stream, id, Some(exec_id), Some(log.clone()), Tail::default())?;
+            paths.push(fifo.to_string_lossy().into_owned());
+        }
+        let spec = serde_json::to_vec(process).map_err(|e| ExecutorError::Decode {
+            id: id.to_owned(),
+            what: "exec process spec",
+            source: Box::new(e),
+        })?;
+        let req = ExecProcessRequest {
+            id: id.to_owned(),
+            exec_id: exec_id.to_owned(),
+            stdout: paths[0].clone(),
+            stderr: paths[1].clone(),
+            spec: Some(Any { type_url: PROCESS_URL.to_owned(), value: spec, ..Default::default() }).into(),
+            ..Default::default()
+        };
+        let started = async {
+            c.exec(req, t).await?;
+            c.start(StartRequest { id: id.to_owned(), exec_id: exec_id.to_owned(), ..Default::default() }, t).await
+        }
+        .await;
+        match started {
+            Ok(resp) => {
+                task.execs.lock().await.insert(exec_id.to_owned(), drains);
+                Ok(resp.pid)
+            }
+            Err(e) => {
+                drains.stop().await;
+                let _ = c.delete(DeleteRequest { id: id.to_owned(), exec_id: exec_id.to_owned(), ..Default::default() }, t).await;
+                for p in paths {
+                    remove_file_quiet(Path::new(&p));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn wait(&self, id: &str, exec_id: Option<&str>, timeout: Duration) -> Result<ExitInfo> {
+        let task = self.inner.task(id)?;
+        let Some(c) = &task.client else {
+            return task.exit.ok_or_else(|| ExecutorError::NotFound { id: id.to_owned() });
+        };
+        let req = WaitRequest { id: id.to_owned(), exec_id: exec_id.unwrap_or("").to_owned(), ..Default::default() };
+        let resp = c.wait(req, Some(timeout)).await?;
+        Ok(ExitInfo { status: resp.exit_status, exited_at: time_of(resp.exited_at.as_ref()), oom_killed: false })
+    }
+
+    async fn delete_exec(&self, id: &str, exec_id: &str) -> Result<ExitInfo> {
+        check_id(exec_id)?;
+        let (task, c) = self.inner.client(id)?;
+        let req = DeleteRequest { id: id.to_owned(), exec_id: exec_id.to_owned(), ..Default::default() };
+        let resp = c.delete(req, Some(self.inner.config.rpc_timeout)).await?;
+        if let Some(mut d) = task.execs.lock().await.remove(exec_id) {
+            d.stop().await;
+        }
+        let dir = self.inner.config.task_dir(id);
+        for name in ["stdout", "stderr"] {
+            remove_file_quiet(&dir.join(format!("exec-{exec_id}.{name}")));
+        }
+        Ok(ExitInfo { status: resp.exit_status, exited_at: time_of(resp.exited_at.as_ref()), oom_killed: false })
+    }
+}
+
+/// Decodes the shim's cgroup metrics (v1 on hybrid hosts, v2 on unified ones).
+fn decode_stats(id: &str, any: &Any) -> Result<TaskStats> {
+    let decode_err = |e: containerd_shim_protos::protobuf::Error| ExecutorError::Decode {
+        id: id.to_owned(),
+        what: "stats",
+        source: Box::new(e),
+    };
+    // Kernel "unlimited" values are near u64::MAX / i64::MAX rounded to pages.
+    let limit = |l: u64| (l != 0 && l < (1 << 62)).then_some(l);
+    if any.type_url.ends_with("cgroups.v2.Metrics") {
+        let m = cgroups_v2::metrics::Metrics::parse_from_bytes(&any.value).map_err(decode_err)?;
+        return Ok(TaskStats {
+            cpu_usage_ns: m.cpu.usage_usec * 1000,
+            memory_usage: m.memory.usage,
+            memory_limit: limit(m.memory.usage_limit),
+            pids: m.pids.current,
+        });
+    }
+    let m = cgroups::metrics::Metrics::parse_from_bytes(&any.value).map_err(decode_err)?;
+    Ok(TaskStats {
+        cpu_usage_ns: m.cpu.usage.total,
+        memory_usage: m.memory.usage.usage,
+        memory_limit: limit(m.memory.usage.limit),
+        pids: m.pids.current,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_is_parsed_from_text_or_json() {
+        assert_eq!(parse_address(b"unix:///run/containerd/s/ab"), Some("unix:///run/containerd/s/ab".into()));
+        assert_eq!(parse_address(b"  unix:///x\n"), Some("unix:///x".into()));
+        assert_eq!(
+            parse_address(br#"{"version":3,"address":"unix:///y","protocol":"ttrpc"}"#),
+            Some("unix:///y".into())
+        );
+        assert_eq!(parse_address(b""), None);
+        assert_eq!(socket_path("unix:///run/s/1"), Some(Path::new("/run/s/1")));
+    }
+
+    #[test]
+    fn ids_are_file_name_safe() {
+        check_id("plugin-1_a.b").expect("ok");
+        for bad in ["", "..", ".x", "a/b", "a b", &"x".repeat(129)] {
+            assert!(check_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn stats_decode_v1_and_treat_huge_limits_as_unlimited() {
+        let mut m = cgroups::metrics::Metrics::new();
+        m.pids.mut_or_insert_default().current = 3;
+        m.memory.mut_or_insert_default().usage.mut_or_insert_default().usage = 4096;
+        m.memory.mut_or_insert_default().usage.mut_or_insert_default().limit = 9223372036854771712;
+        let any = Any {
+            type_url: "io.containerd.cgroups.v1.Metrics".into(),
+            value: m.write_to_bytes().expect("encode"),
+            ..Default::default()
+        };
+        let s = decode_stats("t", &any).expect("decode");
+        assert_eq!((s.pids, s.memory_usage, s.memory_limit), (3, 4096, None));
+    }
+}

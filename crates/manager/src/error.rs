@@ -1,0 +1,158 @@
+//! [`ManagerError`]: every way a plugin operation can fail, with Docker's texts where the
+//! docker CLI and SDK show them to users.
+
+use plugind_types::ErrorKind;
+
+use crate::{client::PluginCallError, layer::LayerError};
+
+/// Result alias for this crate.
+pub type Result<T, E = ManagerError> = std::result::Result<T, E>;
+
+/// A failed plugin operation.
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    /// Lookup, naming, persistence and `set` failures from the store.
+    #[error(transparent)]
+    Store(#[from] plugind_store::StoreError),
+    /// `set` refused a setting.
+    #[error(transparent)]
+    Set(#[from] plugind_store::SetError),
+    /// The blob store failed.
+    #[error(transparent)]
+    Blob(#[from] plugind_blobstore::BlobError),
+    /// The create tar or a layer was refused.
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    /// The plugin's `config.json` is not valid JSON for a plugin config.
+    #[error("failed to parse config: {detail}")]
+    Config {
+        /// The decoder's message.
+        detail: String,
+    },
+    /// The name given to create is not a valid reference.
+    #[error("failed to parse reference {name}: {source}")]
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// Why it is invalid.
+        #[source]
+        source: plugind_types::ReferenceError,
+    },
+    /// Create with a digest reference.
+    #[error("canonical references are not permitted")]
+    CanonicalName,
+    /// Enable of an enabled plugin.
+    #[error("plugin already enabled: plugin {name} is enabled")]
+    AlreadyEnabled {
+        /// The plugin's full name.
+        name: String,
+    },
+    /// Disable of a disabled plugin.
+    #[error("plugin is already disabled: plugin {name} found but disabled")]
+    AlreadyDisabled {
+        /// The plugin's full name.
+        name: String,
+    },
+    /// Disable or remove while references are held.
+    #[error("plugin {name} is in use")]
+    InUse {
+        /// The plugin's full name.
+        name: String,
+    },
+    /// Remove of an enabled plugin without force.
+    #[error("plugin {name} is enabled")]
+    IsEnabled {
+        /// The plugin's full name.
+        name: String,
+    },
+    /// `set` on an enabled plugin.
+    #[error("cannot set on an active plugin, disable plugin before setting")]
+    SetWhileEnabled,
+    /// The plugin does not implement the capability a consumer asked for.
+    #[error("plugin {name} does not implement {capability}")]
+    NoCapability {
+        /// The plugin's full name.
+        name: String,
+        /// The capability asked for (`volumedriver`).
+        capability: String,
+    },
+    /// A consumer asked for a plugin that is not enabled and running.
+    #[error("plugin {name} is not enabled")]
+    NotEnabled {
+        /// The plugin's full name.
+        name: String,
+    },
+    /// The plugin's task could not be started or did not become ready.
+    #[error("plugin {name} failed to start: {reason}")]
+    StartFailed {
+        /// The plugin's full name.
+        name: String,
+        /// What happened: exit status and stderr tail, runtime error, or timeout.
+        reason: String,
+    },
+    /// Building the OCI spec failed.
+    #[error(transparent)]
+    Spec(#[from] plugind_spec::SpecError),
+    /// Writing or cleaning the bundle failed.
+    #[error(transparent)]
+    Bundle(#[from] plugind_bundle::BundleError),
+    /// The executor failed.
+    #[error(transparent)]
+    Executor(#[from] plugind_executor::ExecutorError),
+    /// A call to a plugin failed.
+    #[error(transparent)]
+    PluginCall(#[from] PluginCallError),
+    /// A system operation failed.
+    #[error(transparent)]
+    Sys(#[from] plugind_sys::SysError),
+    /// The state root is used by another plugind.
+    #[error("state root {root} is in use by another plugind (pid {pid})")]
+    RootLocked {
+        /// The state root.
+        root: std::path::PathBuf,
+        /// The holder's pid as recorded in the lock file.
+        pid: String,
+    },
+    /// The manager is shutting down.
+    #[error("plugind is shutting down")]
+    ShuttingDown,
+    /// A background task panicked or was cancelled.
+    #[error("internal task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+impl ManagerError {
+    /// The kind of this error, for the API's status codes.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ManagerError::Store(e) => e.kind(),
+            ManagerError::Set(e) => e.kind(),
+            ManagerError::Blob(e) => e.kind(),
+            ManagerError::Layer(LayerError::Blob(e)) => e.kind(),
+            ManagerError::Layer(LayerError::Unpack { .. } | LayerError::Special(_)) => {
+                ErrorKind::Internal
+            }
+            ManagerError::Layer(_) | ManagerError::Config { .. } => ErrorKind::InvalidArgument,
+            ManagerError::InvalidName { .. } | ManagerError::CanonicalName => {
+                ErrorKind::InvalidArgument
+            }
+            ManagerError::AlreadyEnabled { .. }
+            | ManagerError::AlreadyDisabled { .. }
+            | ManagerError::InUse { .. }
+            | ManagerError::IsEnabled { .. }
+            | ManagerError::SetWhileEnabled
+            | ManagerError::NotEnabled { .. } => ErrorKind::FailedPrecondition,
+            ManagerError::NoCapability { .. } => ErrorKind::NotFound,
+            ManagerError::StartFailed { .. } => ErrorKind::Internal,
+            ManagerError::Spec(e) => e.kind(),
+            ManagerError::Bundle(e) => e.kind(),
+            ManagerError::Executor(e) => e.kind(),
+            ManagerError::PluginCall(
+                PluginCallError::Timeout { .. } | PluginCallError::Connect { .. },
+            ) => ErrorKind::Unavailable,
+            ManagerError::PluginCall(_) => ErrorKind::Internal,
+            ManagerError::Sys(_) | ManagerError::Join(_) => ErrorKind::Internal,
+            ManagerError::RootLocked { .. } | ManagerError::ShuttingDown => ErrorKind::Unavailable,
+        }
+    }
+}

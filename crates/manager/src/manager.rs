@@ -1,0 +1,1225 @@
+//! [`Manager`]: the plugin lifecycle (create, enable, disable, remove, set, references),
+//! supervision of running plugins, and restore across restarts of plugind.
+//!
+//! Concurrency: every operation on one plugin takes that plugin's async lock, so enable,
+//! disable, remove and exit handling of one plugin never interleave; different plugins
+//! proceed in parallel. Task events arrive from the executor in order per task and are handled
+//! in a [`KeyedQueue`] keyed by plugin id.
+
+use std::{
+    collections::{HashMap, HashSet},
+    fs,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex as StdMutex},
+    time::{Duration, Instant, SystemTime},
+};
+
+use plugind_blobstore::BlobStore;
+use plugind_bundle::Bundle;
+use plugind_executor::{CreateTask, Executor, ExitInfo, RestoreOutcome, TaskEvent};
+use plugind_queue::KeyedQueue;
+use plugind_store::{PluginRecord, RunState, Store};
+use plugind_sys::lock::LockFile;
+use plugind_types::{config::PluginConfig, config::PluginRootfs, PluginId, Reference};
+use tokio::sync::{mpsc, watch, Mutex as AsyncMutex};
+
+use crate::{
+    backoff::RestartPolicy,
+    client::PluginClient,
+    error::{ManagerError, Result},
+    events::{EventHub, PluginEvent},
+    layer::{self, LayerLimits},
+};
+
+/// Everything the manager needs to know; built by the daemon from its configuration.
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    /// State root (`/var/lib/plugind`): records, rootfs, blobs.
+    pub root: PathBuf,
+    /// Exec root (`/run/plugind`): bundles, plugin runtime directories, sockets.
+    pub exec_root: PathBuf,
+    /// Leave plugins running across plugind restarts and re-attach to them.
+    pub live_restore: bool,
+    /// Grace between SIGTERM and SIGKILL when stopping a plugin (Docker: 10 s).
+    pub stop_grace: Duration,
+    /// How long enable waits for the plugin's socket when the caller gives no timeout.
+    pub default_ready_timeout: Duration,
+    /// Restart policy for unexpected exits.
+    pub restart: RestartPolicy,
+    /// Limits for create tars and layers.
+    pub layer_limits: LayerLimits,
+    /// Reported as `Config.DockerVersion` of created plugins.
+    pub docker_version: String,
+}
+
+impl ManagerConfig {
+    /// Defaults for the given roots: no live restore, 10 s grace, 30 s ready timeout.
+    pub fn new(root: &Path, exec_root: &Path) -> Self {
+        ManagerConfig {
+            root: root.to_path_buf(),
+            exec_root: exec_root.to_path_buf(),
+            live_restore: false,
+            stop_grace: Duration::from_secs(10),
+            default_ready_timeout: Duration::from_secs(30),
+            restart: RestartPolicy::DEFAULT,
+            layer_limits: LayerLimits::DEFAULT,
+            docker_version: concat!("plugind-", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+
+    fn bundles_dir(&self) -> PathBuf {
+        self.exec_root.join("bundles")
+    }
+}
+
+/// A plugin handed to a consumer by [`Manager::acquire`].
+#[derive(Debug, Clone)]
+pub struct PluginHandle {
+    /// The plugin's id.
+    pub id: PluginId,
+    /// The plugin's full name.
+    pub name: String,
+    /// A client for the plugin's socket.
+    pub client: PluginClient,
+}
+
+/// What restore found at start.
+#[derive(Debug, Default)]
+pub struct RestoreReport {
+    /// Plugins re-attached while running (live restore).
+    pub reattached: Vec<PluginId>,
+    /// Plugins started because they were desired enabled but not running.
+    pub started: Vec<PluginId>,
+    /// Plugins that could not be started, with the reason.
+    pub failed: Vec<(PluginId, String)>,
+    /// Records that could not be read and were moved aside.
+    pub quarantined: Vec<PathBuf>,
+}
+
+/// A plugin as the API shows it: the record plus live facts.
+#[derive(Debug, Clone)]
+pub struct PluginView {
+    /// The stored record (Docker's object and plugind's state).
+    pub record: PluginRecord,
+    /// Interfaces the plugin answered to `Plugin.Activate`, if it answered.
+    pub implements: Option<Vec<String>>,
+}
+
+/// The running task of a plugin, as the manager tracks it.
+#[derive(Debug)]
+struct Running {
+    pid: u32,
+    started: Instant,
+}
+
+/// Per-plugin live state, kept in memory only.
+#[derive(Debug, Default)]
+struct Live {
+    running: Option<Running>,
+    /// Set while the manager itself stops the task, so its exit is not an unexpected one.
+    stopping: bool,
+    /// Exits are published here while someone (enable, disable) waits for them.
+    exit_tx: Option<watch::Sender<Option<ExitInfo>>>,
+    fast_failures: u32,
+    /// Bumped on every enable/disable so a stale restart timer does nothing.
+    generation: u64,
+    implements: Option<Vec<String>>,
+}
+
+struct Inner {
+    config: ManagerConfig,
+    store: Store,
+    blobs: BlobStore,
+    executor: Arc<dyn Executor>,
+    events: EventHub,
+    /// One async lock per plugin: lifecycle operations of one plugin run one at a time.
+    locks: StdMutex<HashMap<PluginId, Arc<AsyncMutex<()>>>>,
+    live: StdMutex<HashMap<PluginId, Live>>,
+    queue: KeyedQueue<PluginId>,
+    shutting_down: std::sync::atomic::AtomicBool,
+    /// Held for the manager's lifetime: two daemons must never share one root.
+    _root_lock: LockFile,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager")
+            .field("root", &self.config.root)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The plugin manager. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Manager {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Manager {
+    /// Opens the state root (taking its lock), reloads records, and restores plugins: with
+    /// live restore, running plugins are re-attached; plugins desired enabled but not running
+    /// are started. `events` is the receiving end of the channel given to the executor as its
+    /// event handler.
+    pub async fn start(
+        config: ManagerConfig,
+        executor: Arc<dyn Executor>,
+        events: mpsc::UnboundedReceiver<TaskEvent>,
+    ) -> Result<(Manager, RestoreReport)> {
+        fs::create_dir_all(&config.root).map_err(|e| {
+            ManagerError::Sys(plugind_sys::SysError::Io {
+                op: "create directory",
+                path: config.root.clone(),
+                source: e,
+            })
+        })?;
+        let lock_path = config.root.join("plugind.lock");
+        let root_lock = match LockFile::try_exclusive_with_pid(&lock_path) {
+            Ok(l) => l,
+            Err(plugind_sys::SysError::Locked { .. }) => {
+                let pid = fs::read_to_string(&lock_path)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned();
+                return Err(ManagerError::RootLocked {
+                    root: config.root.clone(),
+                    pid,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let (store, reload) = Store::open(&config.root)?;
+        let blobs = BlobStore::open(&config.root.join("storage"))?;
+        for dir in [
+            config.exec_root.join("plugins"),
+            config.bundles_dir(),
+            config.root.join("tmp"),
+        ] {
+            plugind_sys::fs::create_dir_durable(&dir, 0o711)?;
+        }
+        // Leftovers of create attempts interrupted by a crash.
+        if let Ok(entries) = fs::read_dir(config.root.join("tmp")) {
+            for e in entries.flatten() {
+                let _ = fs::remove_dir_all(e.path()).or_else(|_| fs::remove_file(e.path()));
+            }
+        }
+        plugind_bundle::Bundle::sweep_deleting(&config.bundles_dir())?;
+        let manager = Manager {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                blobs,
+                executor,
+                events: EventHub::new(1024),
+                locks: StdMutex::new(HashMap::new()),
+                live: StdMutex::new(HashMap::new()),
+                queue: KeyedQueue::new(4096),
+                shutting_down: std::sync::atomic::AtomicBool::new(false),
+                _root_lock: root_lock,
+            }),
+        };
+        manager.spawn_event_loop(events);
+        let mut report = manager.restore().await;
+        report.quarantined = reload
+            .quarantined
+            .iter()
+            .map(|q| q.moved_to.clone())
+            .collect();
+        Ok((manager, report))
+    }
+
+    /// The event hub (for `/events`).
+    pub fn events(&self) -> &EventHub {
+        &self.inner.events
+    }
+
+    /// The manager's configuration.
+    pub fn config(&self) -> &ManagerConfig {
+        &self.inner.config
+    }
+
+    fn plugin_lock(&self, id: &PluginId) -> Arc<AsyncMutex<()>> {
+        lock(&self.inner.locks)
+            .entry(id.clone())
+            .or_default()
+            .clone()
+    }
+
+    fn publish(&self, action: &str, record: &PluginRecord) {
+        self.inner
+            .events
+            .publish(PluginEvent::now(action, record.id(), record.name()));
+    }
+
+    // ----- queries -----------------------------------------------------------------------
+
+    /// Every plugin.
+    pub fn list(&self) -> Vec<PluginView> {
+        self.inner
+            .store
+            .list()
+            .into_iter()
+            .map(|r| self.view(r))
+            .collect()
+    }
+
+    /// One plugin, looked up by full id, name or unique id prefix.
+    pub fn inspect(&self, name: &str) -> Result<PluginView> {
+        Ok(self.view(self.inner.store.resolve(name)?))
+    }
+
+    fn view(&self, record: PluginRecord) -> PluginView {
+        let implements = lock(&self.inner.live)
+            .get(record.id())
+            .and_then(|l| l.implements.clone());
+        PluginView { record, implements }
+    }
+
+    /// The host path of the plugin's log file (`<exec-root>/logs/<id>.log`).
+    pub fn log_path(&self, name: &str) -> Result<PathBuf> {
+        let record = self.inner.store.resolve(name)?;
+        Ok(self.inner.executor.log_path(record.id().as_str()))
+    }
+
+    // ----- create ------------------------------------------------------------------------
+
+    /// Creates a plugin from a `docker plugin create` tar (read from a blocking context).
+    /// Returns the new plugin's id. A failure at any step leaves nothing behind.
+    pub async fn create(&self, name: &str, tar: Box<dyn std::io::Read + Send>) -> Result<PluginId> {
+        let reference =
+            Reference::parse_normalized(name).map_err(|source| ManagerError::InvalidName {
+                name: name.to_owned(),
+                source,
+            })?;
+        if reference.digest().is_some() {
+            return Err(ManagerError::CanonicalName);
+        }
+        let stored_name = reference.with_default_tag().familiar_string();
+        // Fail fast on a taken name; `Store::add` checks again under its lock.
+        if self
+            .inner
+            .store
+            .list()
+            .iter()
+            .any(|r| r.name() == stored_name)
+        {
+            return Err(plugind_store::StoreError::NameExists { name: stored_name }.into());
+        }
+        let this = self.clone();
+        let record =
+            tokio::task::spawn_blocking(move || this.create_blocking(stored_name, tar)).await??;
+        self.publish("create", &record);
+        Ok(record.id().clone())
+    }
+
+    fn create_blocking(
+        &self,
+        name: String,
+        tar: Box<dyn std::io::Read + Send>,
+    ) -> Result<PluginRecord> {
+        let inner = &self.inner;
+        let id = PluginId::from_bytes(rand::random());
+        let imported = layer::import_create_tar(
+            &inner.blobs,
+            &format!("create-{id}"),
+            tar,
+            &inner.config.layer_limits,
+        )?;
+        let result = (|| {
+            let mut config = PluginConfig::from_json(&imported.config)
+                .map_err(|e| ManagerError::Config { detail: e.detail() })?;
+            config.docker_version = inner.config.docker_version.clone();
+            config.rootfs = Some(PluginRootfs {
+                diff_ids: vec![imported.layer.clone()],
+                r#type: "layers".into(),
+            });
+            let config_json = serde_json::to_vec(&config).map_err(|e| ManagerError::Config {
+                detail: e.to_string(),
+            })?;
+            let config_blob =
+                match inner
+                    .blobs
+                    .ingest(&format!("config-{id}"), &config_json[..], None)
+                {
+                    Ok(info) => info.digest,
+                    Err(plugind_blobstore::BlobError::AlreadyExists { digest, .. }) => digest,
+                    Err(e) => return Err(e.into()),
+                };
+            let staging = inner.config.root.join("tmp").join(format!("rootfs-{id}"));
+            fs::create_dir(&staging).map_err(|e| io_err("create directory", &staging, e))?;
+            let unpacked = layer::unpack_layer(
+                &inner.blobs,
+                &imported.layer,
+                &staging,
+                &inner.config.layer_limits,
+            );
+            if let Err(e) = unpacked {
+                let _ = fs::remove_dir_all(&staging);
+                return Err(e.into());
+            }
+            let dir = inner.store.plugin_dir(&id);
+            fs::create_dir(&dir).map_err(|e| io_err("create directory", &dir, e))?;
+            let rootfs = inner.store.rootfs_dir(&id);
+            if let Err(e) = plugind_sys::fs::durable_rename(&staging, &rootfs) {
+                let _ = fs::remove_dir_all(&staging);
+                let _ = fs::remove_dir_all(&dir);
+                return Err(e.into());
+            }
+            let mut record = PluginRecord::new(
+                id.clone(),
+                name.clone(),
+                config,
+                name.clone(),
+                SystemTime::now(),
+            );
+            record.state.blobs.config = Some(config_blob);
+            record.state.blobs.layers = vec![imported.layer.clone()];
+            if let Err(e) = inner.store.add(record.clone()) {
+                let _ = fs::remove_dir_all(&dir);
+                return Err(e.into());
+            }
+            Ok(record)
+        })();
+        if result.is_err() {
+            self.sweep_blobs();
+        }
+        result
+    }
+
+    /// Deletes every blob no plugin refers to.
+    fn sweep_blobs(&self) {
+        let live: HashSet<_> = self
+            .inner
+            .store
+            .list()
+            .into_iter()
+            .flat_map(|r| {
+                let b = r.state.blobs;
+                b.layers.into_iter().chain(b.config).chain(b.manifest)
+            })
+            .collect();
+        match self.inner.blobs.sweep(&live, Duration::from_secs(3600)) {
+            Ok(report) => tracing::debug!(?report, "swept blobs"),
+            Err(e) => tracing::warn!(error = %e, "blob sweep failed"),
+        }
+    }
+
+    // ----- enable ------------------------------------------------------------------------
+
+    /// Enables a plugin: starts its task and waits until its socket accepts a connection
+    /// (`timeout`, default from the config). On failure the task is stopped, the observed
+    /// state says why, and the desired state is unchanged.
+    pub async fn enable(&self, name: &str, timeout: Option<Duration>) -> Result<()> {
+        let record = self.inner.store.resolve(name)?;
+        let id = record.id().clone();
+        let guard = self.plugin_lock(&id);
+        let _held = guard.lock().await;
+        let record =
+            self.inner
+                .store
+                .get(&id)
+                .ok_or_else(|| plugind_store::StoreError::NotFound {
+                    input: name.to_owned(),
+                })?;
+        if record.desired_enabled() && self.is_running(&id) {
+            return Err(ManagerError::AlreadyEnabled {
+                name: record.name().to_owned(),
+            });
+        }
+        {
+            let mut live = lock(&self.inner.live);
+            let l = live.entry(id.clone()).or_default();
+            l.generation += 1;
+            l.fast_failures = 0;
+        }
+        let timeout = timeout
+            .filter(|t| !t.is_zero())
+            .unwrap_or(self.inner.config.default_ready_timeout);
+        match self.start_task(&record, timeout).await {
+            Ok(pid) => {
+                let record = self.inner.store.update(&id, |r| {
+                    r.plugin.enabled = true;
+                    r.state.observed.state = RunState::Running { pid };
+                    r.state.observed.restart_count = 0;
+                })?;
+                self.publish("enable", &record);
+                Ok(())
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                let _ = self.inner.store.update(&id, |r| {
+                    r.state.observed.state = RunState::Failed { reason }
+                });
+                Err(e)
+            }
+        }
+    }
+
+    fn is_running(&self, id: &PluginId) -> bool {
+        lock(&self.inner.live)
+            .get(id)
+            .is_some_and(|l| l.running.is_some())
+    }
+
+    /// Starts the plugin's task and waits for readiness. Caller holds the plugin lock.
+    async fn start_task(&self, record: &PluginRecord, timeout: Duration) -> Result<u32> {
+        let inner = &self.inner;
+        let id = record.id().clone();
+        let cfg = &inner.config;
+        let runtime_dir = plugind_bundle::socket::plugin_runtime_dir(&cfg.exec_root, &id);
+        let socket_name = if record.plugin.config.interface.socket.is_empty() {
+            "plugin.sock".to_owned()
+        } else {
+            record.plugin.config.interface.socket.clone()
+        };
+        let socket = plugind_bundle::socket::plugin_socket_path(&cfg.exec_root, &id, &socket_name)?;
+        let bundle = self.prepare_bundle(record, &runtime_dir, &socket)?;
+
+        let (exit_tx, mut exit_rx) = watch::channel(None);
+        {
+            let mut live = lock(&inner.live);
+            let l = live.entry(id.clone()).or_default();
+            l.exit_tx = Some(exit_tx);
+            l.stopping = false;
+        }
+        let created = inner
+            .executor
+            .create(CreateTask {
+                id: id.to_string(),
+                bundle: bundle.path().to_path_buf(),
+                runtime: record.state.runtime.clone(),
+            })
+            .await;
+        let state = match created {
+            Ok(state) => state,
+            Err(e) => {
+                self.cleanup_task(&id).await;
+                return Err(ManagerError::StartFailed {
+                    name: record.name().to_owned(),
+                    reason: e.to_string(),
+                });
+            }
+        };
+        {
+            let mut live = lock(&inner.live);
+            let l = live.entry(id.clone()).or_default();
+            l.running = Some(Running {
+                pid: state.pid,
+                started: Instant::now(),
+            });
+        }
+        match wait_ready(&socket, timeout, &mut exit_rx).await {
+            Ok(()) => {}
+            Err(why) => {
+                let tail = self.log_tail(&id, 20);
+                let reason = match why {
+                    NotReady::Exited(exit) => format!(
+                        "plugin exited with status {} before its socket {} accepted connections; last output: {}",
+                        exit.status,
+                        socket.display(),
+                        tail
+                    ),
+                    NotReady::Timeout => format!(
+                        "socket {} did not accept connections within {:?}; last output: {}",
+                        socket.display(),
+                        timeout,
+                        tail
+                    ),
+                };
+                self.stop_task(&id).await;
+                return Err(ManagerError::StartFailed {
+                    name: record.name().to_owned(),
+                    reason,
+                });
+            }
+        }
+        // Docker never activates managed plugins; we ask as a courtesy and record the answer.
+        let client = PluginClient::new(record.name(), &socket);
+        match client
+            .call("Plugin.Activate", None, Duration::from_secs(5))
+            .await
+        {
+            Ok(answer) => {
+                let implements = answer
+                    .get("Implements")
+                    .and_then(|v| v.as_array())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|s| s.as_str().map(str::to_owned))
+                            .collect()
+                    });
+                if let Some(l) = lock(&inner.live).get_mut(&id) {
+                    l.implements = implements;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(plugin = %id, error = %e, "Plugin.Activate not answered (fine)")
+            }
+        }
+        Ok(state.pid)
+    }
+
+    fn prepare_bundle(
+        &self,
+        record: &PluginRecord,
+        runtime_dir: &Path,
+        socket: &Path,
+    ) -> Result<Bundle> {
+        let cfg = &self.inner.config;
+        let id = record.id();
+        fs::create_dir_all(runtime_dir).map_err(|e| io_err("create directory", runtime_dir, e))?;
+        let _ = fs::remove_file(socket);
+        let rootfs = self.inner.store.rootfs_dir(id);
+        plugind_bundle::init_layer::create_init_layer(&rootfs)?;
+        let propagated = self.inner.store.propagated_mount_dir(id);
+        if !record.plugin.config.propagated_mount.is_empty() {
+            plugind_bundle::mounts::prepare_propagated_mount(&propagated)?;
+        }
+        let devices = record
+            .plugin
+            .settings
+            .devices
+            .iter()
+            .filter_map(|d| d.path.as_deref())
+            .map(|p| {
+                let info = plugind_sys::mount::device_info(Path::new(p))?;
+                Ok(plugind_spec::HostDevice {
+                    path: info.path,
+                    kind: match info.kind {
+                        plugind_sys::mount::DeviceKind::Char => plugind_spec::DeviceKind::Char,
+                        plugind_sys::mount::DeviceKind::Block => plugind_spec::DeviceKind::Block,
+                    },
+                    major: info.major as i64,
+                    minor: info.minor as i64,
+                    file_mode: info.file_mode,
+                    uid: info.uid,
+                    gid: info.gid,
+                })
+            })
+            .collect::<std::result::Result<Vec<_>, plugind_sys::SysError>>()?;
+        let locked = |p: &Path| {
+            plugind_sys::mount::mount_flags_of(p).ok().map(|f| {
+                f.locked_option_names()
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect()
+            })
+        };
+        let host = plugind_spec::HostFacts {
+            in_user_namespace: plugind_sys::probe::in_user_namespace(),
+            kernel_recursive_readonly: plugind_sys::probe::recursive_readonly_supported(),
+            // runc 1.1 does not advertise `rro`; plain `ro` binds are what Docker uses too.
+            runtime_mount_options: &[],
+            locked_mount_options: &locked,
+        };
+        let spec = plugind_spec::build(&plugind_spec::SpecInput {
+            id,
+            config: &record.plugin.config,
+            settings: &record.plugin.settings,
+            rootfs: &rootfs,
+            runtime_dir,
+            propagated_mount_source: &propagated,
+            devices: &devices,
+            host: &host,
+        })?;
+        Bundle::delete(&cfg.bundles_dir(), id)?;
+        Ok(Bundle::create(&cfg.bundles_dir(), id, &spec)?)
+    }
+
+    fn log_tail(&self, id: &PluginId, n: usize) -> String {
+        match self.inner.executor.log_tail(id.as_str(), n) {
+            Ok(lines) if !lines.is_empty() => lines.join(" | "),
+            Ok(_) => "(no output)".to_owned(),
+            Err(e) => format!("(log unavailable: {e})"),
+        }
+    }
+
+    /// Stops the task (SIGTERM, grace, SIGKILL), waits for its exit, and cleans up. Caller
+    /// holds the plugin lock. Returns the exit, if the task was running.
+    async fn stop_task(&self, id: &PluginId) -> Option<ExitInfo> {
+        {
+            let mut live = lock(&self.inner.live);
+            if let Some(l) = live.get_mut(id) {
+                l.stopping = true;
+            }
+        }
+        let exit = match self
+            .inner
+            .executor
+            .kill(id.as_str(), self.inner.config.stop_grace)
+            .await
+        {
+            Ok(exit) => Some(exit),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => {
+                tracing::warn!(plugin = %id, error = %e, "stopping plugin task failed");
+                None
+            }
+        };
+        self.cleanup_task(id).await;
+        exit
+    }
+
+    /// Releases everything a stopped task left: the executor's task, the bundle, mounts, the
+    /// runtime directory. Errors are logged: cleanup is retried at the next start.
+    async fn cleanup_task(&self, id: &PluginId) {
+        let inner = &self.inner;
+        match inner.executor.delete(id.as_str()).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => tracing::warn!(plugin = %id, error = %e, "deleting plugin task failed"),
+        }
+        if let Err(e) = Bundle::delete(&inner.config.bundles_dir(), id) {
+            tracing::warn!(plugin = %id, error = %e, "deleting bundle failed");
+        }
+        if let Err(e) = plugind_bundle::mounts::cleanup_plugin_mounts(
+            &inner.config.root,
+            &inner.config.exec_root,
+            id,
+        ) {
+            tracing::warn!(plugin = %id, error = %e, "unmounting plugin leftovers failed");
+        }
+        let runtime_dir = plugind_bundle::socket::plugin_runtime_dir(&inner.config.exec_root, id);
+        let _ = fs::remove_dir_all(&runtime_dir);
+        let mut live = lock(&inner.live);
+        if let Some(l) = live.get_mut(id) {
+            l.running = None;
+            l.stopping = false;
+            l.exit_tx = None;
+        }
+    }
+
+    // ----- disable / remove / set ---------------------------------------------------------
+
+    /// Disables a plugin: refused while references are held unless `force`; stops its task
+    /// (SIGTERM, grace, SIGKILL) and cleans up.
+    pub async fn disable(&self, name: &str, force: bool) -> Result<()> {
+        let record = self.inner.store.resolve(name)?;
+        let id = record.id().clone();
+        let guard = self.plugin_lock(&id);
+        let _held = guard.lock().await;
+        let record =
+            self.inner
+                .store
+                .get(&id)
+                .ok_or_else(|| plugind_store::StoreError::NotFound {
+                    input: name.to_owned(),
+                })?;
+        if !record.desired_enabled() && !self.is_running(&id) {
+            return Err(ManagerError::AlreadyDisabled {
+                name: record.name().to_owned(),
+            });
+        }
+        if record.ref_count() > 0 && !force {
+            return Err(ManagerError::InUse {
+                name: record.name().to_owned(),
+            });
+        }
+        if let Some(l) = lock(&self.inner.live).get_mut(&id) {
+            l.generation += 1;
+        }
+        let record = self.inner.store.update(&id, |r| r.plugin.enabled = false)?;
+        let exit = self.stop_task(&id).await;
+        let record = self
+            .inner
+            .store
+            .update(&id, |r| {
+                r.state.observed.state = RunState::Stopped;
+                if let Some(exit) = exit {
+                    r.state.observed.last_exit = Some(exit_record(&exit));
+                }
+            })
+            .unwrap_or(record);
+        self.publish("disable", &record);
+        Ok(())
+    }
+
+    /// Removes a plugin: refused while enabled or in use unless `force` (which disables it
+    /// first). The plugin directory is renamed to `<id>-removing` before deletion, so a crash
+    /// half-way is finished at the next start; unreferenced blobs are swept afterwards.
+    pub async fn remove(&self, name: &str, force: bool) -> Result<()> {
+        let record = self.inner.store.resolve(name)?;
+        let id = record.id().clone();
+        let guard = self.plugin_lock(&id);
+        let _held = guard.lock().await;
+        let record =
+            self.inner
+                .store
+                .get(&id)
+                .ok_or_else(|| plugind_store::StoreError::NotFound {
+                    input: name.to_owned(),
+                })?;
+        if !force {
+            if record.ref_count() > 0 {
+                return Err(ManagerError::InUse {
+                    name: record.name().to_owned(),
+                });
+            }
+            if record.desired_enabled() || self.is_running(&id) {
+                return Err(ManagerError::IsEnabled {
+                    name: record.name().to_owned(),
+                });
+            }
+        }
+        if let Some(l) = lock(&self.inner.live).get_mut(&id) {
+            l.generation += 1;
+        }
+        if self.is_running(&id) || record.desired_enabled() {
+            self.stop_task(&id).await;
+        }
+        let removing = self.inner.store.begin_remove(&id)?;
+        if let Err(e) = plugind_bundle::mounts::unmount_under(&removing) {
+            tracing::warn!(plugin = %id, error = %e, "unmounting removed plugin failed");
+        }
+        self.inner.store.finish_remove(&removing)?;
+        lock(&self.inner.live).remove(&id);
+        lock(&self.inner.locks).remove(&id);
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.sweep_blobs());
+        self.publish("remove", &record);
+        Ok(())
+    }
+
+    /// Applies `set` arguments (`NAME=value`, `mount.source=/x`, `args=...`); refused while
+    /// the plugin is enabled. All or nothing: a failing argument changes nothing.
+    pub async fn set(&self, name: &str, args: &[String]) -> Result<()> {
+        let record = self.inner.store.resolve(name)?;
+        let id = record.id().clone();
+        let guard = self.plugin_lock(&id);
+        let _held = guard.lock().await;
+        self.inner.store.try_update::<ManagerError>(&id, |r| {
+            if r.desired_enabled() {
+                return Err(ManagerError::SetWhileEnabled);
+            }
+            plugind_store::apply_settings(&mut r.plugin.config, &mut r.plugin.settings, args)?;
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    // ----- references -------------------------------------------------------------------
+
+    /// Takes a reference on an enabled plugin implementing `capability` for `holder` (e.g.
+    /// `volume:<name>`); persisted, so it survives restarts. Docker's plugin getter.
+    pub async fn acquire(
+        &self,
+        name: &str,
+        capability: &str,
+        holder: &str,
+    ) -> Result<PluginHandle> {
+        let record = self.inner.store.resolve(name)?;
+        if !record.plugin.config.capabilities().any(|c| c == capability) {
+            return Err(ManagerError::NoCapability {
+                name: record.name().to_owned(),
+                capability: capability.to_owned(),
+            });
+        }
+        if !record.desired_enabled() || !self.is_running(record.id()) {
+            return Err(ManagerError::NotEnabled {
+                name: record.name().to_owned(),
+            });
+        }
+        let record = self
+            .inner
+            .store
+            .update(record.id(), |r| r.acquire(holder))?;
+        self.handle(&record)
+    }
+
+    /// A handle for an enabled plugin without taking a reference (for calls on behalf of an
+    /// object that already holds one, e.g. after a restart).
+    pub fn get_enabled(&self, name: &str, capability: &str) -> Result<PluginHandle> {
+        let record = self.inner.store.resolve(name)?;
+        if !record.plugin.config.capabilities().any(|c| c == capability) {
+            return Err(ManagerError::NoCapability {
+                name: record.name().to_owned(),
+                capability: capability.to_owned(),
+            });
+        }
+        if !record.desired_enabled() || !self.is_running(record.id()) {
+            return Err(ManagerError::NotEnabled {
+                name: record.name().to_owned(),
+            });
+        }
+        self.handle(&record)
+    }
+
+    /// Releases one reference of `holder` on the plugin (by id or name); unknown plugins and
+    /// holders are ignored, so release is idempotent.
+    pub async fn release(&self, name: &str, holder: &str) -> Result<()> {
+        let Ok(record) = self.inner.store.resolve(name) else {
+            return Ok(());
+        };
+        self.inner.store.update(record.id(), |r| {
+            r.release(holder);
+        })?;
+        Ok(())
+    }
+
+    fn handle(&self, record: &PluginRecord) -> Result<PluginHandle> {
+        let socket = plugind_bundle::socket::plugin_socket_path(
+            &self.inner.config.exec_root,
+            record.id(),
+            &record.plugin.config.interface.socket,
+        )?;
+        Ok(PluginHandle {
+            id: record.id().clone(),
+            name: record.name().to_owned(),
+            client: PluginClient::new(record.name(), &socket),
+        })
+    }
+
+    // ----- events and supervision ----------------------------------------------------------
+
+    fn spawn_event_loop(&self, mut events: mpsc::UnboundedReceiver<TaskEvent>) {
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                let Some(inner) = weak.upgrade() else { break };
+                let manager = Manager { inner };
+                let Ok(id) = PluginId::parse(event.id()) else {
+                    continue;
+                };
+                let m = manager.clone();
+                if manager
+                    .inner
+                    .queue
+                    .append(id, async move { m.handle_event(event).await })
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+    }
+
+    async fn handle_event(&self, event: TaskEvent) {
+        let TaskEvent::Exited {
+            id,
+            exec_id: None,
+            pid,
+            exit,
+        } = event
+        else {
+            return;
+        };
+        let Ok(id) = PluginId::parse(&id) else { return };
+        // Whoever waits for this exit (enable's readiness wait, a stop) gets it first.
+        let (expected, stopping, ran_for) = {
+            let live = lock(&self.inner.live);
+            match live.get(&id) {
+                Some(l) => {
+                    if let Some(tx) = &l.exit_tx {
+                        let _ = tx.send(Some(exit));
+                    }
+                    let expected = l.running.as_ref().is_some_and(|r| r.pid == pid);
+                    (
+                        expected,
+                        l.stopping,
+                        l.running.as_ref().map(|r| r.started.elapsed()),
+                    )
+                }
+                None => (false, false, None),
+            }
+        };
+        if !expected || stopping {
+            return; // a late or duplicate event, or an exit the manager caused itself
+        }
+        let guard = self.plugin_lock(&id);
+        let _held = guard.lock().await;
+        // Re-check under the lock: disable may have run in between.
+        let still_ours = lock(&self.inner.live)
+            .get(&id)
+            .is_some_and(|l| !l.stopping && l.running.as_ref().is_some_and(|r| r.pid == pid));
+        if !still_ours {
+            return;
+        }
+        tracing::warn!(plugin = %id, status = exit.status, oom = exit.oom_killed, "plugin exited unexpectedly");
+        self.cleanup_task(&id).await;
+        let Some(record) = self.inner.store.get(&id) else {
+            return;
+        };
+        let _ = self.inner.store.update(&id, |r| {
+            r.state.observed.state = RunState::Stopped;
+            r.state.observed.last_exit = Some(exit_record(&exit));
+        });
+        if !record.desired_enabled()
+            || self
+                .inner
+                .shutting_down
+                .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        let why = format!(
+            "exited with status {}{}",
+            exit.status,
+            if exit.oom_killed { " (OOM-killed)" } else { "" }
+        );
+        self.schedule_restart(id, ran_for.unwrap_or_default(), why);
+    }
+
+    /// Plans the next start of a plugin that exited or failed to start (`why`).
+    fn schedule_restart(&self, id: PluginId, ran_for: Duration, why: String) {
+        let (decision, generation) = {
+            let mut live = lock(&self.inner.live);
+            let l = live.entry(id.clone()).or_default();
+            (
+                self.inner
+                    .config
+                    .restart
+                    .next(&mut l.fast_failures, ran_for, rand::random()),
+                l.generation,
+            )
+        };
+        if decision.failed {
+            let reason = format!(
+                "plugin keeps failing (last: {why}); retrying every {:?}",
+                decision.delay
+            );
+            if let Ok(record) = self.inner.store.update(&id, |r| {
+                r.state.observed.state = RunState::Failed { reason }
+            }) {
+                self.publish("failed", &record);
+            }
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(decision.delay).await;
+            this.restart(id, generation).await;
+        });
+    }
+
+    async fn restart(&self, id: PluginId, generation: u64) {
+        let guard = self.plugin_lock(&id);
+        let _held = guard.lock().await;
+        let current = lock(&self.inner.live).get(&id).map(|l| l.generation);
+        if current != Some(generation)
+            || self.is_running(&id)
+            || self
+                .inner
+                .shutting_down
+                .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        let Some(record) = self.inner.store.get(&id) else {
+            return;
+        };
+        if !record.desired_enabled() {
+            return;
+        }
+        match self
+            .start_task(&record, self.inner.config.default_ready_timeout)
+            .await
+        {
+            Ok(pid) => {
+                if let Ok(record) = self.inner.store.update(&id, |r| {
+                    r.state.observed.state = RunState::Running { pid };
+                    r.state.observed.restart_count += 1;
+                }) {
+                    self.publish("restart", &record);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(plugin = %id, error = %e, "restarting plugin failed");
+                let reason = e.to_string();
+                let _ = self.inner.store.update(&id, |r| {
+                    r.state.observed.state = RunState::Failed {
+                        reason: reason.clone(),
+                    }
+                });
+                self.schedule_restart(id, Duration::ZERO, reason);
+            }
+        }
+    }
+
+    // ----- restore and shutdown -------------------------------------------------------------
+
+    async fn restore(&self) -> RestoreReport {
+        let inner = &self.inner;
+        let mut report = RestoreReport::default();
+        let records = inner.store.list();
+        let bundles_dir = inner.config.bundles_dir();
+        let with_bundle: Vec<(String, PathBuf)> = records
+            .iter()
+            .map(|r| (r.id().to_string(), Bundle::path_for(&bundles_dir, r.id())))
+            .filter(|(_, p)| p.is_dir())
+            .collect();
+        let outcomes = inner.executor.restore(with_bundle).await;
+        let mut running = HashSet::new();
+        for outcome in outcomes {
+            let Ok(id) = PluginId::parse(outcome.id()) else {
+                continue;
+            };
+            match outcome {
+                RestoreOutcome::Running { pid, .. } => {
+                    let desired = inner.store.get(&id).is_some_and(|r| r.desired_enabled());
+                    lock(&inner.live).entry(id.clone()).or_default().running = Some(Running {
+                        pid,
+                        started: Instant::now(),
+                    });
+                    if desired && inner.config.live_restore {
+                        let _ = inner
+                            .store
+                            .update(&id, |r| r.state.observed.state = RunState::Running { pid });
+                        running.insert(id.clone());
+                        report.reattached.push(id);
+                    } else {
+                        // Not wanted, or live restore is off: stop it; a wanted one starts fresh.
+                        self.stop_task(&id).await;
+                    }
+                }
+                RestoreOutcome::Exited { exit, .. } => {
+                    self.cleanup_task(&id).await;
+                    let _ = inner.store.update(&id, |r| {
+                        r.state.observed.state = RunState::Stopped;
+                        r.state.observed.last_exit = Some(exit_record(&exit));
+                    });
+                }
+                RestoreOutcome::Failed { error, .. } => {
+                    tracing::warn!(plugin = %id, error = %error, "cannot re-attach plugin task");
+                    self.cleanup_task(&id).await;
+                }
+            }
+        }
+        // Leftover mounts of plugins that are not running (crash while running).
+        for r in &records {
+            if !running.contains(r.id()) {
+                let _ = plugind_bundle::mounts::cleanup_plugin_mounts(
+                    &inner.config.root,
+                    &inner.config.exec_root,
+                    r.id(),
+                );
+            }
+        }
+        let to_start: Vec<_> = records
+            .into_iter()
+            .filter(|r| r.desired_enabled() && !running.contains(r.id()))
+            .collect();
+        let starts = to_start.into_iter().map(|r| {
+            let this = self.clone();
+            async move {
+                let id = r.id().clone();
+                let guard = this.plugin_lock(&id);
+                let _held = guard.lock().await;
+                let result = this
+                    .start_task(&r, this.inner.config.default_ready_timeout)
+                    .await;
+                match &result {
+                    Ok(pid) => {
+                        let pid = *pid;
+                        let _ = this
+                            .inner
+                            .store
+                            .update(&id, |r| r.state.observed.state = RunState::Running { pid });
+                    }
+                    Err(e) => {
+                        let reason = e.to_string();
+                        let _ = this.inner.store.update(&id, |r| {
+                            r.state.observed.state = RunState::Failed { reason }
+                        });
+                    }
+                }
+                (id, result)
+            }
+        });
+        for (id, result) in futures::future::join_all(starts).await {
+            match result {
+                Ok(_) => report.started.push(id),
+                Err(e) => {
+                    // Still desired enabled: supervision keeps trying with backoff.
+                    self.schedule_restart(id.clone(), Duration::ZERO, e.to_string());
+                    report.failed.push((id, e.to_string()));
+                }
+            }
+        }
+        report
+    }
+
+    /// Shuts the manager down. With live restore, plugins keep running (only connections
+    /// close); without, every running plugin is stopped in parallel (its desired state is
+    /// kept, so the next start brings it back).
+    pub async fn shutdown(&self) {
+        self.inner
+            .shutting_down
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        if !self.inner.config.live_restore {
+            let ids: Vec<PluginId> = lock(&self.inner.live)
+                .iter()
+                .filter(|(_, l)| l.running.is_some())
+                .map(|(id, _)| id.clone())
+                .collect();
+            let stops = ids.into_iter().map(|id| {
+                let this = self.clone();
+                async move {
+                    let guard = this.plugin_lock(&id);
+                    let _held = guard.lock().await;
+                    this.stop_task(&id).await;
+                    let _ = this
+                        .inner
+                        .store
+                        .update(&id, |r| r.state.observed.state = RunState::Stopped);
+                }
+            });
+            futures::future::join_all(stops).await;
+        }
+        self.inner
+            .queue
+            .shutdown(plugind_queue::ShutdownMode::Drain)
+            .await;
+    }
+}
+
+enum NotReady {
+    Exited(ExitInfo),
+    Timeout,
+}
+
+/// Polls the socket from the first millisecond with growing intervals (1 ms doubling to
+/// 25 ms), failing at once if the task exits meanwhile. Docker sleeps 500 ms before its first
+/// try and 3 s between tries.
+async fn wait_ready(
+    socket: &Path,
+    timeout: Duration,
+    exit: &mut watch::Receiver<Option<ExitInfo>>,
+) -> std::result::Result<(), NotReady> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut interval = Duration::from_millis(1);
+    loop {
+        if let Some(exited) = *exit.borrow() {
+            return Err(NotReady::Exited(exited));
+        }
+        if tokio::net::UnixStream::connect(socket).await.is_ok() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(NotReady::Timeout);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = exit.changed() => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+        interval = (interval * 2).min(Duration::from_millis(25));
+    }
+}
+
+fn exit_record(exit: &ExitInfo) -> plugind_store::ExitRecord {
+    plugind_store::ExitRecord {
+        status: exit.status,
+        at: exit.exited_at.unwrap_or_else(SystemTime::now),
+    }
+}
+
+fn io_err(op: &'static str, path: &Path, source: std::io::Error) -> ManagerError {
+    ManagerError::Sys(plugind_sys::SysError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    })
+}
