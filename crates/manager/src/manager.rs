@@ -288,38 +288,49 @@ impl Manager {
 
     /// Creates a plugin from a `docker plugin create` tar (read from a blocking context).
     /// Returns the new plugin's id. A failure at any step leaves nothing behind.
-    pub async fn create(&self, name: &str, tar: Box<dyn std::io::Read + Send>) -> Result<PluginId> {
-        let reference =
-            Reference::parse_normalized(name).map_err(|source| ManagerError::InvalidName {
+    pub async fn create(
+        &self,
+        name: &str,
+        mut tar: Box<dyn std::io::Read + Send>,
+    ) -> Result<PluginId> {
+        let checked = Reference::parse_normalized(name)
+            .map_err(|source| ManagerError::InvalidName {
                 name: name.to_owned(),
                 source,
-            })?;
-        if reference.digest().is_some() {
-            return Err(ManagerError::CanonicalName);
-        }
-        let stored_name = reference.with_default_tag().familiar_string();
-        // Fail fast on a taken name; `Store::add` checks again under its lock.
-        if self
-            .inner
-            .store
-            .list()
-            .iter()
-            .any(|r| r.name() == stored_name)
-        {
-            return Err(plugind_store::StoreError::NameExists { name: stored_name }.into());
-        }
+            })
+            .and_then(|reference| {
+                if reference.digest().is_some() {
+                    return Err(ManagerError::CanonicalName);
+                }
+                let stored_name = reference.with_default_tag().familiar_string();
+                // Fail fast on a taken name; `Store::add` checks again under its lock.
+                if self
+                    .inner
+                    .store
+                    .list()
+                    .iter()
+                    .any(|r| r.name() == stored_name)
+                {
+                    return Err(plugind_store::StoreError::NameExists { name: stored_name }.into());
+                }
+                Ok(stored_name)
+            });
         let this = self.clone();
-        let record =
-            tokio::task::spawn_blocking(move || this.create_blocking(stored_name, tar)).await??;
+        let record = tokio::task::spawn_blocking(move || {
+            let result =
+                checked.and_then(|stored_name| this.create_blocking(stored_name, &mut tar));
+            if result.is_err() {
+                // Read the rest of the upload so the client gets the answer, not a broken pipe.
+                let _ = std::io::copy(&mut tar, &mut std::io::sink());
+            }
+            result
+        })
+        .await??;
         self.publish("create", &record);
         Ok(record.id().clone())
     }
 
-    fn create_blocking(
-        &self,
-        name: String,
-        tar: Box<dyn std::io::Read + Send>,
-    ) -> Result<PluginRecord> {
+    fn create_blocking(&self, name: String, tar: &mut dyn std::io::Read) -> Result<PluginRecord> {
         let inner = &self.inner;
         let id = PluginId::from_bytes(rand::random());
         let imported = layer::import_create_tar(
