@@ -97,6 +97,7 @@ pub(crate) fn bench(which: Option<&str>) -> anyhow::Result<()> {
         ("blobstore", "plugind-blobstore"),
         ("queue", "plugind-queue"),
         ("executor", "plugind-executor"),
+        ("daemon", ""),
     ];
     let selected: Vec<_> = GROUPS
         .iter()
@@ -104,13 +105,17 @@ pub(crate) fn bench(which: Option<&str>) -> anyhow::Result<()> {
         .collect();
     if selected.is_empty() {
         bail!(
-            "unknown benchmark {:?}; known: blobstore, queue, executor",
+            "unknown benchmark {:?}; known: blobstore, queue, executor, daemon",
             which.unwrap_or("")
         );
     }
     for (name, package) in selected {
         println!("==> bench {name}");
-        run_cmd(cargo().args(["bench", "--locked", "-p", package]))?;
+        if package.is_empty() {
+            crate::bench::run_daemon_bench()?;
+        } else {
+            run_cmd(cargo().args(["bench", "--locked", "-p", package]))?;
+        }
     }
     Ok(())
 }

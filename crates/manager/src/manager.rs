@@ -1192,7 +1192,7 @@ enum NotReady {
 }
 
 /// Polls the socket from the first millisecond with growing intervals (1 ms doubling to
-/// 25 ms), failing at once if the task exits meanwhile. Docker sleeps 500 ms before its first
+/// 5 ms), failing at once if the task exits meanwhile. Docker sleeps 500 ms before its first
 /// try and 3 s between tries.
 async fn wait_ready(
     socket: &Path,
@@ -1216,7 +1216,7 @@ async fn wait_ready(
             _ = exit.changed() => {}
             _ = tokio::time::sleep_until(deadline) => {}
         }
-        interval = (interval * 2).min(Duration::from_millis(25));
+        interval = (interval * 2).min(Duration::from_millis(5));
     }
 }
 

@@ -1,0 +1,201 @@
+//! A plugind process for xtask's demo and benchmarks: started on a throwaway root, exec root
+//! and socket, spoken to over raw HTTP on its unix socket (xtask has no HTTP client crate and
+//! needs none for a handful of requests).
+
+use std::{
+    fs,
+    io::{Read, Write},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+
+/// A running plugind.
+pub(crate) struct Plugind {
+    pub(crate) dir: PathBuf,
+    binary: PathBuf,
+    live_restore: bool,
+    child: Option<Child>,
+}
+
+impl Plugind {
+    /// Starts `binary` in a fresh directory under /tmp (short paths: sockets must fit 107 bytes).
+    pub(crate) fn start(binary: &Path, tag: &str, live_restore: bool) -> anyhow::Result<Plugind> {
+        let dir = PathBuf::from(format!("/tmp/pd-{tag}-{}", std::process::id()));
+        if dir.exists() {
+            fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
+        }
+        fs::create_dir_all(&dir)?;
+        let mut p = Plugind {
+            dir,
+            binary: binary.to_path_buf(),
+            live_restore,
+            child: None,
+        };
+        p.spawn()?;
+        Ok(p)
+    }
+
+    pub(crate) fn socket(&self) -> PathBuf {
+        self.dir.join("plugind.sock")
+    }
+
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Starts the process (again) and waits until `/_ping` answers; returns how long that took.
+    pub(crate) fn spawn(&mut self) -> anyhow::Result<Duration> {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("plugind.log"))?;
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("--root")
+            .arg(self.dir.join("root"))
+            .arg("--exec-root")
+            .arg(self.dir.join("run"))
+            .arg("-H")
+            .arg(format!("unix://{}", self.socket().display()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        if self.live_restore {
+            cmd.arg("--live-restore");
+        }
+        let started = Instant::now();
+        self.child = Some(
+            cmd.spawn()
+                .with_context(|| format!("spawn {}", self.binary.display()))?,
+        );
+        while started.elapsed() < Duration::from_secs(60) {
+            if self
+                .request("GET", "/_ping", &[])
+                .is_ok_and(|(s, _)| s == 200)
+            {
+                return Ok(started.elapsed());
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!(
+                    "plugind exited with {status}; see {}/plugind.log",
+                    self.dir.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        bail!("plugind did not answer within 60 s")
+    }
+
+    /// SIGKILL, no shutdown path.
+    pub(crate) fn kill9(&mut self) -> anyhow::Result<()> {
+        if let Some(mut c) = self.child.take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM and wait (without live restore plugind stops its plugins).
+    pub(crate) fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(mut c) = self.child.take() {
+            Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    /// One request; returns the status and body.
+    pub(crate) fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> anyhow::Result<(u16, String)> {
+        http(&self.socket(), method, path, body)
+    }
+
+    /// One request that must answer 2xx.
+    pub(crate) fn ok(&self, method: &str, path: &str, body: &[u8]) -> anyhow::Result<String> {
+        let (status, text) = self.request(method, path, body)?;
+        if !(200..300).contains(&status) {
+            bail!("{method} {path}: {status} {text}");
+        }
+        Ok(text)
+    }
+}
+
+impl Drop for Plugind {
+    fn drop(&mut self) {
+        self.live_restore = false;
+        let _ = self.stop();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// HTTP/1.1 over a unix socket with `Connection: close`; chunked bodies are decoded.
+pub(crate) fn http(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> anyhow::Result<(u16, String)> {
+    let mut s =
+        UnixStream::connect(socket).with_context(|| format!("connect {}", socket.display()))?;
+    s.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let content_type = if path.starts_with("/plugins/create") {
+        "application/x-tar"
+    } else {
+        "application/json"
+    };
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: plugind\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp)?;
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let status: u16 = text.split(' ').nth(1).context("no status line")?.parse()?;
+    let (headers, rest) = text.split_once("\r\n\r\n").context("no header end")?;
+    let body = if headers
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut s = rest;
+        while let Some((size, more)) = s.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 || more.len() < n {
+                break;
+            }
+            out.push_str(&more[..n]);
+            s = more[n..].trim_start_matches("\r\n");
+        }
+        out
+    } else {
+        rest.to_owned()
+    };
+    Ok((status, body))
+}
+
+/// Waits until `socket` accepts a connection, polling every 0.2 ms.
+pub(crate) fn wait_for_socket(socket: &Path, limit: Duration) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if UnixStream::connect(socket).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    bail!("{} did not accept within {limit:?}", socket.display())
+}
