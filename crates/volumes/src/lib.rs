@@ -1,4 +1,42 @@
 //! plugind-volumes: Docker's volume service over volume-driver plugins.
 //!
-//! Not built yet: this crate is filled by issue 7. It exports nothing, so nothing can mistake it for
-//! a working implementation.
+//! [`VolumeService`] keeps the volumes plugind created (name, driver, options, labels, creation
+//! time, who has them mounted) as records under `<root>/volumes/`, talks to their driver
+//! plugins with the `VolumeDriver.*` calls of the plugin protocol, each with a deadline
+//! ([`VolumeConfig`]), and holds one reference per volume on its driver plugin so that a plugin
+//! with volumes cannot be disabled or removed without force.
+//!
+//! Modules:
+//! - [`service`]: [`VolumeService`] (create, get, list, remove, prune, mount, unmount, open);
+//! - [`driver`]: [`PluginGetter`], the seam to the plugin manager, [`DriverHandle`],
+//!   [`VolumeConfig`], and the typed driver calls;
+//! - [`getter`]: [`PluginGetter`] for [`plugind_manager::Manager`];
+//! - [`volume`]: [`Volume`] (Docker's JSON object), [`VolumeRecord`] (what is stored), name and
+//!   time rules;
+//! - [`filters`]: [`VolumeFilters`], Docker's list and prune filters;
+//! - [`records`]: the record files, written atomically, quarantined when unreadable;
+//! - [`api_json`]: the Engine API's volume request and response bodies, for the API crate.
+//!
+//! Errors are [`VolumeError`]s with Docker's texts (`get v: no such volume`, `remove v: volume
+//! is in use - [id]`, ...) and an [`plugind_types::ErrorKind`] for the status code.
+//!
+//! What this crate does not do: it starts, stops or installs no plugin (the manager does), it
+//! mounts nothing itself (drivers do), and it does not map a managed plugin's mountpoints to host
+//! paths (the mountpoint is reported as the driver gives it).
+
+#![warn(missing_docs)]
+
+pub mod api_json;
+pub mod driver;
+mod error;
+pub mod filters;
+pub mod getter;
+pub mod records;
+pub mod service;
+pub mod volume;
+
+pub use driver::{DriverHandle, PluginGetter, VolumeConfig, CAPABILITY};
+pub use error::{Result, VolumeError, NAME_CHARS};
+pub use filters::{FilterUse, VolumeFilters};
+pub use service::{OpenReport, PruneReport, VolumeService, DEFAULT_DRIVER};
+pub use volume::{Volume, VolumeRecord, ANONYMOUS_LABEL};

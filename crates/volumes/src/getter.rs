@@ -1,0 +1,57 @@
+//! [`PluginGetter`] for the real plugin manager: volume drivers are managed plugins with the
+//! `volumedriver` capability, and each volume's reference is a persisted manager reference.
+
+use async_trait::async_trait;
+use plugind_manager::{Manager, ManagerError, PluginHandle};
+
+use crate::{
+    driver::{DriverHandle, PluginGetter, CAPABILITY},
+    error::{Result, VolumeError},
+};
+
+fn lookup_error(driver: &str, e: &ManagerError) -> VolumeError {
+    let reason = match e {
+        // Docker's text (`plugin.ErrInadequateCapability`).
+        ManagerError::NoCapability { capability, .. } => {
+            format!("plugin does not provide {capability:?} capability")
+        }
+        other => other.to_string(),
+    };
+    VolumeError::DriverLookup {
+        driver: driver.to_owned(),
+        kind: e.kind(),
+        reason,
+    }
+}
+
+fn handle(h: PluginHandle) -> DriverHandle {
+    DriverHandle {
+        name: h.name,
+        client: h.client,
+    }
+}
+
+#[async_trait]
+impl PluginGetter for Manager {
+    async fn acquire(&self, driver: &str, holder: &str) -> Result<DriverHandle> {
+        Manager::acquire(self, driver, CAPABILITY, holder)
+            .await
+            .map(handle)
+            .map_err(|e| lookup_error(driver, &e))
+    }
+
+    async fn release(&self, driver: &str, holder: &str) -> Result<()> {
+        Manager::release(self, driver, holder)
+            .await
+            .map_err(|e| VolumeError::Release {
+                driver: driver.to_owned(),
+                reason: e.to_string(),
+            })
+    }
+
+    async fn get(&self, driver: &str) -> Result<DriverHandle> {
+        Manager::get_enabled(self, driver, CAPABILITY)
+            .map(handle)
+            .map_err(|e| lookup_error(driver, &e))
+    }
+}
