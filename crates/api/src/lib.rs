@@ -27,6 +27,8 @@ mod plugins;
 mod query;
 mod server;
 mod system;
+mod volume_json;
+mod volumes;
 
 pub use backend::{
     BackendError, BackendInfo, EventActor, EventMessage, EventSubscription, LogLine, LogSource,

@@ -20,7 +20,9 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::{net::UnixListener, sync::watch, task::JoinSet};
 
-use crate::{backend::PluginBackend, error::HttpError, plugins, query::Query, system, ApiError};
+use crate::{
+    backend::PluginBackend, error::HttpError, plugins, query::Query, system, volumes, ApiError,
+};
 
 /// The newest API version served; unprefixed requests are treated as this version.
 pub const API_VERSION: &str = "1.51";
@@ -32,7 +34,7 @@ pub const DEFAULT_CREATE_BODY_LIMIT: u64 = 4 << 30;
 pub const DEFAULT_JSON_BODY_LIMIT: u64 = 1 << 20;
 
 /// Settings of the API server.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ServerOptions {
     /// Reported as the engine version (`/version`, the `Server` header).
     pub engine_version: String,
@@ -40,6 +42,8 @@ pub struct ServerOptions {
     pub json_body_limit: u64,
     /// Largest accepted create tar, in bytes; larger ones get 413 and create nothing.
     pub create_body_limit: u64,
+    /// The volume service behind `/volumes`; `None` answers those routes 501.
+    pub volumes: Option<Arc<plugind_volumes::VolumeService>>,
 }
 
 impl ServerOptions {
@@ -49,6 +53,7 @@ impl ServerOptions {
             engine_version: engine_version.to_owned(),
             json_body_limit: DEFAULT_JSON_BODY_LIMIT,
             create_body_limit: DEFAULT_CREATE_BODY_LIMIT,
+            volumes: None,
         }
     }
 }
@@ -190,6 +195,11 @@ pub(crate) enum Route {
     Set(String),
     Create,
     Logs(String),
+    VolumeList,
+    VolumeCreate,
+    VolumeInspect(String),
+    VolumeRemove(String),
+    VolumePrune,
 }
 
 /// The name between `/plugins/` and `suffix` (greedy, may contain `/` and `:`).
@@ -212,7 +222,21 @@ pub(crate) fn match_route(method: &Method, path: &str) -> Option<Route> {
         "/info" if get => return Some(Route::Info),
         "/events" if get => return Some(Route::Events),
         "/plugins" if get => return Some(Route::List),
+        "/volumes" if get => return Some(Route::VolumeList),
+        "/volumes/create" if post => return Some(Route::VolumeCreate),
+        "/volumes/prune" if post => return Some(Route::VolumePrune),
         _ => {}
+    }
+    if let Some(name) = path
+        .strip_prefix("/volumes/")
+        .filter(|n| !n.is_empty() && !n.contains('/'))
+    {
+        if get {
+            return Some(Route::VolumeInspect(name.to_owned()));
+        }
+        if method == Method::DELETE {
+            return Some(Route::VolumeRemove(name.to_owned()));
+        }
     }
     if get {
         if let Some(n) = plugin_name(path, "/json") {
@@ -361,6 +385,11 @@ async fn dispatch(
         Route::Set(name) => plugins::set(state, &name, req).await,
         Route::Create => plugins::create(state, &query()?, req).await,
         Route::Logs(name) => plugins::logs(state, &name, &query()?).await,
+        Route::VolumeList => volumes::list(state, &query()?).await,
+        Route::VolumeCreate => volumes::create(state, req).await,
+        Route::VolumeInspect(name) => volumes::inspect(state, &name).await,
+        Route::VolumeRemove(name) => volumes::remove(state, &name, &query()?).await,
+        Route::VolumePrune => volumes::prune(state, &query()?).await,
     }
 }
 

@@ -43,10 +43,15 @@ async fn run(args: &[OsString], config: Config) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let (backend, lifecycle) = wiring::build_backend(&config).await?;
+    let wiring::Wiring {
+        backend,
+        volumes,
+        lifecycle,
+    } = wiring::build_backend(&config).await?;
     let listener = plugind_api::bind(&config.socket)?;
     let mut options = plugind_api::ServerOptions::new(env!("CARGO_PKG_VERSION"));
     options.create_body_limit = config.create_body_limit;
+    options.volumes = Some(volumes);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(plugind_api::serve(listener, backend, options, async {
         let _ = stop_rx.await;

@@ -15,6 +15,8 @@ use plugind_manager::{
     Manager, ManagerConfig,
 };
 
+use plugind_volumes::{VolumeConfig, VolumeService};
+
 use crate::config::Config;
 
 /// containerd namespace of plugind's shims; keeps their runc state apart from containerd's.
@@ -31,10 +33,18 @@ pub trait Lifecycle: Send + Sync {
     async fn shutdown(&self) -> anyhow::Result<()>;
 }
 
-/// Builds the executor and the plugin manager for `config` and restores plugins.
-pub async fn build_backend(
-    config: &Config,
-) -> anyhow::Result<(Arc<dyn PluginBackend>, Box<dyn Lifecycle>)> {
+/// What the daemon serves: the plugin backend, the volume service, and the lifecycle handle.
+pub struct Wiring {
+    /// The API's plugin backend.
+    pub backend: Arc<dyn PluginBackend>,
+    /// The volume service behind `/volumes`.
+    pub volumes: Arc<VolumeService>,
+    /// Reload and shutdown.
+    pub lifecycle: Box<dyn Lifecycle>,
+}
+
+/// Builds the executor, the plugin manager (restoring plugins) and the volume service.
+pub async fn build_backend(config: &Config) -> anyhow::Result<Wiring> {
     let mut executor_config = ExecutorConfig::new(&config.exec_root, NAMESPACE);
     executor_config.shim_binary = find_program("containerd-shim-runc-v2")
         .context("containerd-shim-runc-v2 not found (Debian package `containerd`)")?;
@@ -54,13 +64,24 @@ pub async fn build_backend(
         quarantined = report.quarantined.len(),
         "plugins restored"
     );
+    let volumes = VolumeService::open(
+        &config.root,
+        Arc::new(manager.clone()),
+        VolumeConfig::DOCKER,
+    )
+    .await
+    .context("opening the volume service")?;
     let backend = Arc::new(ManagerBackend::new(manager.clone(), runtime_facts(config)));
     let lifecycle = Box::new(Wired {
         manager,
         executor,
         backend: backend.clone(),
     });
-    Ok((backend, lifecycle))
+    Ok(Wiring {
+        backend,
+        volumes: Arc::new(volumes),
+        lifecycle,
+    })
 }
 
 struct Wired {

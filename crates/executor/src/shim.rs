@@ -117,6 +117,8 @@ struct Task {
     bundle: PathBuf,
     /// `None` once its shim is known dead (restore cleaned it up); `exit` then says how it ended.
     client: Option<TaskClient>,
+    /// The shim process, to wait for it to be gone after Shutdown.
+    shim: Option<ProcessIdentity>,
     exit: Option<ExitInfo>,
     /// tokio mutexes: held across the awaits that flush the drains.
     drains: tokio::sync::Mutex<Drains>,
@@ -350,7 +352,13 @@ impl Inner {
     }
 
     /// Best-effort teardown of a task whose start failed: kill, delete, shut the shim down.
-    async fn abort_start(&self, id: &str, client: Option<&TaskClient>, address: Option<&str>) {
+    async fn abort_start(
+        &self,
+        id: &str,
+        client: Option<&TaskClient>,
+        address: Option<&str>,
+        shim: Option<ProcessIdentity>,
+    ) {
         let t = Some(self.config.rpc_timeout);
         if let Some(c) = client {
             let kill = KillRequest { id: id.to_owned(), signal: SIGKILL, all: true, ..Default::default() };
@@ -362,6 +370,9 @@ impl Inner {
             }
             let _ = c.shutdown(ShutdownRequest { id: id.to_owned(), ..Default::default() }, t).await;
         }
+        if let Some(shim) = shim {
+            self.wait_gone(shim).await;
+        }
         if let Some(p) = address.and_then(socket_path) {
             // Present only if the shim died without cleaning up.
             if client.is_none() {
@@ -371,6 +382,20 @@ impl Inner {
         let dir = self.config.task_dir(id);
         if let Err(e) = fs::remove_dir_all(&dir) {
             tracing::debug!(task = %id, error = %e, "remove task dir");
+        }
+    }
+
+    /// Waits (up to the call deadline, polling with growing intervals) until a process is gone.
+    async fn wait_gone(&self, p: ProcessIdentity) {
+        let deadline = tokio::time::Instant::now() + self.config.rpc_timeout;
+        let mut delay = Duration::from_micros(500);
+        while p.is_alive() && !plugind_sys::process::is_zombie(p.pid) {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(pid = p.pid, "shim still running after shutdown");
+                return;
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(20));
         }
     }
 
@@ -418,7 +443,7 @@ impl Inner {
             Ok(a) => a,
             Err(e) => {
                 drains.stop().await;
-                self.abort_start(id, None, None).await;
+                self.abort_start(id, None, None, None).await;
                 return Err(e);
             }
         };
@@ -426,7 +451,7 @@ impl Inner {
             Ok(c) => c,
             Err(e) => {
                 drains.stop().await;
-                self.abort_start(id, None, Some(&address)).await;
+                self.abort_start(id, None, Some(&address), None).await;
                 return Err(ExecutorError::ShimStart {
                     id: id.to_owned(),
                     status: None,
@@ -435,13 +460,14 @@ impl Inner {
                 });
             }
         };
+        let shim = ProcessIdentity::of(shim_pid).ok();
         match self.create_and_start(id, bundle, binary, &client).await {
             Ok(pid) => {
                 let record = TaskRecord {
                     pid,
                     start_time: ProcessIdentity::of(pid).map(|p| p.start_time).unwrap_or(0),
                     shim_pid,
-                    shim_start_time: ProcessIdentity::of(shim_pid).map(|p| p.start_time).unwrap_or(0),
+                    shim_start_time: shim.map_or(0, |p| p.start_time),
                     runtime: runtime.to_owned(),
                 };
                 let path = self.config.task_dir(id).join("task.json");
@@ -451,6 +477,7 @@ impl Inner {
                     id: id.to_owned(),
                     bundle: bundle.to_owned(),
                     client: Some(client.clone()),
+                    shim,
                     exit: None,
                     drains: tokio::sync::Mutex::new(drains),
                     execs: tokio::sync::Mutex::new(HashMap::new()),
@@ -466,7 +493,7 @@ impl Inner {
                 // Let the drains take the last output before the tails are read.
                 let state = self.state_of(&client, id, "").await.ok();
                 drains.stop().await;
-                self.abort_start(id, Some(&client), Some(&address)).await;
+                self.abort_start(id, Some(&client), Some(&address), shim).await;
                 match state {
                     Some(st) if status_of(&st) == TaskStatus::Stopped => Err(ExecutorError::TaskExited {
                         id: id.to_owned(),
@@ -549,7 +576,7 @@ impl Inner {
         let shim_tail = Tail::default();
         let mut drains = self.open_io(id, bundle, &shim_tail, &Tail::default())?;
         match self.attach(id, &address, self.config.dial_timeout).await {
-            Ok((client, _shim_pid, task_pid)) => {
+            Ok((client, shim_pid, task_pid)) => {
                 let st = match self.state_of(&client, id, "").await {
                     Ok(st) => st,
                     Err(e) => {
@@ -573,6 +600,7 @@ impl Inner {
                     id: id.to_owned(),
                     bundle: bundle.to_owned(),
                     client: Some(client),
+                    shim: ProcessIdentity::of(shim_pid).ok(),
                     exit: None,
                     drains: tokio::sync::Mutex::new(drains),
                     execs: tokio::sync::Mutex::new(HashMap::new()),
@@ -593,6 +621,7 @@ impl Inner {
                     id: id.to_owned(),
                     bundle: bundle.to_owned(),
                     client: None,
+                    shim: None,
                     exit: Some(exit.1),
                     drains: tokio::sync::Mutex::new(Drains::default()),
                     execs: tokio::sync::Mutex::new(HashMap::new()),
@@ -658,6 +687,10 @@ impl Inner {
                 if let Err(e) = client.shutdown(ShutdownRequest { id: id.to_owned(), ..Default::default() }, t).await {
                     // The shim may exit before answering.
                     tracing::debug!(task = %id, error = %e, "shutdown");
+                }
+                // Shutdown answers before the shim exits; "deleted" should mean gone.
+                if let Some(shim) = task.shim {
+                    self.wait_gone(shim).await;
                 }
                 if let Some(p) = socket_path(client.address()) {
                     remove_file_quiet(p);

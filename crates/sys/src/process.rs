@@ -62,6 +62,15 @@ fn parse_start_time(stat: &str) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// True when process `pid` has exited but is not reaped yet (state `Z`): it holds no resources
+/// and runs no code any more.
+pub fn is_zombie(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| s[i + 1..].trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}
+
 /// Sends signal number `signal` to process `pid`.
 ///
 /// Signal 0 only checks that the process exists. Fails with ESRCH (not found) when it does not.
@@ -129,6 +138,19 @@ mod tests {
         // pid_max is at most 2^22, so this pid cannot exist.
         let err = start_time(4_194_400).expect_err("no such process");
         assert!(err.is_not_found(), "{err}");
+    }
+
+    #[test]
+    fn a_running_process_is_not_a_zombie_and_a_reaped_one_neither() {
+        assert!(!is_zombie(std::process::id()));
+        let mut child = std::process::Command::new("/bin/true").spawn().expect("spawn true");
+        let pid = child.id();
+        // Exited but not reaped: a zombie until wait().
+        while !is_zombie(pid) {
+            std::thread::yield_now();
+        }
+        child.wait().expect("reap");
+        assert!(!is_zombie(pid));
     }
 
     #[test]

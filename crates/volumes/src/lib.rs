@@ -15,7 +15,6 @@
 //!   time rules;
 //! - [`filters`]: [`VolumeFilters`], Docker's list and prune filters;
 //! - [`records`]: the record files, written atomically, quarantined when unreadable;
-//! - [`api_json`]: the Engine API's volume request and response bodies, for the API crate.
 //!
 //! Errors are [`VolumeError`]s with Docker's texts (`get v: no such volume`, `remove v: volume
 //! is in use - [id]`, ...) and an [`plugind_types::ErrorKind`] for the status code.
@@ -26,7 +25,6 @@
 
 #![warn(missing_docs)]
 
-pub mod api_json;
 pub mod driver;
 mod error;
 pub mod filters;

@@ -3,11 +3,11 @@
 //!
 //! | route | request | response |
 //! | --- | --- | --- |
-//! | `GET /volumes?filters=` | [`VolumeFilters::parse`] with [`FilterUse::List`] | 200 [`VolumeListResponse`] |
-//! | `POST /volumes/create` | [`VolumeCreateRequest`] | 201 [`crate::Volume`] |
-//! | `GET /volumes/{name}` | — | 200 [`crate::Volume`] (with `Status`) |
+//! | `GET /volumes?filters=` | `VolumeFilters::parse` with `FilterUse::List` | 200 [`VolumeListResponse`] |
+//! | `POST /volumes/create` | [`VolumeCreateRequest`] | 201 `Volume` |
+//! | `GET /volumes/{name}` | — | 200 `Volume` (with `Status`) |
 //! | `DELETE /volumes/{name}?force=` | — | 204, empty body |
-//! | `POST /volumes/prune?filters=` | [`VolumeFilters::parse`] with [`FilterUse::Prune`] | 200 [`VolumePruneResponse`] |
+//! | `POST /volumes/prune?filters=` | `VolumeFilters::parse` with `FilterUse::Prune` | 200 [`VolumePruneResponse`] |
 //!
 //! Shapes follow moby's `api/types/volume`: `Warnings` is `null` when there are none (Go's nil
 //! slice), `VolumesDeleted` is `[]` when nothing was pruned (moby allocates it).
@@ -16,13 +16,12 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::filters::{FilterUse, VolumeFilters};
-use crate::{service::PruneReport, volume::Volume};
+use plugind_volumes::{PruneReport, Volume};
 
 /// Body of `POST /volumes/create` (moby `volume.CreateOptions`). Every field is optional; Go
 /// decodes `null` like a missing field, and unknown fields (`ClusterVolumeSpec`) are ignored.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VolumeCreateRequest {
+pub(crate) struct VolumeCreateRequest {
     /// Volume name; empty or missing = a generated 64-hex name.
     #[serde(rename = "Name", default)]
     pub name: Option<String>,
@@ -39,7 +38,10 @@ pub struct VolumeCreateRequest {
 
 impl VolumeCreateRequest {
     /// Creates the volume this body asks for.
-    pub async fn execute(self, service: &crate::VolumeService) -> crate::Result<Volume> {
+    pub(crate) async fn execute(
+        self,
+        service: &plugind_volumes::VolumeService,
+    ) -> plugind_volumes::Result<Volume> {
         service
             .create(
                 self.name.as_deref(),
@@ -53,7 +55,7 @@ impl VolumeCreateRequest {
 
 /// Body of `GET /volumes` (moby `volume.ListResponse`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct VolumeListResponse {
+pub(crate) struct VolumeListResponse {
     /// The volumes.
     #[serde(rename = "Volumes")]
     pub volumes: Vec<Volume>,
@@ -63,8 +65,8 @@ pub struct VolumeListResponse {
 }
 
 impl VolumeListResponse {
-    /// From [`crate::VolumeService::list`]'s result.
-    pub fn new(volumes: Vec<Volume>, warnings: Vec<String>) -> Self {
+    /// From [`plugind_volumes::VolumeService::list`]'s result.
+    pub(crate) fn new(volumes: Vec<Volume>, warnings: Vec<String>) -> Self {
         VolumeListResponse {
             volumes,
             warnings: (!warnings.is_empty()).then_some(warnings),
@@ -74,7 +76,7 @@ impl VolumeListResponse {
 
 /// Body of `POST /volumes/prune` (moby `volume.PruneReport`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VolumePruneResponse {
+pub(crate) struct VolumePruneResponse {
     /// Names of the removed volumes.
     #[serde(rename = "VolumesDeleted")]
     pub volumes_deleted: Vec<String>,

@@ -1,0 +1,91 @@
+//! The volume routes (`/volumes`, `/volumes/create`, `/volumes/{name}`, `/volumes/prune`) over
+//! [`plugind_volumes::VolumeService`], with Docker's JSON shapes and status codes.
+
+use hyper::{body::Incoming, Request, Response, StatusCode};
+use plugind_volumes::{FilterUse, VolumeError, VolumeFilters, VolumeService};
+
+use crate::{
+    backend::BackendError,
+    body,
+    error::{Endpoint, HttpError},
+    query::Query,
+    server::{empty, json, Body, State},
+    volume_json::{VolumeCreateRequest, VolumeListResponse, VolumePruneResponse},
+};
+
+fn service(state: &State) -> Result<&VolumeService, HttpError> {
+    state
+        .options
+        .volumes
+        .as_deref()
+        .ok_or_else(|| HttpError::not_implemented("volumes"))
+}
+
+fn to_http(e: VolumeError) -> HttpError {
+    HttpError::backend(Endpoint::Other, BackendError::new(e.kind(), e.to_string()))
+}
+
+fn filters(q: &Query, usage: FilterUse) -> Result<VolumeFilters, HttpError> {
+    VolumeFilters::parse(q.get("filters"), usage).map_err(to_http)
+}
+
+/// `GET /volumes?filters=`.
+pub(crate) async fn list(state: &State, q: &Query) -> Result<Response<Body>, HttpError> {
+    let svc = service(state)?;
+    let (volumes, warnings) = svc
+        .list(&filters(q, FilterUse::List)?)
+        .await
+        .map_err(to_http)?;
+    Ok(json(
+        StatusCode::OK,
+        &VolumeListResponse::new(volumes, warnings),
+    ))
+}
+
+/// `POST /volumes/create` with a JSON body; 201 and the volume.
+pub(crate) async fn create(
+    state: &State,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, HttpError> {
+    let svc = service(state)?;
+    let is_empty = body::declared_empty(req.headers());
+    body::check_json_content_type(req.headers(), is_empty)?;
+    let bytes = body::read_limited(req.into_body(), state.options.json_body_limit).await?;
+    let request: VolumeCreateRequest = if bytes.is_empty() {
+        VolumeCreateRequest::default()
+    } else {
+        serde_json::from_slice(&bytes)
+            .map_err(|e| HttpError::bad_request(format!("invalid JSON: {e}")))?
+    };
+    let volume = request.execute(svc).await.map_err(to_http)?;
+    Ok(json(StatusCode::CREATED, &volume))
+}
+
+/// `GET /volumes/{name}`.
+pub(crate) async fn inspect(state: &State, name: &str) -> Result<Response<Body>, HttpError> {
+    let volume = service(state)?.get(name).await.map_err(to_http)?;
+    Ok(json(StatusCode::OK, &volume))
+}
+
+/// `DELETE /volumes/{name}?force=`; 204.
+pub(crate) async fn remove(
+    state: &State,
+    name: &str,
+    q: &Query,
+) -> Result<Response<Body>, HttpError> {
+    service(state)?
+        .remove(name, q.bool_value("force"))
+        .await
+        .map_err(to_http)?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+/// `POST /volumes/prune?filters=`.
+pub(crate) async fn prune(state: &State, q: &Query) -> Result<Response<Body>, HttpError> {
+    let svc = service(state)?;
+    let report = svc
+        .prune(&filters(q, FilterUse::Prune)?)
+        .await
+        .map_err(to_http)?;
+    Ok(json(StatusCode::OK, &VolumePruneResponse::from(report)))
+}
