@@ -13,7 +13,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use plugind_executor::{CreateTask, EventHandler, Executor, ExecutorConfig, RestoreOutcome, Runtimes, ShimExecutor};
+use plugind_executor::{
+    CreateTask, EventHandler, Executor, ExecutorConfig, RestoreOutcome, Runtimes, ShimExecutor,
+};
 
 const ROUNDS: usize = 20;
 const REATTACH: usize = 100;
@@ -24,7 +26,11 @@ fn bundle(dir: &Path, id: &str) -> anyhow::Result<PathBuf> {
     if fs::hard_link("/bin/busybox", b.join("rootfs/bin/busybox")).is_err() {
         fs::copy("/bin/busybox", b.join("rootfs/bin/busybox"))?;
     }
-    let out = Command::new("runc").arg("spec").arg("--bundle").arg(&b).output()?;
+    let out = Command::new("runc")
+        .arg("spec")
+        .arg("--bundle")
+        .arg(&b)
+        .output()?;
     anyhow::ensure!(out.status.success(), "runc spec failed");
     let path = b.join("config.json");
     let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&path)?)?;
@@ -64,7 +70,10 @@ async fn stop(ex: &ShimExecutor, id: &str) -> anyhow::Result<()> {
 async fn run() -> anyhow::Result<()> {
     let uid = fs::read_to_string("/proc/self/status")?
         .lines()
-        .find_map(|l| l.strip_prefix("Uid:").map(|r| r.split_whitespace().next().unwrap_or("").to_owned()))
+        .find_map(|l| {
+            l.strip_prefix("Uid:")
+                .map(|r| r.split_whitespace().next().unwrap_or("").to_owned())
+        })
         .unwrap_or_default();
     anyhow::ensure!(uid == "0", "the executor benchmark needs root");
     let tmp = tempfile::Builder::new().prefix("pb").tempdir_in("/tmp")?;
@@ -81,7 +90,12 @@ async fn run() -> anyhow::Result<()> {
         let id = format!("s{i}");
         let b = bundle(&bundles, &id)?;
         let t = Instant::now();
-        ex.create(CreateTask { id: id.clone(), bundle: b, runtime: None }).await?;
+        ex.create(CreateTask {
+            id: id.clone(),
+            bundle: b,
+            runtime: None,
+        })
+        .await?;
         let d = t.elapsed();
         stop(&ex, &id).await?;
         // (b) runc run -d.
@@ -100,7 +114,11 @@ async fn run() -> anyhow::Result<()> {
             .status()?;
         let r = t.elapsed();
         anyhow::ensure!(st.success(), "runc run -d failed");
-        Command::new("runc").arg("--root").arg(&direct_root).args(["delete", "-f", &id]).status()?;
+        Command::new("runc")
+            .arg("--root")
+            .arg(&direct_root)
+            .args(["delete", "-f", &id])
+            .status()?;
         if i > 0 {
             // Round 0 warms caches.
             shim_times.push(d);
@@ -120,7 +138,12 @@ async fn run() -> anyhow::Result<()> {
     for i in 0..REATTACH {
         let id = format!("a{i}");
         let b = bundle(&bundles, &id)?;
-        ex.create(CreateTask { id: id.clone(), bundle: b.clone(), runtime: None }).await?;
+        ex.create(CreateTask {
+            id: id.clone(),
+            bundle: b.clone(),
+            runtime: None,
+        })
+        .await?;
         list.push((id, b));
     }
     ex.shutdown().await;
@@ -129,7 +152,10 @@ async fn run() -> anyhow::Result<()> {
     let t = Instant::now();
     let outcomes = ex.restore(list.clone()).await;
     let d = t.elapsed();
-    let running = outcomes.iter().filter(|o| matches!(o, RestoreOutcome::Running { .. })).count();
+    let running = outcomes
+        .iter()
+        .filter(|o| matches!(o, RestoreOutcome::Running { .. }))
+        .count();
     println!(
         "re-attach {REATTACH} running tasks: {:.1} ms ({running} running)",
         d.as_secs_f64() * 1e3
@@ -138,11 +164,17 @@ async fn run() -> anyhow::Result<()> {
         stop(&ex, id).await?;
     }
     ex.shutdown().await;
-    anyhow::ensure!(running == REATTACH, "only {running} of {REATTACH} tasks re-attached");
+    anyhow::ensure!(
+        running == REATTACH,
+        "only {running} of {REATTACH} tasks re-attached"
+    );
     Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; nothing to parse.
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run())
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
 }

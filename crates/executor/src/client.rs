@@ -11,9 +11,9 @@ use std::time::Duration;
 use containerd_shim_protos::{
     api::{
         ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse, DeleteRequest,
-        DeleteResponse, ExecProcessRequest, KillRequest, PauseRequest, PidsRequest,
-        PidsResponse, ResumeRequest, ShutdownRequest, StartRequest, StartResponse, StateRequest,
-        StateResponse, StatsRequest, StatsResponse, WaitRequest, WaitResponse,
+        DeleteResponse, ExecProcessRequest, KillRequest, PauseRequest, PidsRequest, PidsResponse,
+        ResumeRequest, ShutdownRequest, StartRequest, StartResponse, StateRequest, StateResponse,
+        StatsRequest, StatsResponse, WaitRequest, WaitResponse,
     },
     protobuf::well_known_types::empty::Empty,
     ttrpc::{self, context, r#async::Client},
@@ -35,7 +35,10 @@ pub(crate) struct TaskClient {
 
 impl std::fmt::Debug for TaskClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TaskClient").field("id", &self.id).field("address", &self.address).finish()
+        f.debug_struct("TaskClient")
+            .field("id", &self.id)
+            .field("address", &self.address)
+            .finish()
     }
 }
 
@@ -46,7 +49,9 @@ macro_rules! rpc {
             // What `ttrpc::async_client_request!` does; the macro names `::ttrpc`, which only the
             // re-export through containerd-shim-protos provides here.
             use ttrpc::proto::{Codec, RequestInit};
-            let others = |what: &str, e: &dyn std::fmt::Display| ttrpc::Error::Others(format!("{what}: {e}"));
+            let others = |what: &str, e: &dyn std::fmt::Display| {
+                ttrpc::Error::Others(format!("{what}: {e}"))
+            };
             let payload = Codec::encode(req).map_err(|e| others("encoding request", &e))?;
             let mut creq = ttrpc::Request::init_request(
                 TASK_SERVICE.to_owned(),
@@ -63,7 +68,8 @@ macro_rules! rpc {
 
         pub(crate) async fn $fn(&self, req: $req, timeout: Option<Duration>) -> Result<$resp> {
             let ctx = match timeout {
-                Some(t) => context::with_duration(t),
+                // Zero would mean "no deadline" to the shim.
+                Some(t) => context::with_duration(t.max(Duration::from_millis(1))),
                 None => context::Context::default(),
             };
             let call = self.$inner(ctx, &req);
@@ -71,10 +77,17 @@ macro_rules! rpc {
                 // A little slack so the shim's own deadline error usually wins (it is clearer).
                 Some(t) => tokio::time::timeout(t + Duration::from_millis(500), call)
                     .await
-                    .map_err(|_| ExecutorError::Timeout { id: self.id.clone(), method: $method })?,
+                    .map_err(|_| ExecutorError::Timeout {
+                        id: self.id.clone(),
+                        method: $method,
+                    })?,
                 None => call.await,
             };
-            res.map_err(|source| ExecutorError::Rpc { id: self.id.clone(), method: $method, source })
+            res.map_err(|source| ExecutorError::Rpc {
+                id: self.id.clone(),
+                method: $method,
+                source,
+            })
         }
     };
 }
@@ -91,7 +104,11 @@ impl TaskClient {
             .await
             .map_err(|_| unreachable(ttrpc::Error::Others("connect deadline elapsed".into())))?
             .map_err(unreachable)?;
-        Ok(TaskClient { client, id: id.to_owned(), address: address.to_owned() })
+        Ok(TaskClient {
+            client,
+            id: id.to_owned(),
+            address: address.to_owned(),
+        })
     }
 
     /// The shim's ttrpc address.
@@ -99,11 +116,29 @@ impl TaskClient {
         &self.address
     }
 
-    rpc!(connect_rpc, connect_inner, "Connect", ConnectRequest, ConnectResponse);
-    rpc!(create, create_inner, "Create", CreateTaskRequest, CreateTaskResponse);
+    rpc!(
+        connect_rpc,
+        connect_inner,
+        "Connect",
+        ConnectRequest,
+        ConnectResponse
+    );
+    rpc!(
+        create,
+        create_inner,
+        "Create",
+        CreateTaskRequest,
+        CreateTaskResponse
+    );
     rpc!(start, start_inner, "Start", StartRequest, StartResponse);
     rpc!(state, state_inner, "State", StateRequest, StateResponse);
-    rpc!(delete, delete_inner, "Delete", DeleteRequest, DeleteResponse);
+    rpc!(
+        delete,
+        delete_inner,
+        "Delete",
+        DeleteRequest,
+        DeleteResponse
+    );
     rpc!(pids, pids_inner, "Pids", PidsRequest, PidsResponse);
     rpc!(pause, pause_inner, "Pause", PauseRequest, Empty);
     rpc!(resume, resume_inner, "Resume", ResumeRequest, Empty);

@@ -178,7 +178,11 @@ pub enum ExecutorError {
 
 impl ExecutorError {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        ExecutorError::Io { op, path: path.into(), source }
+        ExecutorError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
     }
 
     /// The kind of failure, for the API's status code.
@@ -192,9 +196,7 @@ impl ExecutorError {
             ExecutorError::AlreadyExists { .. } => ErrorKind::AlreadyExists,
             ExecutorError::IdentityMismatch { .. }
             | ExecutorError::StillRunning { .. }
-            | ExecutorError::TaskExited { .. } => {
-                ErrorKind::FailedPrecondition
-            }
+            | ExecutorError::TaskExited { .. } => ErrorKind::FailedPrecondition,
             ExecutorError::Timeout { .. }
             | ExecutorError::ShimUnreachable { .. }
             | ExecutorError::Queue { .. } => ErrorKind::Unavailable,
@@ -240,12 +242,19 @@ mod tests {
         let status = |code| {
             let mut s = ttrpc::Status::new();
             s.set_code(code);
-            ExecutorError::Rpc { id: "t".into(), method: "Kill", source: ttrpc::Error::RpcStatus(s) }
+            ExecutorError::Rpc {
+                id: "t".into(),
+                method: "Kill",
+                source: ttrpc::Error::RpcStatus(s),
+            }
         };
         assert_eq!(status(ttrpc::Code::NOT_FOUND).kind(), ErrorKind::NotFound);
         assert!(status(ttrpc::Code::NOT_FOUND).is_not_found());
         assert_eq!(status(ttrpc::Code::UNKNOWN).kind(), ErrorKind::Internal);
-        assert_eq!(ExecutorError::NotFound { id: "x".into() }.kind(), ErrorKind::NotFound);
+        assert_eq!(
+            ExecutorError::NotFound { id: "x".into() }.kind(),
+            ErrorKind::NotFound
+        );
         let msg = ExecutorError::TaskExited {
             id: "t1".into(),
             exit_status: 2,
@@ -253,6 +262,9 @@ mod tests {
             shim_log: vec![],
         }
         .to_string();
-        assert!(msg.contains("t1") && msg.contains("status 2") && msg.contains("boom"), "{msg}");
+        assert!(
+            msg.contains("t1") && msg.contains("status 2") && msg.contains("boom"),
+            "{msg}"
+        );
     }
 }

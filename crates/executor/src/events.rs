@@ -41,15 +41,25 @@ fn parse<M: Message>(any: &Any) -> Option<M> {
 ///
 /// Returns `None` for topics plugind does not use and for undecodable payloads.
 pub(crate) fn decode(any: &Any) -> Option<TaskEvent> {
-    let kind = any.type_url.rsplit('/').next()?.strip_prefix("containerd.events.")?;
+    let kind = any
+        .type_url
+        .rsplit('/')
+        .next()?
+        .strip_prefix("containerd.events.")?;
     let ev = match kind {
         "TaskCreate" => {
             let e: TaskCreate = parse(any)?;
-            TaskEvent::Created { id: e.container_id, pid: e.pid }
+            TaskEvent::Created {
+                id: e.container_id,
+                pid: e.pid,
+            }
         }
         "TaskStart" => {
             let e: TaskStart = parse(any)?;
-            TaskEvent::Started { id: e.container_id, pid: e.pid }
+            TaskEvent::Started {
+                id: e.container_id,
+                pid: e.pid,
+            }
         }
         "TaskExit" => {
             let e: TaskExit = parse(any)?;
@@ -66,21 +76,39 @@ pub(crate) fn decode(any: &Any) -> Option<TaskEvent> {
                 },
             }
         }
-        "TaskOOM" => TaskEvent::Oom { id: parse::<TaskOOM>(any)?.container_id },
+        "TaskOOM" => TaskEvent::Oom {
+            id: parse::<TaskOOM>(any)?.container_id,
+        },
         "TaskExecAdded" => {
             let e: TaskExecAdded = parse(any)?;
-            TaskEvent::ExecAdded { id: e.container_id, exec_id: e.exec_id }
+            TaskEvent::ExecAdded {
+                id: e.container_id,
+                exec_id: e.exec_id,
+            }
         }
         "TaskExecStarted" => {
             let e: TaskExecStarted = parse(any)?;
-            TaskEvent::ExecStarted { id: e.container_id, exec_id: e.exec_id, pid: e.pid }
+            TaskEvent::ExecStarted {
+                id: e.container_id,
+                exec_id: e.exec_id,
+                pid: e.pid,
+            }
         }
-        "TaskPaused" => TaskEvent::Paused { id: parse::<TaskPaused>(any)?.container_id },
-        "TaskResumed" => TaskEvent::Resumed { id: parse::<TaskResumed>(any)?.container_id },
+        "TaskPaused" => TaskEvent::Paused {
+            id: parse::<TaskPaused>(any)?.container_id,
+        },
+        "TaskResumed" => TaskEvent::Resumed {
+            id: parse::<TaskResumed>(any)?.container_id,
+        },
         "TaskDelete" => {
             let e: TaskDelete = parse(any)?;
             let exec_id = (!e.id.is_empty() && e.id != e.container_id).then_some(e.id);
-            TaskEvent::Deleted { id: e.container_id, exec_id, pid: e.pid, exit_status: e.exit_status }
+            TaskEvent::Deleted {
+                id: e.container_id,
+                exec_id,
+                pid: e.pid,
+                exit_status: e.exit_status,
+            }
         }
         _ => return None,
     };
@@ -97,12 +125,16 @@ pub(crate) struct EventsService {
 #[async_trait]
 impl Events for EventsService {
     async fn forward(&self, _ctx: &TtrpcContext, req: ForwardRequest) -> ttrpc::Result<Empty> {
-        let Some(env) = req.envelope.into_option() else { return Ok(Empty::new()) };
+        let Some(env) = req.envelope.into_option() else {
+            return Ok(Empty::new());
+        };
         if env.namespace != self.namespace {
             tracing::debug!(namespace = %env.namespace, topic = %env.topic, "event of another namespace ignored");
             return Ok(Empty::new());
         }
-        let Some(any) = env.event.as_ref() else { return Ok(Empty::new()) };
+        let Some(any) = env.event.as_ref() else {
+            return Ok(Empty::new());
+        };
         let Some(event) = decode(any) else {
             tracing::debug!(topic = %env.topic, type_url = %any.type_url, "event ignored");
             return Ok(Empty::new());
@@ -142,7 +174,11 @@ mod tests {
                 id: "c1".into(),
                 exec_id: None,
                 pid: 42,
-                exit: ExitInfo { status: 137, exited_at: None, oom_killed: false }
+                exit: ExitInfo {
+                    status: 137,
+                    exited_at: None,
+                    oom_killed: false
+                }
             }
         );
         e.id = "x1".into();
@@ -156,7 +192,10 @@ mod tests {
     fn decodes_other_topics_and_ignores_unknown() {
         let mut oom = TaskOOM::new();
         oom.container_id = "c2".into();
-        assert_eq!(decode(&any_of("TaskOOM", &oom)), Some(TaskEvent::Oom { id: "c2".into() }));
+        assert_eq!(
+            decode(&any_of("TaskOOM", &oom)),
+            Some(TaskEvent::Oom { id: "c2".into() })
+        );
         let mut st = TaskExecStarted::new();
         st.container_id = "c2".into();
         st.exec_id = "e".into();
@@ -171,6 +210,9 @@ mod tests {
         assert_eq!(decode(&bad), None);
         let mut ts = Timestamp::new();
         ts.seconds = 10;
-        assert_eq!(time_of(Some(&ts)), Some(UNIX_EPOCH + Duration::from_secs(10)));
+        assert_eq!(
+            time_of(Some(&ts)),
+            Some(UNIX_EPOCH + Duration::from_secs(10))
+        );
     }
 }

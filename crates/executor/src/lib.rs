@@ -89,7 +89,12 @@ pub trait Executor: Send + Sync {
     /// Thaws the task.
     async fn resume(&self, id: &str) -> Result<()>;
     /// Starts an extra process in the task; its output goes to the task's log. Returns its pid.
-    async fn exec(&self, id: &str, exec_id: &str, process: &oci_spec::runtime::Process) -> Result<u32>;
+    async fn exec(
+        &self,
+        id: &str,
+        exec_id: &str,
+        process: &oci_spec::runtime::Process,
+    ) -> Result<u32>;
     /// Waits up to `timeout` for the init process (`exec_id == None`) or an exec to exit.
     async fn wait(&self, id: &str, exec_id: Option<&str>, timeout: Duration) -> Result<ExitInfo>;
     /// Removes an exited exec process.

@@ -60,7 +60,12 @@ impl LogFile {
             .open(path)
             .map_err(|e| ExecutorError::io("open log", path, e))?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-        Ok(LogFile { path: path.to_owned(), file: Some(file), size, limit })
+        Ok(LogFile {
+            path: path.to_owned(),
+            file: Some(file),
+            size,
+            limit,
+        })
     }
 
     /// Appends one line; IO errors are logged, never returned: losing log lines must not stop the
@@ -71,7 +76,10 @@ impl LogFile {
             self.rotate();
         }
         if let Some(f) = self.file.as_mut() {
-            if let Err(e) = f.write_all(line.as_bytes()).and_then(|()| f.write_all(b"\n")) {
+            if let Err(e) = f
+                .write_all(line.as_bytes())
+                .and_then(|()| f.write_all(b"\n"))
+            {
                 tracing::warn!(path = %self.path.display(), error = %e, "cannot write task log");
             } else {
                 self.size += len;
@@ -85,12 +93,19 @@ impl LogFile {
         if let Err(e) = fs::rename(&self.path, &old) {
             tracing::warn!(path = %self.path.display(), error = %e, "cannot rotate task log");
         }
-        match OpenOptions::new().create(true).append(true).truncate(false).open(&self.path) {
+        match OpenOptions::new()
+            .create(true)
+            .append(true)
+            .truncate(false)
+            .open(&self.path)
+        {
             Ok(f) => {
                 self.file = Some(f);
                 self.size = 0;
             }
-            Err(e) => tracing::warn!(path = %self.path.display(), error = %e, "cannot reopen task log"),
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot reopen task log")
+            }
         }
     }
 }
@@ -125,12 +140,17 @@ pub(crate) fn read_tail(path: &Path, n: usize) -> Result<Vec<String>> {
     Ok(tail.into())
 }
 
+/// A task's log file, shared by the drains writing into it.
+pub(crate) type SharedLog = Arc<Mutex<LogFile>>;
+
 /// The last lines of one stream, kept for error messages.
 pub(crate) type Tail = Arc<Mutex<VecDeque<String>>>;
 
 /// Returns a copy of a tail's lines.
 pub(crate) fn tail_lines(tail: &Tail) -> Vec<String> {
-    tail.lock().map(|t| t.iter().cloned().collect()).unwrap_or_default()
+    tail.lock()
+        .map(|t| t.iter().cloned().collect())
+        .unwrap_or_default()
 }
 
 /// The drains of one task (or exec process): stop them to flush what is buffered and end them.
@@ -143,7 +163,10 @@ pub(crate) struct Drains {
 
 impl Default for Drains {
     fn default() -> Self {
-        Drains { stop: watch::channel(false).0, handles: Vec::new() }
+        Drains {
+            stop: watch::channel(false).0,
+            handles: Vec::new(),
+        }
     }
 }
 
@@ -167,7 +190,9 @@ impl Drains {
         let stop = self.stop.subscribe();
         let task = task.to_owned();
         let exec_id = exec_id.map(str::to_owned);
-        self.handles.push(tokio::spawn(drain(rx, stream, task, exec_id, log, tail, stop)));
+        self.handles.push(tokio::spawn(drain(
+            rx, stream, task, exec_id, log, tail, stop,
+        )));
         Ok(())
     }
 
@@ -197,7 +222,14 @@ async fn drain(
     tail: Tail,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut sink = LineSink { stream, task, exec_id, log, tail, partial: Vec::new() };
+    let mut sink = LineSink {
+        stream,
+        task,
+        exec_id,
+        log,
+        tail,
+        partial: Vec::new(),
+    };
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         if *stop.borrow_and_update() {
@@ -264,8 +296,15 @@ impl LineSink {
             Stream::Shim => tracing::debug!(task = %self.task, "shim: {line}"),
         }
         if let Some(log) = &self.log {
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-            let mut entry = format!("{}.{:03} {}", now.as_secs(), now.subsec_millis(), self.stream.tag());
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            let mut entry = format!(
+                "{}.{:03} {}",
+                now.as_secs(),
+                now.subsec_millis(),
+                self.stream.tag()
+            );
             if let Some(e) = &self.exec_id {
                 entry.push('/');
                 entry.push_str(e);
@@ -301,8 +340,13 @@ mod tests {
         assert!(cur <= 30, "current generation is {cur} bytes");
         assert!(rotated_path(&p).exists());
         let tail = read_tail(&p, 3).expect("tail");
-        assert_eq!(tail, vec!["line number 7", "line number 8", "line number 9"]);
-        assert!(read_tail(&dir.path().join("missing.log"), 5).expect("empty").is_empty());
+        assert_eq!(
+            tail,
+            vec!["line number 7", "line number 8", "line number 9"]
+        );
+        assert!(read_tail(&dir.path().join("missing.log"), 5)
+            .expect("empty")
+            .is_empty());
     }
 
     #[tokio::test]
@@ -314,11 +358,16 @@ mod tests {
         let log = Arc::new(Mutex::new(LogFile::open(&logp, 1 << 20).expect("open")));
         let tail: Tail = Arc::default();
         let mut drains = Drains::default();
-        drains.add(&fifo, Stream::Stdout, "t", None, Some(log), tail.clone()).expect("add");
+        drains
+            .add(&fifo, Stream::Stdout, "t", None, Some(log), tail.clone())
+            .expect("add");
         // Far more than a pipe buffer: the writer would block forever without the drain.
         let writer = fifo.clone();
         tokio::task::spawn_blocking(move || {
-            let mut f = OpenOptions::new().write(true).open(&writer).expect("open writer");
+            let mut f = OpenOptions::new()
+                .write(true)
+                .open(&writer)
+                .expect("open writer");
             for i in 0..20_000 {
                 writeln!(f, "hello {i}").expect("write");
             }
@@ -330,6 +379,9 @@ mod tests {
         let lines = read_tail(&logp, 2).expect("tail");
         assert!(lines[0].ends_with("stdout hello 19999"), "{lines:?}");
         assert!(lines[1].ends_with("stdout no newline"), "{lines:?}");
-        assert_eq!(tail_lines(&tail).last().map(String::as_str), Some("no newline"));
+        assert_eq!(
+            tail_lines(&tail).last().map(String::as_str),
+            Some("no newline")
+        );
     }
 }

@@ -39,7 +39,7 @@ use crate::{
     client::TaskClient,
     error::{ExecutorError, Result},
     events::{time_of, EventsService},
-    logs::{self, Drains, LogFile, Stream, Tail},
+    logs::{self, Drains, LogFile, SharedLog, Stream, Tail},
     runtime::{self, Resolved, Runtimes},
     types::{CreateTask, ExitInfo, RestoreOutcome, TaskEvent, TaskState, TaskStats, TaskStatus},
     EventHandler, Executor,
@@ -120,6 +120,9 @@ struct Task {
     /// The shim process, to wait for it to be gone after Shutdown.
     shim: Option<ProcessIdentity>,
     exit: Option<ExitInfo>,
+    /// The task's log file, shared by the drains of the task and of its exec processes so that
+    /// rotation sees every write; `None` for a task whose shim was found dead.
+    log: Option<SharedLog>,
     /// tokio mutexes: held across the awaits that flush the drains.
     drains: tokio::sync::Mutex<Drains>,
     execs: tokio::sync::Mutex<HashMap<String, Drains>>,
@@ -158,7 +161,9 @@ pub struct ShimExecutor {
 
 impl std::fmt::Debug for ShimExecutor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShimExecutor").field("config", &self.inner.config).finish()
+        f.debug_struct("ShimExecutor")
+            .field("config", &self.inner.config)
+            .finish()
     }
 }
 
@@ -172,7 +177,9 @@ fn check_id(id: &str) -> Result<()> {
     let ok = !id.is_empty()
         && id.len() <= 128
         && !id.starts_with('.')
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if ok {
         Ok(())
     } else {
@@ -192,7 +199,11 @@ fn status_of(s: &StateResponse) -> TaskStatus {
 }
 
 fn exit_of(s: &StateResponse) -> ExitInfo {
-    ExitInfo { status: s.exit_status, exited_at: time_of(s.exited_at.as_ref()), oom_killed: false }
+    ExitInfo {
+        status: s.exit_status,
+        exited_at: time_of(s.exited_at.as_ref()),
+        oom_killed: false,
+    }
 }
 
 /// The shim prints its address as plain text (1.6), or as JSON (2.x); accept both.
@@ -221,10 +232,13 @@ impl Inner {
     /// Hands an event to the queue, applying the exactly-once and OOM rules.
     pub(crate) async fn publish(&self, mut event: TaskEvent) {
         let id = event.id().to_owned();
-        if !lock(&self.tasks).contains_key(&id) {
-            // Unknown, or still starting (create reports its own failures; once it registers the
-            // task it asks the shim for the state, so nothing is missed).
-            tracing::debug!(task = %id, ?event, "event for a task not attached: ignored");
+        let attached = lock(&self.tasks).contains_key(&id);
+        let starting = !attached && lock(&self.starting).contains(&id);
+        let init_exit = matches!(event, TaskEvent::Exited { exec_id: None, .. });
+        if !(attached || starting) || (starting && init_exit) {
+            // Unknown task, or the exit of one still starting: create reports that itself, and
+            // once it registers the task it asks the shim for the state, so nothing is missed.
+            tracing::debug!(task = %id, ?event, "event ignored");
             return;
         }
         {
@@ -233,7 +247,9 @@ impl Inner {
                 TaskEvent::Oom { .. } => {
                     book.oom.insert(id.clone());
                 }
-                TaskEvent::Exited { exec_id, pid, exit, .. } => {
+                TaskEvent::Exited {
+                    exec_id, pid, exit, ..
+                } => {
                     let key = (id.clone(), exec_id.clone().unwrap_or_default(), *pid);
                     if !book.delivered.insert(key) {
                         tracing::debug!(task = %id, pid, "duplicate exit ignored");
@@ -248,19 +264,28 @@ impl Inner {
         }
         tracing::debug!(task = %id, ?event, "task event");
         let handler = self.handler.clone();
-        if let Err(e) = self.queue.append(id.clone(), async move { handler.handle(event).await }).await
+        if let Err(e) = self
+            .queue
+            .append(id.clone(), async move { handler.handle(event).await })
+            .await
         {
             tracing::warn!(task = %id, error = %e, "event dropped: queue closed");
         }
     }
 
     fn task(&self, id: &str) -> Result<Arc<Task>> {
-        lock(&self.tasks).get(id).cloned().ok_or_else(|| ExecutorError::NotFound { id: id.to_owned() })
+        lock(&self.tasks)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ExecutorError::NotFound { id: id.to_owned() })
     }
 
     fn client(&self, id: &str) -> Result<(Arc<Task>, TaskClient)> {
         let task = self.task(id)?;
-        let client = task.client.clone().ok_or_else(|| ExecutorError::NotFound { id: id.to_owned() })?;
+        let client = task
+            .client
+            .clone()
+            .ok_or_else(|| ExecutorError::NotFound { id: id.to_owned() })?;
         Ok((task, client))
     }
 
@@ -269,24 +294,34 @@ impl Inner {
     }
 
     /// mkfifos the task's stdio FIFOs and the shim's log FIFO, and starts draining them.
-    fn open_io(&self, id: &str, bundle: &Path, shim_tail: &Tail, err_tail: &Tail) -> Result<Drains> {
+    fn open_io(
+        &self,
+        id: &str,
+        bundle: &Path,
+        shim_tail: &Tail,
+        err_tail: &Tail,
+    ) -> Result<(Drains, SharedLog)> {
         let dir = self.config.task_dir(id);
         fs::create_dir_all(&dir).map_err(|e| ExecutorError::io("create dir", &dir, e))?;
         let logs_dir = self.config.exec_root.join("logs");
         fs::create_dir_all(&logs_dir).map_err(|e| ExecutorError::io("create dir", &logs_dir, e))?;
-        let log = Arc::new(Mutex::new(LogFile::open(&self.log_path(id), self.config.log_limit)?));
+        let log = Arc::new(Mutex::new(LogFile::open(
+            &self.log_path(id),
+            self.config.log_limit,
+        )?));
         let mut drains = Drains::default();
         let shim_log = bundle.join("log");
         mkfifo(&shim_log, 0o700)?;
         drains.add(&shim_log, Stream::Shim, id, None, None, shim_tail.clone())?;
-        for (name, stream, tail) in
-            [("stdout", Stream::Stdout, Tail::default()), ("stderr", Stream::Stderr, err_tail.clone())]
-        {
+        for (name, stream, tail) in [
+            ("stdout", Stream::Stdout, Tail::default()),
+            ("stderr", Stream::Stderr, err_tail.clone()),
+        ] {
             let fifo = dir.join(name);
             mkfifo(&fifo, 0o600)?;
             drains.add(&fifo, stream, id, None, Some(log.clone()), tail)?;
         }
-        Ok(drains)
+        Ok((drains, log))
     }
 
     fn shim_command(&self, id: &str, bundle: &Path, sub: &str) -> tokio::process::Command {
@@ -324,28 +359,62 @@ impl Inner {
             detail,
             shim_log: logs::tail_lines(shim_tail),
         };
-        let out = tokio::time::timeout(self.config.rpc_timeout, self.shim_command(id, bundle, "start").output())
-            .await
-            .map_err(|_| fail(None, "start timed out".to_owned()))?
-            .map_err(|e| fail(None, format!("cannot run {}: {e}", self.config.shim_binary.display())))?;
+        let out = tokio::time::timeout(
+            self.config.rpc_timeout,
+            self.shim_command(id, bundle, "start").output(),
+        )
+        .await
+        .map_err(|_| fail(None, "start timed out".to_owned()))?
+        .map_err(|e| {
+            fail(
+                None,
+                format!("cannot run {}: {e}", self.config.shim_binary.display()),
+            )
+        })?;
         if !out.status.success() {
-            return Err(fail(out.status.code(), String::from_utf8_lossy(&out.stderr).trim().to_owned()));
+            return Err(fail(
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            ));
         }
-        parse_address(&out.stdout).ok_or_else(|| fail(Some(0), "start printed no address".to_owned()))
+        parse_address(&out.stdout)
+            .ok_or_else(|| fail(Some(0), "start printed no address".to_owned()))
     }
 
     /// Connects and pings with `Connect` (a shim that died after `start` printed its address
     /// would otherwise look alive; gotcha 4).
-    async fn attach(&self, id: &str, address: &str, deadline: Duration) -> Result<(TaskClient, u32, u32)> {
+    async fn attach(
+        &self,
+        id: &str,
+        address: &str,
+        deadline: Duration,
+    ) -> Result<(TaskClient, u32, u32)> {
         let client = TaskClient::connect(id, address, deadline).await?;
-        let resp = client.connect_rpc(ConnectRequest { id: id.to_owned(), ..Default::default() }, Some(deadline)).await?;
+        let resp = client
+            .connect_rpc(
+                ConnectRequest {
+                    id: id.to_owned(),
+                    ..Default::default()
+                },
+                Some(deadline),
+            )
+            .await?;
         Ok((client, resp.shim_pid, resp.task_pid))
     }
 
-    async fn state_of(&self, client: &TaskClient, id: &str, exec_id: &str) -> Result<StateResponse> {
+    async fn state_of(
+        &self,
+        client: &TaskClient,
+        id: &str,
+        exec_id: &str,
+    ) -> Result<StateResponse> {
         client
             .state(
-                StateRequest { id: id.to_owned(), exec_id: exec_id.to_owned(), ..Default::default() },
+                StateRequest {
+                    id: id.to_owned(),
+                    exec_id: exec_id.to_owned(),
+                    ..Default::default()
+                },
                 Some(self.config.rpc_timeout),
             )
             .await
@@ -361,14 +430,44 @@ impl Inner {
     ) {
         let t = Some(self.config.rpc_timeout);
         if let Some(c) = client {
-            let kill = KillRequest { id: id.to_owned(), signal: SIGKILL, all: true, ..Default::default() };
+            let kill = KillRequest {
+                id: id.to_owned(),
+                signal: SIGKILL,
+                all: true,
+                ..Default::default()
+            };
             if c.kill(kill, t).await.is_ok() {
-                let _ = c.wait(WaitRequest { id: id.to_owned(), ..Default::default() }, t).await;
+                let _ = c
+                    .wait(
+                        WaitRequest {
+                            id: id.to_owned(),
+                            ..Default::default()
+                        },
+                        t,
+                    )
+                    .await;
             }
-            if let Err(e) = c.delete(DeleteRequest { id: id.to_owned(), ..Default::default() }, t).await {
+            if let Err(e) = c
+                .delete(
+                    DeleteRequest {
+                        id: id.to_owned(),
+                        ..Default::default()
+                    },
+                    t,
+                )
+                .await
+            {
                 tracing::debug!(task = %id, error = %e, "delete after failed start");
             }
-            let _ = c.shutdown(ShutdownRequest { id: id.to_owned(), ..Default::default() }, t).await;
+            let _ = c
+                .shutdown(
+                    ShutdownRequest {
+                        id: id.to_owned(),
+                        ..Default::default()
+                    },
+                    t,
+                )
+                .await;
         }
         if let Some(shim) = shim {
             self.wait_gone(shim).await;
@@ -408,7 +507,13 @@ impl Inner {
     /// Reports the exit of a task found stopped on attach (deduplicated against events).
     async fn report_stopped(&self, id: &str, state: &StateResponse) -> ExitInfo {
         let exit = exit_of(state);
-        self.publish(TaskEvent::Exited { id: id.to_owned(), exec_id: None, pid: state.pid, exit }).await;
+        self.publish(TaskEvent::Exited {
+            id: id.to_owned(),
+            exec_id: None,
+            pid: state.pid,
+            exit,
+        })
+        .await;
         exit
     }
 
@@ -416,7 +521,11 @@ impl Inner {
         let id = req.id.as_str();
         check_id(id)?;
         let bundle = &req.bundle;
-        let invalid = |reason| ExecutorError::InvalidBundle { id: id.to_owned(), bundle: bundle.clone(), reason };
+        let invalid = |reason| ExecutorError::InvalidBundle {
+            id: id.to_owned(),
+            bundle: bundle.clone(),
+            reason,
+        };
         if !bundle.is_absolute() {
             return Err(invalid("not an absolute path"));
         }
@@ -426,7 +535,11 @@ impl Inner {
         if !bundle.join("config.json").is_file() {
             return Err(invalid("no config.json"));
         }
-        let (runtime, binary) = self.runtimes.read().unwrap_or_else(std::sync::PoisonError::into_inner).binary(req.runtime.as_deref())?;
+        let (runtime, binary) = self
+            .runtimes
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .binary(req.runtime.as_deref())?;
         if lock(&self.tasks).contains_key(id) || !lock(&self.starting).insert(id.to_owned()) {
             return Err(ExecutorError::AlreadyExists { id: id.to_owned() });
         }
@@ -435,10 +548,16 @@ impl Inner {
         result
     }
 
-    async fn create_started(&self, id: &str, bundle: &Path, runtime: &str, binary: &Path) -> Result<TaskState> {
+    async fn create_started(
+        &self,
+        id: &str,
+        bundle: &Path,
+        runtime: &str,
+        binary: &Path,
+    ) -> Result<TaskState> {
         let shim_tail = Tail::default();
         let err_tail = Tail::default();
-        let mut drains = self.open_io(id, bundle, &shim_tail, &err_tail)?;
+        let (mut drains, log) = self.open_io(id, bundle, &shim_tail, &err_tail)?;
         let address = match self.launch_shim(id, bundle, &shim_tail).await {
             Ok(a) => a,
             Err(e) => {
@@ -479,28 +598,41 @@ impl Inner {
                     client: Some(client.clone()),
                     shim,
                     exit: None,
+                    log: Some(log),
                     drains: tokio::sync::Mutex::new(drains),
                     execs: tokio::sync::Mutex::new(HashMap::new()),
                 });
                 // Events are hints: an exit between Start and registration was ignored, so ask.
                 let st = self.state_of(&client, id, "").await?;
                 let status = status_of(&st);
-                let exit = if status == TaskStatus::Stopped { Some(self.report_stopped(id, &st).await) } else { None };
+                let exit = if status == TaskStatus::Stopped {
+                    Some(self.report_stopped(id, &st).await)
+                } else {
+                    None
+                };
                 tracing::info!(task = %id, pid, runtime, "task started");
-                Ok(TaskState { id: id.to_owned(), pid, status, exit })
+                Ok(TaskState {
+                    id: id.to_owned(),
+                    pid,
+                    status,
+                    exit,
+                })
             }
             Err(e) => {
                 // Let the drains take the last output before the tails are read.
                 let state = self.state_of(&client, id, "").await.ok();
                 drains.stop().await;
-                self.abort_start(id, Some(&client), Some(&address), shim).await;
+                self.abort_start(id, Some(&client), Some(&address), shim)
+                    .await;
                 match state {
-                    Some(st) if status_of(&st) == TaskStatus::Stopped => Err(ExecutorError::TaskExited {
-                        id: id.to_owned(),
-                        exit_status: st.exit_status,
-                        stderr: logs::tail_lines(&err_tail),
-                        shim_log: logs::tail_lines(&shim_tail),
-                    }),
+                    Some(st) if status_of(&st) == TaskStatus::Stopped => {
+                        Err(ExecutorError::TaskExited {
+                            id: id.to_owned(),
+                            exit_status: st.exit_status,
+                            stderr: logs::tail_lines(&err_tail),
+                            shim_log: logs::tail_lines(&shim_tail),
+                        })
+                    }
                     _ => Err(e),
                 }
             }
@@ -508,7 +640,13 @@ impl Inner {
     }
 
     /// Create + Start; a task that is already stopped when Start returns is an error.
-    async fn create_and_start(&self, id: &str, bundle: &Path, binary: &Path, client: &TaskClient) -> Result<u32> {
+    async fn create_and_start(
+        &self,
+        id: &str,
+        bundle: &Path,
+        binary: &Path,
+        client: &TaskClient,
+    ) -> Result<u32> {
         let t = Some(self.config.rpc_timeout);
         let dir = self.config.task_dir(id);
         let options = Options {
@@ -518,7 +656,9 @@ impl Inner {
         };
         let any = Any {
             type_url: OPTIONS_URL.to_owned(),
-            value: options.write_to_bytes().expect("encoding a protobuf message into a Vec cannot fail"),
+            value: options
+                .write_to_bytes()
+                .expect("encoding a protobuf message into a Vec cannot fail"),
             ..Default::default()
         };
         let create = CreateTaskRequest {
@@ -530,7 +670,16 @@ impl Inner {
             ..Default::default()
         };
         client.create(create, t).await?;
-        let pid = client.start(StartRequest { id: id.to_owned(), ..Default::default() }, t).await?.pid;
+        let pid = client
+            .start(
+                StartRequest {
+                    id: id.to_owned(),
+                    ..Default::default()
+                },
+                t,
+            )
+            .await?
+            .pid;
         let st = self.state_of(client, id, "").await?;
         if status_of(&st) == TaskStatus::Stopped {
             return Err(ExecutorError::TaskExited {
@@ -571,10 +720,11 @@ impl Inner {
             Err(e) => return Err(ExecutorError::io("read", &addr_file, e)),
         };
         let record_path = self.config.task_dir(id).join("task.json");
-        let record: Option<TaskRecord> =
-            fs::read(&record_path).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let record: Option<TaskRecord> = fs::read(&record_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
         let shim_tail = Tail::default();
-        let mut drains = self.open_io(id, bundle, &shim_tail, &Tail::default())?;
+        let (mut drains, log) = self.open_io(id, bundle, &shim_tail, &Tail::default())?;
         match self.attach(id, &address, self.config.dial_timeout).await {
             Ok((client, shim_pid, task_pid)) => {
                 let st = match self.state_of(&client, id, "").await {
@@ -590,11 +740,18 @@ impl Inner {
                 let matches = record.as_ref().is_some_and(|r| {
                     r.pid == task_pid
                         && (status == TaskStatus::Stopped
-                            || ProcessIdentity { pid: r.pid, start_time: r.start_time }.is_alive())
+                            || ProcessIdentity {
+                                pid: r.pid,
+                                start_time: r.start_time,
+                            }
+                            .is_alive())
                 });
                 if !matches {
                     drains.stop().await;
-                    return Err(ExecutorError::IdentityMismatch { id: id.to_owned(), pid: task_pid });
+                    return Err(ExecutorError::IdentityMismatch {
+                        id: id.to_owned(),
+                        pid: task_pid,
+                    });
                 }
                 self.register(Task {
                     id: id.to_owned(),
@@ -602,19 +759,28 @@ impl Inner {
                     client: Some(client),
                     shim: ProcessIdentity::of(shim_pid).ok(),
                     exit: None,
+                    log: Some(log),
                     drains: tokio::sync::Mutex::new(drains),
                     execs: tokio::sync::Mutex::new(HashMap::new()),
                 });
                 if status == TaskStatus::Stopped {
                     let exit = self.report_stopped(id, &st).await;
-                    Ok(RestoreOutcome::Exited { id: id.to_owned(), exit })
+                    Ok(RestoreOutcome::Exited {
+                        id: id.to_owned(),
+                        exit,
+                    })
                 } else {
-                    Ok(RestoreOutcome::Running { id: id.to_owned(), pid: task_pid })
+                    Ok(RestoreOutcome::Running {
+                        id: id.to_owned(),
+                        pid: task_pid,
+                    })
                 }
             }
             Err(e) => {
                 tracing::info!(task = %id, error = %e, "shim is gone: cleaning up");
-                let exit = self.delete_dead_shim(id, bundle, &address, record.as_ref()).await;
+                let exit = self
+                    .delete_dead_shim(id, bundle, &address, record.as_ref())
+                    .await;
                 drains.stop().await;
                 let exit = exit?;
                 self.register(Task {
@@ -623,11 +789,21 @@ impl Inner {
                     client: None,
                     shim: None,
                     exit: Some(exit.1),
+                    log: None,
                     drains: tokio::sync::Mutex::new(Drains::default()),
                     execs: tokio::sync::Mutex::new(HashMap::new()),
                 });
-                self.publish(TaskEvent::Exited { id: id.to_owned(), exec_id: None, pid: exit.0, exit: exit.1 }).await;
-                Ok(RestoreOutcome::Exited { id: id.to_owned(), exit: exit.1 })
+                self.publish(TaskEvent::Exited {
+                    id: id.to_owned(),
+                    exec_id: None,
+                    pid: exit.0,
+                    exit: exit.1,
+                })
+                .await;
+                Ok(RestoreOutcome::Exited {
+                    id: id.to_owned(),
+                    exit: exit.1,
+                })
             }
         }
     }
@@ -643,10 +819,21 @@ impl Inner {
     ) -> Result<(u32, ExitInfo)> {
         let recorded_pid = record.map_or(0, |r| r.pid);
         let result = if bundle.join("runtime").exists() {
-            let out = tokio::time::timeout(self.config.rpc_timeout, self.shim_command(id, bundle, "delete").output())
-                .await
-                .map_err(|_| ExecutorError::ShimDelete { id: id.to_owned(), status: None, stderr: "timed out".into() })?
-                .map_err(|e| ExecutorError::ShimDelete { id: id.to_owned(), status: None, stderr: e.to_string() })?;
+            let out = tokio::time::timeout(
+                self.config.rpc_timeout,
+                self.shim_command(id, bundle, "delete").output(),
+            )
+            .await
+            .map_err(|_| ExecutorError::ShimDelete {
+                id: id.to_owned(),
+                status: None,
+                stderr: "timed out".into(),
+            })?
+            .map_err(|e| ExecutorError::ShimDelete {
+                id: id.to_owned(),
+                status: None,
+                stderr: e.to_string(),
+            })?;
             if !out.status.success() {
                 return Err(ExecutorError::ShimDelete {
                     id: id.to_owned(),
@@ -654,16 +841,36 @@ impl Inner {
                     stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
                 });
             }
-            let resp = DeleteResponse::parse_from_bytes(&out.stdout).map_err(|e| ExecutorError::Decode {
-                id: id.to_owned(),
-                what: "delete response",
-                source: Box::new(e),
+            let resp = DeleteResponse::parse_from_bytes(&out.stdout).map_err(|e| {
+                ExecutorError::Decode {
+                    id: id.to_owned(),
+                    what: "delete response",
+                    source: Box::new(e),
+                }
             })?;
-            let pid = if resp.pid == u32::MAX { recorded_pid } else { resp.pid };
-            (pid, ExitInfo { status: resp.exit_status, exited_at: time_of(resp.exited_at.as_ref()), oom_killed: false })
+            let pid = if resp.pid == u32::MAX {
+                recorded_pid
+            } else {
+                resp.pid
+            };
+            (
+                pid,
+                ExitInfo {
+                    status: resp.exit_status,
+                    exited_at: time_of(resp.exited_at.as_ref()),
+                    oom_killed: false,
+                },
+            )
         } else {
             // The shim died before Create: there is no container to delete.
-            (recorded_pid, ExitInfo { status: 137, exited_at: None, oom_killed: false })
+            (
+                recorded_pid,
+                ExitInfo {
+                    status: 137,
+                    exited_at: None,
+                    oom_killed: false,
+                },
+            )
         };
         if let Some(p) = socket_path(address) {
             remove_file_quiet(p);
@@ -682,9 +889,26 @@ impl Inner {
                 }
                 // Report the exit if the event has not come yet (deduplicated).
                 let mut exit = self.report_stopped(id, &st).await;
-                let resp = client.delete(DeleteRequest { id: id.to_owned(), ..Default::default() }, t).await?;
+                let resp = client
+                    .delete(
+                        DeleteRequest {
+                            id: id.to_owned(),
+                            ..Default::default()
+                        },
+                        t,
+                    )
+                    .await?;
                 exit.status = resp.exit_status;
-                if let Err(e) = client.shutdown(ShutdownRequest { id: id.to_owned(), ..Default::default() }, t).await {
+                if let Err(e) = client
+                    .shutdown(
+                        ShutdownRequest {
+                            id: id.to_owned(),
+                            ..Default::default()
+                        },
+                        t,
+                    )
+                    .await
+                {
                     // The shim may exit before answering.
                     tracing::debug!(task = %id, error = %e, "shutdown");
                 }
@@ -697,7 +921,11 @@ impl Inner {
                 }
                 exit
             }
-            None => task.exit.unwrap_or(ExitInfo { status: 137, exited_at: None, oom_killed: false }),
+            None => task.exit.unwrap_or(ExitInfo {
+                status: 137,
+                exited_at: None,
+                oom_killed: false,
+            }),
         };
         lock(&self.tasks).remove(id);
         for (_, mut d) in task.execs.lock().await.drain() {
@@ -726,7 +954,12 @@ impl ShimExecutor {
         handler: Arc<dyn EventHandler>,
     ) -> Result<ShimExecutor> {
         let root = &config.exec_root;
-        for dir in [root.clone(), root.join("tasks"), root.join("logs"), config.runc_root.clone()] {
+        for dir in [
+            root.clone(),
+            root.join("tasks"),
+            root.join("logs"),
+            config.runc_root.clone(),
+        ] {
             fs::create_dir_all(&dir).map_err(|e| ExecutorError::io("create dir", &dir, e))?;
         }
         let rt_dir = root.join("runtimes");
@@ -748,26 +981,42 @@ impl ShimExecutor {
             inner: Arc::downgrade(&inner),
             namespace: inner.config.namespace.clone(),
         });
-        let server_err = |source| ExecutorError::EventsServer { path: sock.clone(), source };
+        let server_err = |source| ExecutorError::EventsServer {
+            path: sock.clone(),
+            source,
+        };
         let mut server = Server::new()
             .bind(&format!("unix://{}", sock.display()))
             .map_err(server_err)?
             .register_service(create_events(service));
         server.start().await.map_err(server_err)?;
-        Ok(ShimExecutor { inner, server: Arc::new(tokio::sync::Mutex::new(Some(server))) })
+        Ok(ShimExecutor {
+            inner,
+            server: Arc::new(tokio::sync::Mutex::new(Some(server))),
+        })
     }
 
     /// Replaces the runtime configuration as a whole. Tasks already running keep the runtime
     /// (and wrapper script) they were started with.
     pub fn reload_runtimes(&self, runtimes: &Runtimes) -> Result<()> {
         let resolved = runtime::resolve(runtimes, &self.inner.config.exec_root.join("runtimes"))?;
-        *self.inner.runtimes.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(resolved);
+        *self
+            .inner
+            .runtimes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(resolved);
         Ok(())
     }
 
     /// The binary the shim runs for runtime `name` (`None`: the default), e.g. a wrapper script.
     pub fn runtime_binary(&self, name: Option<&str>) -> Result<PathBuf> {
-        Ok(self.inner.runtimes.read().unwrap_or_else(std::sync::PoisonError::into_inner).binary(name)?.1)
+        Ok(self
+            .inner
+            .runtimes
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .binary(name)?
+            .1)
     }
 
     /// The task's log file (`<exec-root>/logs/<id>.log`; the previous generation is `<...>.1`).
@@ -822,7 +1071,11 @@ impl Executor for ShimExecutor {
 
     async fn signal(&self, id: &str, signal: u32) -> Result<()> {
         let (_, c) = self.inner.client(id)?;
-        let req = KillRequest { id: id.to_owned(), signal, ..Default::default() };
+        let req = KillRequest {
+            id: id.to_owned(),
+            signal,
+            ..Default::default()
+        };
         c.kill(req, Some(self.inner.config.rpc_timeout)).await?;
         Ok(())
     }
@@ -830,17 +1083,44 @@ impl Executor for ShimExecutor {
     async fn kill(&self, id: &str, grace: Duration) -> Result<ExitInfo> {
         let (_, c) = self.inner.client(id)?;
         let t = Some(self.inner.config.rpc_timeout);
-        let wait = WaitRequest { id: id.to_owned(), ..Default::default() };
-        match c.kill(KillRequest { id: id.to_owned(), signal: SIGTERM, ..Default::default() }, t).await {
+        let wait = WaitRequest {
+            id: id.to_owned(),
+            ..Default::default()
+        };
+        match c
+            .kill(
+                KillRequest {
+                    id: id.to_owned(),
+                    signal: SIGTERM,
+                    ..Default::default()
+                },
+                t,
+            )
+            .await
+        {
             Ok(_) => {}
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),
         }
-        let resp = match c.wait(wait.clone(), Some(grace)).await {
+        // Zero grace: straight to SIGKILL (a zero ttrpc timeout would mean "no deadline").
+        let waited = if grace.is_zero() {
+            Err(ExecutorError::Timeout {
+                id: id.to_owned(),
+                method: "Wait",
+            })
+        } else {
+            c.wait(wait.clone(), Some(grace)).await
+        };
+        let resp = match waited {
             Ok(r) => r,
             Err(ExecutorError::Timeout { .. } | ExecutorError::Rpc { .. }) => {
                 // SIGTERM ignored (a PID 1 without a handler): escalate to every process.
-                let kill = KillRequest { id: id.to_owned(), signal: SIGKILL, all: true, ..Default::default() };
+                let kill = KillRequest {
+                    id: id.to_owned(),
+                    signal: SIGKILL,
+                    all: true,
+                    ..Default::default()
+                };
                 match c.kill(kill, t).await {
                     Ok(_) => {}
                     Err(e) if e.is_not_found() => {}
@@ -850,7 +1130,11 @@ impl Executor for ShimExecutor {
             }
             Err(e) => return Err(e),
         };
-        Ok(ExitInfo { status: resp.exit_status, exited_at: time_of(resp.exited_at.as_ref()), oom_killed: false })
+        Ok(ExitInfo {
+            status: resp.exit_status,
+            exited_at: time_of(resp.exited_at.as_ref()),
+            oom_killed: false,
+        })
     }
 
     async fn delete(&self, id: &str) -> Result<ExitInfo> {
@@ -860,12 +1144,22 @@ impl Executor for ShimExecutor {
     async fn state(&self, id: &str) -> Result<TaskState> {
         let task = self.inner.task(id)?;
         let Some(c) = &task.client else {
-            return Ok(TaskState { id: id.to_owned(), pid: 0, status: TaskStatus::Stopped, exit: task.exit });
+            return Ok(TaskState {
+                id: id.to_owned(),
+                pid: 0,
+                status: TaskStatus::Stopped,
+                exit: task.exit,
+            });
         };
         let st = self.inner.state_of(c, id, "").await?;
         let status = status_of(&st);
         let exit = (status == TaskStatus::Stopped).then(|| exit_of(&st));
-        Ok(TaskState { id: id.to_owned(), pid: st.pid, status, exit })
+        Ok(TaskState {
+            id: id.to_owned(),
+            pid: st.pid,
+            status,
+            exit,
+        })
     }
 
     async fn restore(&self, tasks: Vec<(String, PathBuf)>) -> Vec<RestoreOutcome> {
@@ -875,41 +1169,88 @@ impl Executor for ShimExecutor {
 
     async fn pids(&self, id: &str) -> Result<Vec<u32>> {
         let (_, c) = self.inner.client(id)?;
-        let resp = c.pids(PidsRequest { id: id.to_owned(), ..Default::default() }, Some(self.inner.config.rpc_timeout)).await?;
+        let resp = c
+            .pids(
+                PidsRequest {
+                    id: id.to_owned(),
+                    ..Default::default()
+                },
+                Some(self.inner.config.rpc_timeout),
+            )
+            .await?;
         Ok(resp.processes.iter().map(|p| p.pid).collect())
     }
 
     async fn stats(&self, id: &str) -> Result<TaskStats> {
         let (_, c) = self.inner.client(id)?;
-        let resp = c.stats(StatsRequest { id: id.to_owned(), ..Default::default() }, Some(self.inner.config.rpc_timeout)).await?;
+        let resp = c
+            .stats(
+                StatsRequest {
+                    id: id.to_owned(),
+                    ..Default::default()
+                },
+                Some(self.inner.config.rpc_timeout),
+            )
+            .await?;
         let any = resp.stats.into_option().unwrap_or_default();
         decode_stats(id, &any)
     }
 
     async fn pause(&self, id: &str) -> Result<()> {
         let (_, c) = self.inner.client(id)?;
-        c.pause(PauseRequest { id: id.to_owned(), ..Default::default() }, Some(self.inner.config.rpc_timeout)).await?;
+        c.pause(
+            PauseRequest {
+                id: id.to_owned(),
+                ..Default::default()
+            },
+            Some(self.inner.config.rpc_timeout),
+        )
+        .await?;
         Ok(())
     }
 
     async fn resume(&self, id: &str) -> Result<()> {
         let (_, c) = self.inner.client(id)?;
-        c.resume(ResumeRequest { id: id.to_owned(), ..Default::default() }, Some(self.inner.config.rpc_timeout)).await?;
+        c.resume(
+            ResumeRequest {
+                id: id.to_owned(),
+                ..Default::default()
+            },
+            Some(self.inner.config.rpc_timeout),
+        )
+        .await?;
         Ok(())
     }
 
-    async fn exec(&self, id: &str, exec_id: &str, process: &oci_spec::runtime::Process) -> Result<u32> {
+    async fn exec(
+        &self,
+        id: &str,
+        exec_id: &str,
+        process: &oci_spec::runtime::Process,
+    ) -> Result<u32> {
         check_id(exec_id)?;
         let (task, c) = self.inner.client(id)?;
         let t = Some(self.inner.config.rpc_timeout);
         let dir = self.inner.config.task_dir(id);
-        let log = Arc::new(Mutex::new(LogFile::open(&self.inner.log_path(id), self.inner.config.log_limit)?));
+        if task.execs.lock().await.contains_key(exec_id) {
+            return Err(ExecutorError::AlreadyExists {
+                id: format!("{id}/{exec_id}"),
+            });
+        }
+        let log = task.log.clone();
         let mut drains = Drains::default();
         let mut paths = Vec::new();
         for (name, stream) in [("stdout", Stream::Stdout), ("stderr", Stream::Stderr)] {
             let fifo = dir.join(format!("exec-{exec_id}.{name}"));
             mkfifo(&fifo, 0o600)?;
-            drains.add(&fifo, stream, id, Some(exec_id), Some(log.clone()), Tail::default())?;
+            drains.add(
+                &fifo,
+                stream,
+                id,
+                Some(exec_id),
+                log.clone(),
+                Tail::default(),
+            )?;
             paths.push(fifo.to_string_lossy().into_owned());
         }
         let spec = serde_json::to_vec(process).map_err(|e| ExecutorError::Decode {
@@ -922,12 +1263,25 @@ impl Executor for ShimExecutor {
             exec_id: exec_id.to_owned(),
             stdout: paths[0].clone(),
             stderr: paths[1].clone(),
-            spec: Some(Any { type_url: PROCESS_URL.to_owned(), value: spec, ..Default::default() }).into(),
+            spec: Some(Any {
+                type_url: PROCESS_URL.to_owned(),
+                value: spec,
+                ..Default::default()
+            })
+            .into(),
             ..Default::default()
         };
         let started = async {
             c.exec(req, t).await?;
-            c.start(StartRequest { id: id.to_owned(), exec_id: exec_id.to_owned(), ..Default::default() }, t).await
+            c.start(
+                StartRequest {
+                    id: id.to_owned(),
+                    exec_id: exec_id.to_owned(),
+                    ..Default::default()
+                },
+                t,
+            )
+            .await
         }
         .await;
         match started {
@@ -937,7 +1291,16 @@ impl Executor for ShimExecutor {
             }
             Err(e) => {
                 drains.stop().await;
-                let _ = c.delete(DeleteRequest { id: id.to_owned(), exec_id: exec_id.to_owned(), ..Default::default() }, t).await;
+                let _ = c
+                    .delete(
+                        DeleteRequest {
+                            id: id.to_owned(),
+                            exec_id: exec_id.to_owned(),
+                            ..Default::default()
+                        },
+                        t,
+                    )
+                    .await;
                 for p in paths {
                     remove_file_quiet(Path::new(&p));
                 }
@@ -949,17 +1312,31 @@ impl Executor for ShimExecutor {
     async fn wait(&self, id: &str, exec_id: Option<&str>, timeout: Duration) -> Result<ExitInfo> {
         let task = self.inner.task(id)?;
         let Some(c) = &task.client else {
-            return task.exit.ok_or_else(|| ExecutorError::NotFound { id: id.to_owned() });
+            return task
+                .exit
+                .ok_or_else(|| ExecutorError::NotFound { id: id.to_owned() });
         };
-        let req = WaitRequest { id: id.to_owned(), exec_id: exec_id.unwrap_or("").to_owned(), ..Default::default() };
+        let req = WaitRequest {
+            id: id.to_owned(),
+            exec_id: exec_id.unwrap_or("").to_owned(),
+            ..Default::default()
+        };
         let resp = c.wait(req, Some(timeout)).await?;
-        Ok(ExitInfo { status: resp.exit_status, exited_at: time_of(resp.exited_at.as_ref()), oom_killed: false })
+        Ok(ExitInfo {
+            status: resp.exit_status,
+            exited_at: time_of(resp.exited_at.as_ref()),
+            oom_killed: false,
+        })
     }
 
     async fn delete_exec(&self, id: &str, exec_id: &str) -> Result<ExitInfo> {
         check_id(exec_id)?;
         let (task, c) = self.inner.client(id)?;
-        let req = DeleteRequest { id: id.to_owned(), exec_id: exec_id.to_owned(), ..Default::default() };
+        let req = DeleteRequest {
+            id: id.to_owned(),
+            exec_id: exec_id.to_owned(),
+            ..Default::default()
+        };
         let resp = c.delete(req, Some(self.inner.config.rpc_timeout)).await?;
         if let Some(mut d) = task.execs.lock().await.remove(exec_id) {
             d.stop().await;
@@ -968,7 +1345,11 @@ impl Executor for ShimExecutor {
         for name in ["stdout", "stderr"] {
             remove_file_quiet(&dir.join(format!("exec-{exec_id}.{name}")));
         }
-        Ok(ExitInfo { status: resp.exit_status, exited_at: time_of(resp.exited_at.as_ref()), oom_killed: false })
+        Ok(ExitInfo {
+            status: resp.exit_status,
+            exited_at: time_of(resp.exited_at.as_ref()),
+            oom_killed: false,
+        })
     }
 }
 
@@ -1005,7 +1386,10 @@ mod tests {
 
     #[test]
     fn address_is_parsed_from_text_or_json() {
-        assert_eq!(parse_address(b"unix:///run/containerd/s/ab"), Some("unix:///run/containerd/s/ab".into()));
+        assert_eq!(
+            parse_address(b"unix:///run/containerd/s/ab"),
+            Some("unix:///run/containerd/s/ab".into())
+        );
         assert_eq!(parse_address(b"  unix:///x\n"), Some("unix:///x".into()));
         assert_eq!(
             parse_address(br#"{"version":3,"address":"unix:///y","protocol":"ttrpc"}"#),
@@ -1027,8 +1411,16 @@ mod tests {
     fn stats_decode_v1_and_treat_huge_limits_as_unlimited() {
         let mut m = cgroups::metrics::Metrics::new();
         m.pids.mut_or_insert_default().current = 3;
-        m.memory.mut_or_insert_default().usage.mut_or_insert_default().usage = 4096;
-        m.memory.mut_or_insert_default().usage.mut_or_insert_default().limit = 9223372036854771712;
+        m.memory
+            .mut_or_insert_default()
+            .usage
+            .mut_or_insert_default()
+            .usage = 4096;
+        m.memory
+            .mut_or_insert_default()
+            .usage
+            .mut_or_insert_default()
+            .limit = 9223372036854771712;
         let any = Any {
             type_url: "io.containerd.cgroups.v1.Metrics".into(),
             value: m.write_to_bytes().expect("encode"),

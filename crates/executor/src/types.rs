@@ -167,7 +167,9 @@ pub enum TaskEvent {
         /// Task id.
         id: String,
     },
-    /// The task (or an exec process) was deleted from its shim (`/tasks/delete`).
+    /// An exec process was deleted from its shim (`/tasks/delete`). The task's own delete event
+    /// usually arrives after `delete` has detached the task and is then not delivered: `delete`'s
+    /// return value reports it.
     Deleted {
         /// Task id.
         id: String,

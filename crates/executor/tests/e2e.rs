@@ -6,15 +6,17 @@ use std::{path::PathBuf, time::Duration};
 
 use common::{next_event, wait_log, Env};
 use plugind_executor::{
-    CreateTask, Executor, ExecutorError, RuntimeConfig, Runtimes, TaskEvent,
-    TaskStatus,
+    CreateTask, Executor, ExecutorError, RuntimeConfig, Runtimes, TaskEvent, TaskStatus,
 };
 
 const IGNORE: &str = "needs root, runc and containerd-shim-runc-v2";
 
 fn runtimes() -> Runtimes {
     Runtimes::runc()
-        .with("crun", RuntimeConfig::crun_hybrid(std::path::Path::new("/usr/bin/crun")))
+        .with(
+            "crun",
+            RuntimeConfig::crun_hybrid(std::path::Path::new("/usr/bin/crun")),
+        )
         .with(
             "runc-args",
             RuntimeConfig {
@@ -37,22 +39,47 @@ async fn lifecycle(runtime: Option<&str>) {
     let id = env.id("life");
     let bundle = env.bundle(
         &id,
-        &["/bin/busybox", "sh", "-c", "echo hello; echo oops >&2; exec /bin/busybox sleep 1000"],
+        &[
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "echo hello; echo oops >&2; exec /bin/busybox sleep 1000",
+        ],
         |_| {},
     );
     let st = ex
-        .create(CreateTask { id: id.clone(), bundle: bundle.clone(), runtime: runtime.map(str::to_owned) })
+        .create(CreateTask {
+            id: id.clone(),
+            bundle: bundle.clone(),
+            runtime: runtime.map(str::to_owned),
+        })
         .await
         .expect("create");
     assert_eq!(st.status, TaskStatus::Running);
     assert!(st.pid > 0);
+    let ev = next_event(&mut rx, |e| matches!(e, TaskEvent::Started { .. })).await;
+    assert_eq!(
+        ev,
+        TaskEvent::Started {
+            id: id.clone(),
+            pid: st.pid
+        }
+    );
     let sock = env.shim_socket(&bundle);
     let recorded = std::fs::read_to_string(bundle.join("runtime")).expect("runtime file");
-    assert_eq!(PathBuf::from(recorded.trim()), ex.runtime_binary(runtime).expect("binary"));
+    assert_eq!(
+        PathBuf::from(recorded.trim()),
+        ex.runtime_binary(runtime).expect("binary")
+    );
 
     let lines = wait_log(&ex, &id, "stdout hello").await;
     wait_log(&ex, &id, "stderr oops").await;
-    assert!(lines.iter().all(|l| !l.contains("oops") || l.contains("stderr")), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| !l.contains("oops") || l.contains("stderr")),
+        "{lines:?}"
+    );
 
     let pids = ex.pids(&id).await.expect("pids");
     assert!(pids.contains(&st.pid), "{pids:?} lacks {}", st.pid);
@@ -61,23 +88,49 @@ async fn lifecycle(runtime: Option<&str>) {
     assert!(stats.memory_usage > 0, "{stats:?}");
 
     ex.pause(&id).await.expect("pause");
-    assert_eq!(ex.state(&id).await.expect("state").status, TaskStatus::Paused);
+    assert_eq!(
+        ex.state(&id).await.expect("state").status,
+        TaskStatus::Paused
+    );
     next_event(&mut rx, |e| matches!(e, TaskEvent::Paused { .. })).await;
     ex.resume(&id).await.expect("resume");
-    assert_eq!(ex.state(&id).await.expect("state").status, TaskStatus::Running);
+    assert_eq!(
+        ex.state(&id).await.expect("state").status,
+        TaskStatus::Running
+    );
     next_event(&mut rx, |e| matches!(e, TaskEvent::Resumed { .. })).await;
 
     let mut process = oci_spec::runtime::Process::default();
-    process.set_args(Some(vec!["/bin/busybox".into(), "sh".into(), "-c".into(), "echo from-exec; exit 4".into()]));
+    process.set_args(Some(vec![
+        "/bin/busybox".into(),
+        "sh".into(),
+        "-c".into(),
+        "echo from-exec; exit 4".into(),
+    ]));
     process.set_cwd("/".into());
     process.set_terminal(Some(false));
     process.set_env(Some(vec!["PATH=/bin".into()]));
     let epid = ex.exec(&id, "e1", &process).await.expect("exec");
     assert!(epid > 0);
-    let exit = ex.wait(&id, Some("e1"), Duration::from_secs(30)).await.expect("wait exec");
+    let exit = ex
+        .wait(&id, Some("e1"), Duration::from_secs(30))
+        .await
+        .expect("wait exec");
     assert_eq!(exit.status, 4);
-    let ev = next_event(&mut rx, |e| matches!(e, TaskEvent::Exited { exec_id: Some(_), .. })).await;
-    assert!(matches!(ev, TaskEvent::Exited { exec_id: Some(ref x), exit, .. } if x == "e1" && exit.status == 4), "{ev:?}");
+    let ev = next_event(&mut rx, |e| {
+        matches!(
+            e,
+            TaskEvent::Exited {
+                exec_id: Some(_),
+                ..
+            }
+        )
+    })
+    .await;
+    assert!(
+        matches!(ev, TaskEvent::Exited { exec_id: Some(ref x), exit, .. } if x == "e1" && exit.status == 4),
+        "{ev:?}"
+    );
     wait_log(&ex, &id, "stdout/e1 from-exec").await;
     ex.delete_exec(&id, "e1").await.expect("delete exec");
 
@@ -85,10 +138,15 @@ async fn lifecycle(runtime: Option<&str>) {
     assert!(matches!(err, ExecutorError::StillRunning { .. }), "{err}");
 
     // sleep as PID 1 ignores SIGTERM: kill must escalate to SIGKILL.
-    let exit = ex.kill(&id, Duration::from_millis(200)).await.expect("kill");
+    let exit = ex
+        .kill(&id, Duration::from_millis(200))
+        .await
+        .expect("kill");
     assert_eq!(exit.status, 137);
     let ev = next_event(&mut rx, is_exit_of(&id)).await;
-    let TaskEvent::Exited { exit, pid, .. } = ev else { unreachable!() };
+    let TaskEvent::Exited { exit, pid, .. } = ev else {
+        unreachable!()
+    };
     assert_eq!((exit.status, pid, exit.oom_killed), (137, st.pid, false));
     assert!(exit.exited_at.is_some());
 
@@ -96,7 +154,11 @@ async fn lifecycle(runtime: Option<&str>) {
     assert_eq!(exit.status, 137);
     assert!(ex.state(&id).await.expect_err("gone").is_not_found());
     // The log stays readable after delete.
-    assert!(ex.log_tail(&id, 10).expect("log").iter().any(|l| l.ends_with("stdout hello")));
+    assert!(ex
+        .log_tail(&id, 10)
+        .expect("log")
+        .iter()
+        .any(|l| l.ends_with("stdout hello")));
     ex.shutdown().await;
     env.assert_clean(&[sock]);
 }
@@ -121,28 +183,52 @@ async fn runtime_with_arguments_runs_through_wrapper_and_survives_reload() {
     let env = Env::new();
     let (ex, mut rx) = env.executor(&runtimes()).await;
     let wrapper = ex.runtime_binary(Some("runc-args")).expect("binary");
-    assert!(wrapper.starts_with(env.exec_root().join("runtimes")), "{}", wrapper.display());
+    assert!(
+        wrapper.starts_with(env.exec_root().join("runtimes")),
+        "{}",
+        wrapper.display()
+    );
     let id = env.id("args");
     let bundle = env.bundle(&id, &["/bin/busybox", "sleep", "1000"], |_| {});
-    ex.create(CreateTask { id: id.clone(), bundle: bundle.clone(), runtime: Some("runc-args".into()) })
-        .await
-        .expect("create");
+    ex.create(CreateTask {
+        id: id.clone(),
+        bundle: bundle.clone(),
+        runtime: Some("runc-args".into()),
+    })
+    .await
+    .expect("create");
     let sock = env.shim_socket(&bundle);
     // runc with --log-format json writes JSON lines into the bundle's log.json.
     let runc_log = std::fs::read_to_string(bundle.join("log.json")).unwrap_or_default();
-    assert!(runc_log.is_empty() || runc_log.trim_start().starts_with('{'), "{runc_log}");
+    assert!(
+        runc_log.is_empty() || runc_log.trim_start().starts_with('{'),
+        "{runc_log}"
+    );
     // Reload with different arguments: a new script; the old one stays for the running task.
     let reloaded = Runtimes::runc().with(
         "runc-args",
-        RuntimeConfig { path: "/usr/sbin/runc".into(), args: vec!["--log-format".into(), "text".into()], hide_unified_cgroup: false },
+        RuntimeConfig {
+            path: "/usr/sbin/runc".into(),
+            args: vec!["--log-format".into(), "text".into()],
+            hide_unified_cgroup: false,
+        },
     );
     ex.reload_runtimes(&reloaded).expect("reload");
     let new_wrapper = ex.runtime_binary(Some("runc-args")).expect("binary");
     assert_ne!(new_wrapper, wrapper);
     assert!(wrapper.exists(), "script in use was removed");
-    assert!(ex.runtime_binary(Some("crun")).is_err(), "reload replaces the whole set");
+    assert!(
+        ex.runtime_binary(Some("crun")).is_err(),
+        "reload replaces the whole set"
+    );
     // The task still runs with the old wrapper (the shim uses it for kill and delete).
-    assert_eq!(ex.kill(&id, Duration::from_millis(100)).await.expect("kill").status, 137);
+    assert_eq!(
+        ex.kill(&id, Duration::from_millis(100))
+            .await
+            .expect("kill")
+            .status,
+        137
+    );
     next_event(&mut rx, is_exit_of(&id)).await;
     ex.delete(&id).await.expect("delete");
     ex.shutdown().await;
@@ -162,17 +248,31 @@ async fn oom_in_memory_limited_task_is_reported_on_exit() {
     let bundle = env.bundle(
         &id,
         // The allocating child is OOM-killed; the shell then exits on its own.
-        &["/bin/busybox", "sh", "-c", "/bin/busybox tail /dev/zero; /bin/busybox sleep 1; exit 0"],
+        &[
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "/bin/busybox tail /dev/zero; /bin/busybox sleep 1; exit 0",
+        ],
         |v| {
             let limit = 16u64 << 20;
-            v["linux"]["resources"]["memory"] = serde_json::json!({ "limit": limit, "swap": limit });
+            v["linux"]["resources"]["memory"] =
+                serde_json::json!({ "limit": limit, "swap": limit });
         },
     );
-    ex.create(CreateTask { id: id.clone(), bundle: bundle.clone(), runtime: None }).await.expect("create");
+    ex.create(CreateTask {
+        id: id.clone(),
+        bundle: bundle.clone(),
+        runtime: None,
+    })
+    .await
+    .expect("create");
     let sock = env.shim_socket(&bundle);
     next_event(&mut rx, |e| matches!(e, TaskEvent::Oom { .. })).await;
     let ev = next_event(&mut rx, is_exit_of(&id)).await;
-    let TaskEvent::Exited { exit, .. } = ev else { unreachable!() };
+    let TaskEvent::Exited { exit, .. } = ev else {
+        unreachable!()
+    };
     assert!(exit.oom_killed, "{exit:?}");
     ex.delete(&id).await.expect("delete");
     ex.shutdown().await;
@@ -185,16 +285,33 @@ async fn task_failing_at_start_reports_status_and_stderr() {
     let env = Env::new();
     let (ex, mut rx) = env.executor(&Runtimes::runc()).await;
     let id = env.id("bad");
-    let bundle = env.bundle(&id, &["/bin/busybox", "sh", "-c", "echo broken-config >&2; exit 3"], |_| {});
-    match ex.create(CreateTask { id: id.clone(), bundle: bundle.clone(), runtime: None }).await {
-        Err(ExecutorError::TaskExited { exit_status, stderr, .. }) => {
+    let bundle = env.bundle(
+        &id,
+        &["/bin/busybox", "sh", "-c", "echo broken-config >&2; exit 3"],
+        |_| {},
+    );
+    match ex
+        .create(CreateTask {
+            id: id.clone(),
+            bundle: bundle.clone(),
+            runtime: None,
+        })
+        .await
+    {
+        Err(ExecutorError::TaskExited {
+            exit_status,
+            stderr,
+            ..
+        }) => {
             assert_eq!(exit_status, 3);
             assert!(stderr.iter().any(|l| l == "broken-config"), "{stderr:?}");
             assert!(ex.state(&id).await.expect_err("not kept").is_not_found());
         }
         Ok(_) => {
             // It outlived Start: then its exit comes as an event, once.
-            let TaskEvent::Exited { exit, .. } = next_event(&mut rx, is_exit_of(&id)).await else { unreachable!() };
+            let TaskEvent::Exited { exit, .. } = next_event(&mut rx, is_exit_of(&id)).await else {
+                unreachable!()
+            };
             assert_eq!(exit.status, 3);
             ex.delete(&id).await.expect("delete");
         }
@@ -203,12 +320,42 @@ async fn task_failing_at_start_reports_status_and_stderr() {
     // A missing binary: the runtime's create fails; a typed error, nothing left.
     let id2 = env.id("nobin");
     let bundle2 = env.bundle(&id2, &["/nonexistent"], |_| {});
-    let err = ex.create(CreateTask { id: id2.clone(), bundle: bundle2, runtime: None }).await.expect_err("no binary");
-    assert!(matches!(err, ExecutorError::Rpc { method: "Create", .. } | ExecutorError::TaskExited { .. }), "{err}");
+    let err = ex
+        .create(CreateTask {
+            id: id2.clone(),
+            bundle: bundle2,
+            runtime: None,
+        })
+        .await
+        .expect_err("no binary");
+    assert!(
+        matches!(
+            err,
+            ExecutorError::Rpc {
+                method: "Create",
+                ..
+            } | ExecutorError::TaskExited { .. }
+        ),
+        "{err}"
+    );
     // Bad requests are refused before anything starts.
-    let err = ex.create(CreateTask { id: "other".into(), bundle: bundle.clone(), runtime: None }).await.expect_err("name");
+    let err = ex
+        .create(CreateTask {
+            id: "other".into(),
+            bundle: bundle.clone(),
+            runtime: None,
+        })
+        .await
+        .expect_err("name");
     assert_eq!(err.kind(), plugind_types::ErrorKind::InvalidArgument);
-    let err = ex.create(CreateTask { id: id.clone(), bundle, runtime: Some("nope".into()) }).await.expect_err("runtime");
+    let err = ex
+        .create(CreateTask {
+            id: id.clone(),
+            bundle,
+            runtime: Some("nope".into()),
+        })
+        .await
+        .expect_err("runtime");
     assert!(matches!(err, ExecutorError::UnknownRuntime { .. }), "{err}");
     ex.shutdown().await;
     env.assert_clean(&[]);

@@ -38,7 +38,11 @@ async fn child_executor() {
     for name in NAMES {
         let bundle = bundles.join(name);
         let st = ex
-            .create(CreateTask { id: name.to_owned(), bundle, runtime: None })
+            .create(CreateTask {
+                id: name.to_owned(),
+                bundle,
+                runtime: None,
+            })
             .await
             .expect("create in child");
         println!("READY {name} {}", st.pid);
@@ -63,12 +67,32 @@ async fn restore_after_sigkill_of_executor() {
     let env = Env::new();
     // Fixed ids inside a unique namespace and exec root.
     for name in NAMES {
-        env.bundle(name, &["/bin/busybox", "sh", "-c", "echo started; exec /bin/busybox sleep 1000"], |_| {});
+        env.bundle(
+            name,
+            &[
+                "/bin/busybox",
+                "sh",
+                "-c",
+                "echo started; exec /bin/busybox sleep 1000",
+            ],
+            |_| {},
+        );
     }
-    let arg = format!("{}|{}|{}", env.exec_root().display(), env.namespace, env.bundles().display());
+    let arg = format!(
+        "{}|{}|{}",
+        env.exec_root().display(),
+        env.namespace,
+        env.bundles().display()
+    );
     let mut child = ChildGuard(
         Command::new(std::env::current_exe().expect("test binary"))
-            .args(["--exact", "child_executor", "--include-ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "child_executor",
+                "--include-ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, arg)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -88,8 +112,15 @@ async fn restore_after_sigkill_of_executor() {
             pids.insert(name.to_owned(), pid.parse::<u32>().expect("pid"));
         }
     }
-    assert_eq!(pids.len(), NAMES.len(), "child did not start every task: {pids:?}");
-    let sockets: Vec<PathBuf> = NAMES.iter().map(|n| env.shim_socket(&env.bundles().join(n))).collect();
+    assert_eq!(
+        pids.len(),
+        NAMES.len(),
+        "child did not start every task: {pids:?}"
+    );
+    let sockets: Vec<PathBuf> = NAMES
+        .iter()
+        .map(|n| env.shim_socket(&env.bundles().join(n)))
+        .collect();
 
     child.kill().expect("SIGKILL the executor");
     child.wait().expect("reap child");
@@ -104,46 +135,86 @@ async fn restore_after_sigkill_of_executor() {
     // Wait until both are really gone (the shim reaps its task; the dead shim is reaped by init).
     for pid in [pids["short"], shim_pid] {
         let mut delay = Duration::from_millis(1);
-        while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z")) {
+        while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z"))
+        {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_millis(50));
         }
     }
 
     let (ex, mut rx) = env.executor(&Runtimes::runc()).await;
-    let list = NAMES.iter().map(|n| ((*n).to_owned(), env.bundles().join(n))).collect();
+    let list = NAMES
+        .iter()
+        .map(|n| ((*n).to_owned(), env.bundles().join(n)))
+        .collect();
     let outcomes = ex.restore(list).await;
     for o in &outcomes {
         match (o.id(), o) {
-            ("long1" | "long2", RestoreOutcome::Running { id, pid }) => assert_eq!(*pid, pids[id.as_str()]),
+            ("long1" | "long2", RestoreOutcome::Running { id, pid }) => {
+                assert_eq!(*pid, pids[id.as_str()])
+            }
             ("short", RestoreOutcome::Exited { exit, .. }) => assert_eq!(exit.status, 137),
             ("dead", RestoreOutcome::Exited { .. }) => {}
             _ => panic!("unexpected outcome {o:?}"),
         }
     }
     // The exit that happened while down is reported (once: dedup against the shim's retries).
-    let TaskEvent::Exited { exit, pid, .. } =
-        next_event(&mut rx, |e| matches!(e, TaskEvent::Exited { id, .. } if id == "short")).await
+    let TaskEvent::Exited { exit, pid, .. } = next_event(
+        &mut rx,
+        |e| matches!(e, TaskEvent::Exited { id, .. } if id == "short"),
+    )
+    .await
     else {
         unreachable!()
     };
     assert_eq!((exit.status, pid), (137, pids["short"]));
-    next_event(&mut rx, |e| matches!(e, TaskEvent::Exited { id, .. } if id == "dead")).await;
+    next_event(
+        &mut rx,
+        |e| matches!(e, TaskEvent::Exited { id, .. } if id == "dead"),
+    )
+    .await;
     // The dead shim's container was killed by the shim's `delete` (runc delete --force).
-    assert!(!plugind_sys::process::ProcessIdentity::of(pids["dead"]).is_ok_and(|p| p.is_alive() && {
-        std::fs::read_to_string(format!("/proc/{}/stat", p.pid)).is_ok_and(|s| !s.contains(") Z"))
-    }));
+    assert!(
+        !plugind_sys::process::ProcessIdentity::of(pids["dead"]).is_ok_and(|p| p.is_alive() && {
+            std::fs::read_to_string(format!("/proc/{}/stat", p.pid))
+                .is_ok_and(|s| !s.contains(") Z"))
+        })
+    );
 
     // The re-attached tasks are fully usable: output still flows, and they can be stopped.
-    assert_eq!(ex.state("long1").await.expect("state").status, TaskStatus::Running);
+    assert_eq!(
+        ex.state("long1").await.expect("state").status,
+        TaskStatus::Running
+    );
     for name in ["long1", "long2"] {
-        assert_eq!(ex.kill(name, Duration::from_millis(100)).await.expect("kill").status, 137);
-        next_event(&mut rx, |e| matches!(e, TaskEvent::Exited { id, .. } if id == name)).await;
+        assert_eq!(
+            ex.kill(name, Duration::from_millis(100))
+                .await
+                .expect("kill")
+                .status,
+            137
+        );
+        next_event(
+            &mut rx,
+            |e| matches!(e, TaskEvent::Exited { id, .. } if id == name),
+        )
+        .await;
     }
     for name in NAMES {
         ex.delete(name).await.expect("delete");
     }
     assert!(ex.task_ids().is_empty());
     ex.shutdown().await;
+    // Exactly once so far (the shim may still be retrying; those retries are deduplicated).
+    let mut short_exits = 1;
+    while let Ok(ev) = rx.try_recv() {
+        if matches!(ev, TaskEvent::Exited { ref id, exec_id: None, .. } if id == "short") {
+            short_exits += 1;
+        }
+    }
+    assert_eq!(
+        short_exits, 1,
+        "exit of the task that ended while down reported twice"
+    );
     env.assert_clean(&sockets);
 }

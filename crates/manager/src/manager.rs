@@ -487,7 +487,9 @@ impl Manager {
             record.plugin.config.interface.socket.clone()
         };
         let socket = plugind_bundle::socket::plugin_socket_path(&cfg.exec_root, &id, &socket_name)?;
+        let phase = Instant::now();
         let bundle = self.prepare_bundle(record, &runtime_dir, &socket)?;
+        let bundle_time = phase.elapsed();
 
         let (exit_tx, mut exit_rx) = watch::channel(None);
         {
@@ -522,7 +524,16 @@ impl Manager {
                 started: Instant::now(),
             });
         }
-        match wait_ready(&socket, timeout, &mut exit_rx).await {
+        let task_time = phase.elapsed() - bundle_time;
+        let ready = wait_ready(&socket, timeout, &mut exit_rx).await;
+        tracing::debug!(
+            plugin = %id,
+            bundle = ?bundle_time,
+            task = ?task_time,
+            ready = ?(phase.elapsed() - bundle_time - task_time),
+            "plugin start phases"
+        );
+        match ready {
             Ok(()) => {}
             Err(why) => {
                 let tail = self.log_tail(&id, 20);

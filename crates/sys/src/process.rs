@@ -67,7 +67,10 @@ fn parse_start_time(stat: &str) -> Option<u64> {
 pub fn is_zombie(pid: u32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rfind(')').map(|i| s[i + 1..].trim_start().starts_with('Z')))
+        .and_then(|s| {
+            s.rfind(')')
+                .map(|i| s[i + 1..].trim_start().starts_with('Z'))
+        })
         .unwrap_or(false)
 }
 
@@ -143,7 +146,9 @@ mod tests {
     #[test]
     fn a_running_process_is_not_a_zombie_and_a_reaped_one_neither() {
         assert!(!is_zombie(std::process::id()));
-        let mut child = std::process::Command::new("/bin/true").spawn().expect("spawn true");
+        let mut child = std::process::Command::new("/bin/true")
+            .spawn()
+            .expect("spawn true");
         let pid = child.id();
         // Exited but not reaped: a zombie until wait().
         while !is_zombie(pid) {

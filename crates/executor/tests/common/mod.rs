@@ -11,9 +11,7 @@ use std::{
     time::Duration,
 };
 
-use plugind_executor::{
-    EventHandler, ExecutorConfig, Runtimes, ShimExecutor, TaskEvent,
-};
+use plugind_executor::{EventHandler, ExecutorConfig, Runtimes, ShimExecutor, TaskEvent};
 use tokio::sync::mpsc;
 
 pub const SHIM: &str = "/usr/bin/containerd-shim-runc-v2";
@@ -27,7 +25,10 @@ pub fn require_root_and(bins: &[&str]) {
     let uid = fs::read_to_string("/proc/self/status")
         .expect("read status")
         .lines()
-        .find_map(|l| l.strip_prefix("Uid:").map(|r| r.split_whitespace().next().unwrap_or("").to_owned()))
+        .find_map(|l| {
+            l.strip_prefix("Uid:")
+                .map(|r| r.split_whitespace().next().unwrap_or("").to_owned())
+        })
         .expect("uid line");
     assert_eq!(uid, "0", "this test needs root");
     for b in bins {
@@ -45,7 +46,10 @@ impl Env {
     pub fn new() -> Env {
         require_root_and(&[SHIM, "/usr/sbin/runc", "/bin/busybox"]);
         // Short paths: unix socket addresses must fit in 107 bytes.
-        let dir = tempfile::Builder::new().prefix("pe").tempdir_in("/tmp").expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("pe")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
         let namespace = format!("plugind-test-{:08x}", rand::random::<u32>());
         Env { dir, namespace }
     }
@@ -71,12 +75,20 @@ impl Env {
     }
 
     /// Builds a busybox bundle `<bundles>/<id>` running `args`; `edit` may change config.json.
-    pub fn bundle(&self, id: &str, args: &[&str], edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
+    pub fn bundle(
+        &self,
+        id: &str,
+        args: &[&str],
+        edit: impl FnOnce(&mut serde_json::Value),
+    ) -> PathBuf {
         make_bundle(&self.bundles(), id, args, edit)
     }
 
     /// Executor whose events arrive on the returned channel.
-    pub async fn executor(&self, runtimes: &Runtimes) -> (ShimExecutor, mpsc::UnboundedReceiver<TaskEvent>) {
+    pub async fn executor(
+        &self,
+        runtimes: &Runtimes,
+    ) -> (ShimExecutor, mpsc::UnboundedReceiver<TaskEvent>) {
         executor_at(&self.config(), runtimes).await
     }
 
@@ -87,7 +99,12 @@ impl Env {
         assert!(procs.is_empty(), "processes left: {procs:?}");
         let state = self.exec_root().join("runc").join(&self.namespace);
         if state.exists() {
-            let out = Command::new("runc").arg("--root").arg(&state).args(["list", "-q"]).output().expect("runc list");
+            let out = Command::new("runc")
+                .arg("--root")
+                .arg(&state)
+                .args(["list", "-q"])
+                .output()
+                .expect("runc list");
             let list = String::from_utf8_lossy(&out.stdout);
             assert!(list.trim().is_empty(), "runc containers left: {list}");
         }
@@ -97,7 +114,10 @@ impl Env {
         for s in shim_sockets {
             assert!(!s.exists(), "shim socket left: {}", s.display());
         }
-        assert!(!self.exec_root().join("events.sock").exists(), "events socket left");
+        assert!(
+            !self.exec_root().join("events.sock").exists(),
+            "events socket left"
+        );
     }
 
     /// The shim socket named in a bundle's `address` file.
@@ -114,9 +134,18 @@ impl Drop for Env {
             let _ = plugind_sys::process::send_signal(pid, 9);
         }
         let state = self.exec_root().join("runc").join(&self.namespace);
-        if let Ok(out) = Command::new("runc").arg("--root").arg(&state).args(["list", "-q"]).output() {
+        if let Ok(out) = Command::new("runc")
+            .arg("--root")
+            .arg(&state)
+            .args(["list", "-q"])
+            .output()
+        {
             for id in String::from_utf8_lossy(&out.stdout).lines() {
-                let _ = Command::new("runc").arg("--root").arg(&state).args(["delete", "-f", id]).status();
+                let _ = Command::new("runc")
+                    .arg("--root")
+                    .arg(&state)
+                    .args(["delete", "-f", id])
+                    .status();
             }
         }
         if let Ok(entries) = fs::read_dir(self.bundles()) {
@@ -137,19 +166,36 @@ pub async fn executor_at(
 ) -> (ShimExecutor, mpsc::UnboundedReceiver<TaskEvent>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let handler: Arc<dyn EventHandler> = Arc::new(tx);
-    let ex = ShimExecutor::new(config.clone(), runtimes, handler).await.expect("executor");
+    let ex = ShimExecutor::new(config.clone(), runtimes, handler)
+        .await
+        .expect("executor");
     (ex, rx)
 }
 
-pub fn make_bundle(dir: &Path, id: &str, args: &[&str], edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
+pub fn make_bundle(
+    dir: &Path,
+    id: &str,
+    args: &[&str],
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> PathBuf {
     let bundle = dir.join(id);
     let rootfs = bundle.join("rootfs");
     fs::create_dir_all(rootfs.join("bin")).expect("mkdir rootfs");
     fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("copy busybox");
-    let out = Command::new("runc").arg("spec").arg("--bundle").arg(&bundle).output().expect("runc spec");
-    assert!(out.status.success(), "runc spec: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("runc")
+        .arg("spec")
+        .arg("--bundle")
+        .arg(&bundle)
+        .output()
+        .expect("runc spec");
+    assert!(
+        out.status.success(),
+        "runc spec: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let path = bundle.join("config.json");
-    let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&path).expect("read spec")).expect("parse spec");
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&fs::read(&path).expect("read spec")).expect("parse spec");
     v["process"]["terminal"] = false.into();
     v["process"]["args"] = args.iter().map(|a| serde_json::Value::from(*a)).collect();
     v["root"]["readonly"] = true.into();
@@ -163,7 +209,9 @@ pub fn processes_with(needle: &str) -> Vec<u32> {
     let me = std::process::id();
     let mut pids = Vec::new();
     for e in fs::read_dir("/proc").expect("proc").flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
         if pid == me {
             continue;
         }
@@ -202,7 +250,10 @@ pub async fn wait_log(ex: &ShimExecutor, id: &str, suffix: &str) -> Vec<String> 
         if lines.iter().any(|l| l.ends_with(suffix)) {
             return lines;
         }
-        assert!(tokio::time::Instant::now() < deadline, "log of {id} never showed {suffix:?}: {lines:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "log of {id} never showed {suffix:?}: {lines:?}"
+        );
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_millis(100));
     }
