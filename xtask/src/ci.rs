@@ -30,9 +30,18 @@ pub(crate) fn run(advisories: bool) -> anyhow::Result<()> {
         ]))
     })?;
     step("sample plugin", || plugin::build().map(|_| ()))?;
+    // The end-to-end tests run these binaries as processes: build them explicitly, since
+    // `cargo test` alone builds bins only in their test-harness form.
+    step("binaries", || {
+        run_cmd(cargo().args(["build", "--locked", "-p", "plugind", "-p", "volume-plugin"]))
+    })?;
     // Root and real-runtime tests are `#[ignore]`d for plain `cargo test`; CI runs them too.
     step("test", || {
-        run_cmd(cargo().args(["test", "--workspace", "--locked", "--", "--include-ignored"]))
+        run_cmd(
+            cargo()
+                .args(["test", "--workspace", "--locked", "--", "--include-ignored"])
+                .env("PLUGIND_BIN", crate::util::workspace_root().join("target/debug/plugind")),
+        )
     })?;
     step("doc", || {
         run_cmd(
