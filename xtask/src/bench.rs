@@ -132,7 +132,12 @@ pub(crate) fn run_daemon_bench() -> anyhow::Result<()> {
         ms(restored),
         ms(usable)
     );
-    // Without live restore on the final stop, plugind stops every plugin.
+    // Live restore keeps plugins running across a stop: disable and remove them first.
+    for i in 0..MANY {
+        d.ok("POST", &format!("/plugins/bench/m{i}/disable"), &[])?;
+        d.ok("DELETE", &format!("/plugins/bench/m{i}"), &[])?;
+    }
+    d.ok("DELETE", "/plugins/bench/vol", &[])?;
     d.stop()?;
     Ok(())
 }

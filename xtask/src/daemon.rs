@@ -135,8 +135,15 @@ impl Plugind {
 
 impl Drop for Plugind {
     fn drop(&mut self) {
-        self.live_restore = false;
         let _ = self.stop();
+        if self.live_restore {
+            // A live-restore stop leaves plugins running: one more run without live restore
+            // takes them over and its graceful stop ends them.
+            self.live_restore = false;
+            if self.spawn().is_ok() {
+                let _ = self.stop();
+            }
+        }
         let _ = fs::remove_dir_all(&self.dir);
     }
 }

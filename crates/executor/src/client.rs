@@ -24,6 +24,16 @@ use crate::error::{ExecutorError, Result};
 /// The service name the containerd 1.6 runc shim registers.
 pub(crate) const TASK_SERVICE: &str = "containerd.task.v2.Task";
 
+/// True for a deadline that elapsed, on either side of the connection.
+fn is_deadline(e: &ttrpc::Error) -> bool {
+    match e {
+        ttrpc::Error::RpcStatus(s) => s.code() == ttrpc::Code::DEADLINE_EXCEEDED,
+        // ttrpc's own client-side deadline.
+        ttrpc::Error::Others(m) => m == "Request deadline elapsed",
+        _ => false,
+    }
+}
+
 /// A connection to one shim, for one task id.
 #[derive(Clone)]
 pub(crate) struct TaskClient {
@@ -83,10 +93,19 @@ macro_rules! rpc {
                     })?,
                 None => call.await,
             };
-            res.map_err(|source| ExecutorError::Rpc {
-                id: self.id.clone(),
-                method: $method,
-                source,
+            res.map_err(|source| {
+                if is_deadline(&source) {
+                    ExecutorError::Timeout {
+                        id: self.id.clone(),
+                        method: $method,
+                    }
+                } else {
+                    ExecutorError::Rpc {
+                        id: self.id.clone(),
+                        method: $method,
+                        source,
+                    }
+                }
             })
         }
     };

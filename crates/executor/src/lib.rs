@@ -20,7 +20,10 @@
 //! Guarantees: every ttrpc call has a deadline; a task's exit is delivered at most once as
 //! [`TaskEvent::Exited`], and whenever the executor attaches (create, restore, delete) it asks
 //! the shim for the state, so an exit whose event was lost is still delivered; nothing is adopted
-//! after a restart unless its pid and start time match what was recorded at start.
+//! after a restart unless its pid and start time match what was recorded at start; a shim that
+//! dies (it sends no event then) is noticed through a long-polling `Wait`, cleaned up with its
+//! `delete` subcommand, and its task reported as exited. Exit de-duplication keeps one small
+//! record per exited process for the life of the executor.
 //!
 //! What it does not do: write or delete bundles (the caller passes the bundle path; its
 //! directory name must equal the task id), restart policy, or anything with terminals or stdin.

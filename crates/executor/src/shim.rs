@@ -126,6 +126,22 @@ struct Task {
     /// tokio mutexes: held across the awaits that flush the drains.
     drains: tokio::sync::Mutex<Drains>,
     execs: tokio::sync::Mutex<HashMap<String, Drains>>,
+    /// The watcher that notices the death of the shim (which sends no event).
+    watcher: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.stop_watcher();
+    }
+}
+
+impl Task {
+    fn stop_watcher(&self) {
+        if let Some(h) = lock(&self.watcher).take() {
+            h.abort();
+        }
+    }
 }
 
 /// Exactly-once bookkeeping for exits, OOM marks and tasks still starting.
@@ -139,6 +155,8 @@ struct Book {
 
 /// State shared by the executor and its events service.
 pub(crate) struct Inner {
+    /// Itself, for the per-task watchers it spawns.
+    me: std::sync::Weak<Inner>,
     config: ExecutorConfig,
     /// Swapped whole on reload; a running task keeps the binary it was created with (the shim
     /// stores it in `<bundle>/runtime`).
@@ -500,8 +518,82 @@ impl Inner {
 
     fn register(&self, task: Task) -> Arc<Task> {
         let task = Arc::new(task);
-        lock(&self.tasks).insert(task.id.clone(), task.clone());
+        if let Some(client) = task.client.clone() {
+            let watcher = tokio::spawn(watch(
+                self.me.clone(),
+                Arc::downgrade(&task),
+                task.id.clone(),
+                client,
+            ));
+            *lock(&task.watcher) = Some(watcher.abort_handle());
+        }
+        if let Some(old) = lock(&self.tasks).insert(task.id.clone(), task.clone()) {
+            old.stop_watcher();
+        }
         task
+    }
+
+    /// The shim of an attached task died (it sends no event for that): clean up after it like
+    /// restore does, and report the task as exited.
+    async fn shim_died(&self, task: &Arc<Task>) {
+        let id = task.id.as_str();
+        let still_current = lock(&self.tasks)
+            .get(id)
+            .is_some_and(|t| Arc::ptr_eq(t, task));
+        let Some(client) = task.client.as_ref().filter(|_| still_current) else {
+            return;
+        };
+        // Confirm with a fresh connection: an error on the old one alone is not proof.
+        if self
+            .attach(id, client.address(), self.config.dial_timeout)
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tracing::warn!(task = %id, "shim died");
+        let record: Option<TaskRecord> = fs::read(self.config.task_dir(id).join("task.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let (pid, exit) = match self
+            .delete_dead_shim(id, &task.bundle, client.address(), record.as_ref())
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(task = %id, error = %e, "cleanup after dead shim failed");
+                (
+                    record.map_or(0, |r| r.pid),
+                    ExitInfo {
+                        status: 137,
+                        exited_at: None,
+                        oom_killed: false,
+                    },
+                )
+            }
+        };
+        task.drains.lock().await.stop().await;
+        for (_, mut d) in task.execs.lock().await.drain() {
+            d.stop().await;
+        }
+        self.register(Task {
+            id: id.to_owned(),
+            bundle: task.bundle.clone(),
+            client: None,
+            shim: None,
+            exit: Some(exit),
+            log: None,
+            drains: tokio::sync::Mutex::new(Drains::default()),
+            execs: tokio::sync::Mutex::new(HashMap::new()),
+            watcher: Mutex::new(None),
+        });
+        self.publish(TaskEvent::Exited {
+            id: id.to_owned(),
+            exec_id: None,
+            pid,
+            exit,
+        })
+        .await;
     }
 
     /// Reports the exit of a task found stopped on attach (deduplicated against events).
@@ -591,7 +683,11 @@ impl Inner {
                 };
                 let path = self.config.task_dir(id).join("task.json");
                 let json = serde_json::to_vec(&record).expect("a TaskRecord always serialises");
-                plugind_sys::fs::atomic_write(&path, &json)?;
+                // Replaced atomically but not fsynced: the exec root is a tmpfs in production and
+                // the record matters only as long as the task does, which a reboot ends anyway.
+                let tmp = path.with_extension("json.tmp");
+                fs::write(&tmp, &json).map_err(|e| ExecutorError::io("write", &tmp, e))?;
+                fs::rename(&tmp, &path).map_err(|e| ExecutorError::io("rename", &path, e))?;
                 self.register(Task {
                     id: id.to_owned(),
                     bundle: bundle.to_owned(),
@@ -601,6 +697,7 @@ impl Inner {
                     log: Some(log),
                     drains: tokio::sync::Mutex::new(drains),
                     execs: tokio::sync::Mutex::new(HashMap::new()),
+                    watcher: Mutex::new(None),
                 });
                 // Events are hints: an exit between Start and registration was ignored, so ask.
                 let st = self.state_of(&client, id, "").await?;
@@ -762,6 +859,7 @@ impl Inner {
                     log: Some(log),
                     drains: tokio::sync::Mutex::new(drains),
                     execs: tokio::sync::Mutex::new(HashMap::new()),
+                    watcher: Mutex::new(None),
                 });
                 if status == TaskStatus::Stopped {
                     let exit = self.report_stopped(id, &st).await;
@@ -792,6 +890,7 @@ impl Inner {
                     log: None,
                     drains: tokio::sync::Mutex::new(Drains::default()),
                     execs: tokio::sync::Mutex::new(HashMap::new()),
+                    watcher: Mutex::new(None),
                 });
                 self.publish(TaskEvent::Exited {
                     id: id.to_owned(),
@@ -927,7 +1026,9 @@ impl Inner {
                 oom_killed: false,
             }),
         };
-        lock(&self.tasks).remove(id);
+        if let Some(t) = lock(&self.tasks).remove(id) {
+            t.stop_watcher();
+        }
         for (_, mut d) in task.execs.lock().await.drain() {
             d.stop().await;
         }
@@ -965,7 +1066,8 @@ impl ShimExecutor {
         let rt_dir = root.join("runtimes");
         let resolved = runtime::resolve(runtimes, &rt_dir)?;
         runtime::remove_stale(&rt_dir, &resolved)?;
-        let inner = Arc::new(Inner {
+        let inner = Arc::new_cyclic(|me| Inner {
+            me: me.clone(),
             queue: KeyedQueue::new(config.queue_capacity),
             runtimes: RwLock::new(Arc::new(resolved)),
             tasks: Mutex::new(HashMap::new()),
@@ -1047,6 +1149,7 @@ impl ShimExecutor {
         self.inner.queue.shutdown(ShutdownMode::Drain).await;
         let tasks: Vec<Arc<Task>> = lock(&self.inner.tasks).drain().map(|(_, t)| t).collect();
         for t in tasks {
+            t.stop_watcher();
             t.drains.lock().await.stop().await;
             for (_, mut d) in t.execs.lock().await.drain() {
                 d.stop().await;
@@ -1350,6 +1453,40 @@ impl Executor for ShimExecutor {
             exited_at: time_of(resp.exited_at.as_ref()),
             oom_killed: false,
         })
+    }
+}
+
+/// How long one watching `Wait` call may last before it is renewed.
+const WATCH_PERIOD: Duration = Duration::from_secs(600);
+
+/// Keeps a `Wait` call open on the task's shim. It returns when the task exits (the exit event
+/// reports that) or fails when the shim dies, which is then cleaned up and reported.
+async fn watch(
+    inner: std::sync::Weak<Inner>,
+    task: std::sync::Weak<Task>,
+    id: String,
+    client: TaskClient,
+) {
+    loop {
+        let req = WaitRequest {
+            id: id.clone(),
+            ..Default::default()
+        };
+        let res = client.wait(req, Some(WATCH_PERIOD)).await;
+        let (Some(inner), Some(task)) = (inner.upgrade(), task.upgrade()) else {
+            return;
+        };
+        match res {
+            Ok(_) => return,
+            Err(ExecutorError::Timeout { .. }) => continue,
+            Err(e) if e.is_not_found() => return,
+            Err(e) => {
+                tracing::debug!(task = %id, error = %e, "watch failed");
+                // Not awaited under an abort handle that delete may fire: detach the cleanup.
+                tokio::spawn(async move { inner.shim_died(&task).await });
+                return;
+            }
+        }
     }
 }
 

@@ -9,8 +9,6 @@ use plugind_executor::{
     CreateTask, Executor, ExecutorError, RuntimeConfig, Runtimes, TaskEvent, TaskStatus,
 };
 
-const IGNORE: &str = "needs root, runc and containerd-shim-runc-v2";
-
 fn runtimes() -> Runtimes {
     Runtimes::runc()
         .with(
@@ -166,7 +164,6 @@ async fn lifecycle(runtime: Option<&str>) {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs root, runc and containerd-shim-runc-v2"]
 async fn lifecycle_with_runc() {
-    let _ = IGNORE;
     lifecycle(None).await;
 }
 
@@ -359,4 +356,92 @@ async fn task_failing_at_start_reports_status_and_stderr() {
     assert!(matches!(err, ExecutorError::UnknownRuntime { .. }), "{err}");
     ex.shutdown().await;
     env.assert_clean(&[]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs root, runc and containerd-shim-runc-v2"]
+async fn heavy_output_never_blocks_and_log_rotates() {
+    let env = Env::new();
+    let mut config = env.config();
+    config.log_limit = 64 << 10;
+    let (ex, mut rx) = common::executor_at(&config, &Runtimes::runc()).await;
+    let id = env.id("loud");
+    // About 2 MiB through a 64 KiB pipe: it only finishes if the executor keeps reading.
+    let bundle = env.bundle(
+        &id,
+        &[
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 20000 ]; do echo line-$i-padding-padding-padding-padding-padding-padding-padding-padding-padding; i=$((i+1)); done; echo finished; exec /bin/busybox sleep 1000",
+        ],
+        |_| {},
+    );
+    ex.create(CreateTask {
+        id: id.clone(),
+        bundle: bundle.clone(),
+        runtime: None,
+    })
+    .await
+    .expect("create");
+    let sock = env.shim_socket(&bundle);
+    wait_log(&ex, &id, "stdout finished").await;
+    let log = ex.log_path(&id);
+    let size = std::fs::metadata(&log).expect("log").len();
+    assert!(size <= config.log_limit, "log is {size} bytes");
+    let mut old = log.clone().into_os_string();
+    old.push(".1");
+    assert!(std::fs::metadata(&old).expect("rotated log").len() <= config.log_limit);
+    let tail = ex.log_tail(&id, 2).expect("tail");
+    assert!(
+        tail[0].ends_with(
+            "line-19999-padding-padding-padding-padding-padding-padding-padding-padding-padding"
+        ),
+        "{tail:?}"
+    );
+    ex.kill(&id, Duration::ZERO).await.expect("kill");
+    next_event(&mut rx, is_exit_of(&id)).await;
+    ex.delete(&id).await.expect("delete");
+    ex.shutdown().await;
+    env.assert_clean(&[sock]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs root, runc and containerd-shim-runc-v2"]
+async fn death_of_a_shim_is_noticed_cleaned_up_and_reported_as_exit() {
+    let env = Env::new();
+    let (ex, mut rx) = env.executor(&Runtimes::runc()).await;
+    let id = env.id("orphan");
+    let bundle = env.bundle(&id, &["/bin/busybox", "sleep", "1000"], |_| {});
+    let st = ex
+        .create(CreateTask {
+            id: id.clone(),
+            bundle: bundle.clone(),
+            runtime: None,
+        })
+        .await
+        .expect("create");
+    let sock = env.shim_socket(&bundle);
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.exec_root().join("tasks").join(&id).join("task.json")).expect("record"),
+    )
+    .expect("json");
+    let shim_pid = u32::try_from(record["shim_pid"].as_u64().expect("shim pid")).expect("pid");
+    assert_eq!(record["pid"].as_u64(), Some(u64::from(st.pid)));
+    plugind_sys::process::send_signal(shim_pid, 9).expect("kill shim");
+    let TaskEvent::Exited { exit, pid, .. } = next_event(&mut rx, is_exit_of(&id)).await else {
+        unreachable!()
+    };
+    assert_eq!((pid, exit.status), (st.pid, 137));
+    // The orphaned container was killed by the shim's `delete` subcommand.
+    let alive = plugind_sys::process::ProcessIdentity::of(st.pid)
+        .is_ok_and(|p| p.is_alive() && !plugind_sys::process::is_zombie(p.pid));
+    assert!(!alive, "container outlived its shim's cleanup");
+    assert_eq!(
+        ex.state(&id).await.expect("state").status,
+        TaskStatus::Stopped
+    );
+    ex.delete(&id).await.expect("delete");
+    ex.shutdown().await;
+    env.assert_clean(&[sock]);
 }

@@ -78,6 +78,17 @@ async fn restore_after_sigkill_of_executor() {
             |_| {},
         );
     }
+    // long1 keeps writing, to show its output is drained again after re-attach.
+    env.bundle(
+        "long1",
+        &[
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "while true; do echo tick; /bin/busybox usleep 20000; done",
+        ],
+        |_| {},
+    );
     let arg = format!(
         "{}|{}|{}",
         env.exec_root().display(),
@@ -181,11 +192,44 @@ async fn restore_after_sigkill_of_executor() {
         })
     );
 
-    // The re-attached tasks are fully usable: output still flows, and they can be stopped.
+    // The re-attached tasks are fully usable: output still flows, exec works, they can be stopped.
     assert_eq!(
         ex.state("long1").await.expect("state").status,
         TaskStatus::Running
     );
+    let log = ex.log_path("long1");
+    let size0 = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    let mut delay = Duration::from_millis(1);
+    for _ in 0..200 {
+        if std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0) > size0 {
+            break;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(300));
+    }
+    assert!(
+        std::fs::metadata(&log).expect("log").len() > size0,
+        "no output drained after re-attach"
+    );
+    let mut process = oci_spec::runtime::Process::default();
+    process.set_args(Some(vec![
+        "/bin/busybox".into(),
+        "echo".into(),
+        "after-restore".into(),
+    ]));
+    process.set_cwd("/".into());
+    ex.exec("long2", "x1", &process)
+        .await
+        .expect("exec after restore");
+    assert_eq!(
+        ex.wait("long2", Some("x1"), Duration::from_secs(30))
+            .await
+            .expect("wait")
+            .status,
+        0
+    );
+    common::wait_log(&ex, "long2", "stdout/x1 after-restore").await;
+    ex.delete_exec("long2", "x1").await.expect("delete exec");
     for name in ["long1", "long2"] {
         assert_eq!(
             ex.kill(name, Duration::from_millis(100))

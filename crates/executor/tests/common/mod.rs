@@ -182,6 +182,8 @@ pub fn make_bundle(
     let rootfs = bundle.join("rootfs");
     fs::create_dir_all(rootfs.join("bin")).expect("mkdir rootfs");
     fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("copy busybox");
+    // Rebuilding a bundle replaces its config.
+    let _ = fs::remove_file(bundle.join("config.json"));
     let out = Command::new("runc")
         .arg("spec")
         .arg("--bundle")
