@@ -230,7 +230,8 @@ async fn drain(
         tail,
         partial: Vec::new(),
     };
-    let mut buf = vec![0u8; 16 * 1024];
+    // Small: one buffer per stream per task stays resident, and reads loop until empty.
+    let mut buf = vec![0u8; 4 * 1024];
     loop {
         if *stop.borrow_and_update() {
             while let Ok(n) = rx.try_read(&mut buf) {
