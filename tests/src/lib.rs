@@ -69,24 +69,53 @@ pub struct Daemon {
     pub dir: PathBuf,
     child: Option<Child>,
     live_restore: bool,
+    extra_args: Vec<String>,
 }
 
 impl Daemon {
     /// Starts plugind in a fresh directory and waits until its API answers.
     pub fn start(live_restore: bool) -> Daemon {
+        Daemon::start_with(live_restore, &[])
+    }
+
+    /// [`Daemon::start`] with extra plugind flags.
+    pub fn start_with(live_restore: bool, extra_args: &[&str]) -> Daemon {
         require_e2e();
         let dir = tempfile::Builder::new()
             .prefix("pt")
             .tempdir_in("/tmp")
             .expect("tempdir")
             .keep();
+        let extra_args = extra_args.iter().map(|a| a.to_string()).collect();
         let mut d = Daemon {
             dir,
             child: None,
             live_restore,
+            extra_args,
         };
         d.restart();
         d
+    }
+
+    /// The plugind process's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+
+    /// The command line that starts this daemon (for tests that start a second one).
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(plugind_bin());
+        cmd.arg("--root")
+            .arg(self.dir.join("root"))
+            .arg("--exec-root")
+            .arg(self.dir.join("run"))
+            .arg("-H")
+            .arg(format!("unix://{}", self.socket().display()))
+            .args(&self.extra_args);
+        if self.live_restore {
+            cmd.arg("--live-restore");
+        }
+        cmd
     }
 
     /// The API socket.
@@ -102,18 +131,8 @@ impl Daemon {
             .append(true)
             .open(self.dir.join("plugind.log"))
             .unwrap();
-        let mut cmd = Command::new(plugind_bin());
-        cmd.arg("--root")
-            .arg(self.dir.join("root"))
-            .arg("--exec-root")
-            .arg(self.dir.join("run"))
-            .arg("-H")
-            .arg(format!("unix://{}", self.socket().display()))
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        if self.live_restore {
-            cmd.arg("--live-restore");
-        }
+        let mut cmd = self.command();
+        cmd.stdout(log.try_clone().unwrap()).stderr(log);
         self.child = Some(cmd.spawn().expect("spawn plugind"));
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {

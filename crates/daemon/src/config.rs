@@ -67,6 +67,10 @@ pub struct Cli {
     /// Largest plugin tar accepted by `docker plugin create`, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = plugind_api::DEFAULT_CREATE_BODY_LIMIT)]
     pub create_body_limit: u64,
+    /// Deadline of each volume-driver call, in seconds; 0 keeps Docker's (2 min for Create and
+    /// Mount, 1 min for the others). A hung plugin never holds a volume request longer.
+    #[arg(long, value_name = "SECONDS", default_value = "0")]
+    pub volume_timeout: u64,
     /// Which options were given on the command line (filled by [`Cli::parse_from`]).
     #[arg(skip)]
     explicit: Vec<String>,
@@ -137,6 +141,7 @@ struct FileConfig {
     log_level: Option<LogLevel>,
     log_format: Option<LogFormat>,
     create_body_limit: Option<u64>,
+    volume_timeout: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -179,6 +184,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Create body limit in bytes.
     pub create_body_limit: u64,
+    /// Deadline of every volume-driver call; `None` keeps Docker's per-call deadlines.
+    pub volume_timeout: Option<Duration>,
     /// The file the settings were read from, if any (re-read on SIGHUP).
     pub config_file: Option<PathBuf>,
 }
@@ -259,6 +266,15 @@ impl Config {
                 &cli.create_body_limit,
                 file.create_body_limit,
             ),
+            volume_timeout: match pick(
+                cli,
+                "volume_timeout",
+                &cli.volume_timeout,
+                file.volume_timeout,
+            ) {
+                0 => None,
+                secs => Some(Duration::from_secs(secs)),
+            },
             config_file: cli.config_file.clone(),
         };
         config.validate()?;

@@ -64,13 +64,12 @@ pub async fn build_backend(config: &Config) -> anyhow::Result<Wiring> {
         quarantined = report.quarantined.len(),
         "plugins restored"
     );
-    let volumes = VolumeService::open(
-        &config.root,
-        Arc::new(manager.clone()),
-        VolumeConfig::DOCKER,
-    )
-    .await
-    .context("opening the volume service")?;
+    let volume_config = config
+        .volume_timeout
+        .map_or(VolumeConfig::DOCKER, VolumeConfig::uniform);
+    let volumes = VolumeService::open(&config.root, Arc::new(manager.clone()), volume_config)
+        .await
+        .context("opening the volume service")?;
     let backend = Arc::new(ManagerBackend::new(manager.clone(), runtime_facts(config)));
     let lifecycle = Box::new(Wired {
         manager,
