@@ -36,7 +36,9 @@ fn payload() -> Vec<u8> {
 /// outside the timing, so every round commits a new blob.
 fn time_ingest(store: &BlobStore, data: &[u8]) -> Duration {
     let start = Instant::now();
-    let info = store.ingest("bench", Cursor::new(data), None).expect("ingest");
+    let info = store
+        .ingest("bench", Cursor::new(data), None)
+        .expect("ingest");
     let elapsed = start.elapsed();
     store.delete(&info.digest).expect("delete");
     elapsed
@@ -57,7 +59,8 @@ fn fs_type(path: &Path) -> String {
         .filter_map(|l| {
             let mut f = l.split_whitespace();
             let (_, mnt, ty) = (f.next()?, f.next()?, f.next()?);
-            path.starts_with(mnt).then(|| (mnt.len(), format!("{ty} at {mnt}")))
+            path.starts_with(mnt)
+                .then(|| (mnt.len(), format!("{ty} at {mnt}")))
         })
         .max()
         .map_or_else(|| "unknown".to_owned(), |(_, s)| s)
@@ -72,7 +75,11 @@ fn main() {
     let base = std::env::var_os("PLUGIND_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
     let dir = tempfile::tempdir_in(&base).expect("temp dir");
     let store = BlobStore::open(&dir.path().join("storage")).expect("open store");
-    println!("blob store for the bench: {} ({})", dir.path().display(), fs_type(dir.path()));
+    println!(
+        "blob store for the bench: {} ({})",
+        dir.path().display(),
+        fs_type(dir.path())
+    );
     let data = payload();
 
     let mut c = Criterion::default()
@@ -101,7 +108,12 @@ fn main() {
     let mib = SIZE as f64 / f64::from(1 << 20);
     let ingest_tp = mib / ingest.as_secs_f64();
     let sha_tp = mib / sha.as_secs_f64();
-    println!("blob ingest: {ingest_tp:.0} MiB/s (median of {RATIO_ROUNDS}, {ingest:?} per 256 MiB)");
+    println!(
+        "blob ingest: {ingest_tp:.0} MiB/s (median of {RATIO_ROUNDS}, {ingest:?} per 256 MiB)"
+    );
     println!("sha2 alone:  {sha_tp:.0} MiB/s (median of {RATIO_ROUNDS}, {sha:?} per 256 MiB)");
-    println!("blob ingest / sha2 throughput ratio: {:.2}", ingest_tp / sha_tp);
+    println!(
+        "blob ingest / sha2 throughput ratio: {:.2}",
+        ingest_tp / sha_tp
+    );
 }

@@ -89,7 +89,11 @@ impl BlobError {
     }
 
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        BlobError::Io { op, path: path.into(), source }
+        BlobError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
     }
 }
 
@@ -101,18 +105,36 @@ mod tests {
     fn kinds_follow_containerd_errdefs() {
         let d = Digest::from_sha256_bytes([1; 32]);
         let r = || "r".to_owned();
-        assert_eq!(BlobError::Locked { reference: r() }.kind(), ErrorKind::Unavailable);
         assert_eq!(
-            BlobError::SizeMismatch { reference: r(), expected: 1, actual: 2 }.kind(),
+            BlobError::Locked { reference: r() }.kind(),
+            ErrorKind::Unavailable
+        );
+        assert_eq!(
+            BlobError::SizeMismatch {
+                reference: r(),
+                expected: 1,
+                actual: 2
+            }
+            .kind(),
             ErrorKind::FailedPrecondition
         );
         assert_eq!(
-            BlobError::DigestMismatch { reference: r(), expected: d.clone(), actual: d.clone() }
-                .kind(),
+            BlobError::DigestMismatch {
+                reference: r(),
+                expected: d.clone(),
+                actual: d.clone()
+            }
+            .kind(),
             ErrorKind::FailedPrecondition
         );
-        assert_eq!(BlobError::AlreadyExists { digest: d.clone() }.kind(), ErrorKind::AlreadyExists);
-        assert_eq!(BlobError::NotFound { digest: d.clone() }.kind(), ErrorKind::NotFound);
+        assert_eq!(
+            BlobError::AlreadyExists { digest: d.clone() }.kind(),
+            ErrorKind::AlreadyExists
+        );
+        assert_eq!(
+            BlobError::NotFound { digest: d.clone() }.kind(),
+            ErrorKind::NotFound
+        );
         let io = BlobError::io("open", "/x", io::Error::other("boom"));
         assert_eq!(io.kind(), ErrorKind::Internal);
         assert_eq!(io.to_string(), "open /x");

@@ -43,8 +43,11 @@ pub struct BlobInfo {
 /// An ingest in progress or abandoned, as listed by [`BlobStore::ingests`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IngestInfo {
-    /// The caller's ref (empty if its `ref` file was lost in a crash).
-    pub reference: String,
+    /// The caller's ref. `None` only when its writer died before recording it; such an ingest
+    /// never holds data (the ref is written before the data file is created).
+    pub reference: Option<String>,
+    /// The ingest's directory name under `ingest/` (hex of the ref's sha256).
+    pub key: String,
     /// Bytes written so far: the offset a resumed writer continues at.
     pub offset: u64,
     /// Last modification of the data (of the directory if there is no data yet).
@@ -56,10 +59,10 @@ pub struct IngestInfo {
 pub struct SweepReport {
     /// Committed blobs removed because they were not in the live set.
     pub removed_blobs: Vec<BlobInfo>,
-    /// Refs of ingests removed because they were older than the grace period.
-    pub removed_ingests: Vec<String>,
-    /// Refs of old ingests kept because a writer holds them.
-    pub skipped_locked_ingests: Vec<String>,
+    /// Ingests removed because they were older than the grace period.
+    pub removed_ingests: Vec<IngestInfo>,
+    /// Old ingests kept because a writer holds them.
+    pub skipped_locked_ingests: Vec<IngestInfo>,
     /// Bytes freed by removing blobs and ingests.
     pub freed_bytes: u64,
 }
@@ -107,12 +110,20 @@ impl Iterator for Walk {
                 Err(e) => return Some(Err(BlobError::io("read directory", &self.dir, e))),
             };
             // Only names that are digests are blobs; nothing else is ever created here.
-            let Some(digest) = entry.file_name().to_str().and_then(|n| Digest::from_hex(n).ok())
+            let Some(digest) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| Digest::from_hex(n).ok())
             else {
                 continue;
             };
             match entry.metadata() {
-                Ok(m) if m.is_file() => return Some(Ok(BlobInfo { digest, size: m.len() })),
+                Ok(m) if m.is_file() => {
+                    return Some(Ok(BlobInfo {
+                        digest,
+                        size: m.len(),
+                    }))
+                }
                 Ok(_) => continue,
                 // Deleted while walking.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -133,7 +144,12 @@ impl BlobStore {
             ingest: root.join("ingest"),
             quarantine: root.join("quarantine"),
         };
-        for dir in [&root.join("blobs"), &store.blobs, &store.ingest, &store.quarantine] {
+        for dir in [
+            &root.join("blobs"),
+            &store.blobs,
+            &store.ingest,
+            &store.quarantine,
+        ] {
             sysfs::create_dir_durable(dir, 0o700)?;
         }
         Ok(store)
@@ -192,8 +208,12 @@ impl BlobStore {
     /// Size and digest of a committed blob.
     pub fn info(&self, digest: &Digest) -> Result<BlobInfo> {
         let path = self.blob_path(digest);
-        let meta = fs::metadata(&path).map_err(|e| self.not_found_or_io(digest, "stat", &path, e))?;
-        Ok(BlobInfo { digest: digest.clone(), size: meta.len() })
+        let meta =
+            fs::metadata(&path).map_err(|e| self.not_found_or_io(digest, "stat", &path, e))?;
+        Ok(BlobInfo {
+            digest: digest.clone(),
+            size: meta.len(),
+        })
     }
 
     /// True when the blob is committed.
@@ -205,8 +225,10 @@ impl BlobStore {
     pub fn reader(&self, digest: &Digest) -> Result<BlobReader> {
         let path = self.blob_path(digest);
         let file = File::open(&path).map_err(|e| self.not_found_or_io(digest, "open", &path, e))?;
-        let size =
-            file.metadata().map_err(|e| BlobError::io("stat", &path, e))?.len();
+        let size = file
+            .metadata()
+            .map_err(|e| BlobError::io("stat", &path, e))?
+            .len();
         Ok(BlobReader { file, size })
     }
 
@@ -239,9 +261,12 @@ impl BlobStore {
 
     /// Iterates over every committed blob.
     pub fn walk(&self) -> Result<Walk> {
-        let entries =
-            fs::read_dir(&self.blobs).map_err(|e| BlobError::io("read directory", &self.blobs, e))?;
-        Ok(Walk { dir: self.blobs.clone(), entries })
+        let entries = fs::read_dir(&self.blobs)
+            .map_err(|e| BlobError::io("read directory", &self.blobs, e))?;
+        Ok(Walk {
+            dir: self.blobs.clone(),
+            entries,
+        })
     }
 
     /// Removes a committed blob.
@@ -256,11 +281,10 @@ impl BlobStore {
     pub fn ingests(&self) -> Result<Vec<IngestInfo>> {
         let mut out = Vec::new();
         for entry in self.ingest_entries()? {
-            let (dir, _) = entry?;
-            let Some(updated_at) = ingest_mtime(&dir) else { continue };
-            let offset = fs::metadata(dir.join("data")).map_or(0, |m| m.len());
-            let reference = fs::read_to_string(dir.join("ref")).unwrap_or_default();
-            out.push(IngestInfo { reference, offset, updated_at });
+            let (dir, is_dir) = entry?;
+            if let Some(info) = is_dir.then(|| ingest_info(&dir)).flatten() {
+                out.push(info);
+            }
         }
         Ok(out)
     }
@@ -297,7 +321,8 @@ impl BlobStore {
 
         let now = SystemTime::now();
         let is_stale = |dir: &Path| {
-            ingest_mtime(dir).is_some_and(|t| now.duration_since(t).unwrap_or_default() >= ingest_grace)
+            ingest_mtime(dir)
+                .is_some_and(|t| now.duration_since(t).unwrap_or_default() >= ingest_grace)
         };
         for entry in self.ingest_entries()? {
             let (dir, is_dir) = entry?;
@@ -309,12 +334,12 @@ impl BlobStore {
                 remove_stray(&dir)?;
                 continue;
             }
-            let reference = fs::read_to_string(dir.join("ref")).unwrap_or_default();
-            let lock = match lock_ingest_dir(&dir, &reference, false) {
+            let label = fs::read_to_string(dir.join("ref")).unwrap_or_default();
+            let lock = match lock_ingest_dir(&dir, &label, false) {
                 Ok(Some(lock)) => lock,
                 Ok(None) => continue,
                 Err(BlobError::Locked { .. }) => {
-                    report.skipped_locked_ingests.push(reference);
+                    report.skipped_locked_ingests.extend(ingest_info(&dir));
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -323,11 +348,13 @@ impl BlobStore {
             if !is_stale(&dir) {
                 continue;
             }
-            let size = fs::metadata(dir.join("data")).map_or(0, |m| m.len());
+            let Some(info) = ingest_info(&dir) else {
+                continue;
+            };
             remove_ingest_dir(&dir, lock)?;
-            tracing::debug!(%reference, size, "swept stale ingest");
-            report.freed_bytes += size;
-            report.removed_ingests.push(reference);
+            tracing::debug!(reference = ?info.reference, size = info.offset, "swept stale ingest");
+            report.freed_bytes += info.offset;
+            report.removed_ingests.push(info);
         }
         Ok(report)
     }
@@ -378,12 +405,12 @@ impl BlobStore {
     fn ingest_entries(&self) -> Result<impl Iterator<Item = Result<(PathBuf, bool)>> + '_> {
         let entries = fs::read_dir(&self.ingest)
             .map_err(|e| BlobError::io("read directory", &self.ingest, e))?;
-        Ok(entries.filter_map(move |entry| match entry {
+        Ok(entries.map(move |entry| match entry {
             Ok(e) => {
                 let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
-                Some(Ok((e.path(), is_dir)))
+                Ok((e.path(), is_dir))
             }
-            Err(e) => Some(Err(BlobError::io("read directory", &self.ingest, e))),
+            Err(e) => Err(BlobError::io("read directory", &self.ingest, e)),
         }))
     }
 
@@ -395,11 +422,27 @@ impl BlobStore {
         e: io::Error,
     ) -> BlobError {
         if e.kind() == io::ErrorKind::NotFound {
-            BlobError::NotFound { digest: digest.clone() }
+            BlobError::NotFound {
+                digest: digest.clone(),
+            }
         } else {
             BlobError::io(op, path, e)
         }
     }
+}
+
+/// Describes the ingest in `dir`; `None` if it vanished meanwhile.
+fn ingest_info(dir: &Path) -> Option<IngestInfo> {
+    let updated_at = ingest_mtime(dir)?;
+    let offset = fs::metadata(dir.join("data")).map_or(0, |m| m.len());
+    let reference = fs::read_to_string(dir.join("ref")).ok();
+    let key = dir.file_name()?.to_string_lossy().into_owned();
+    Some(IngestInfo {
+        reference,
+        key,
+        offset,
+        updated_at,
+    })
 }
 
 /// When an ingest last changed: its data's mtime, else its directory's (no data written yet).

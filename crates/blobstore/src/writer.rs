@@ -6,12 +6,13 @@
 //! because sha2 cannot serialize its state.
 
 use std::{
+    ffi::OsString,
     fmt,
     fs::{self, File, OpenOptions},
     io::{self, Read, Seek, SeekFrom, Write},
     os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
-    sync::mpsc,
+    sync::{mpsc, Arc},
     thread,
 };
 
@@ -25,9 +26,13 @@ use crate::{BlobError, Result};
 /// overhead far below the cost of hashing.
 pub(crate) const BUF_SIZE: usize = 1 << 20;
 
-/// While streaming a whole reader, flush written data to disk every this many bytes, on the
-/// writer thread, so that the final fsync before commit is short and disk IO overlaps hashing.
-const SYNC_EVERY: u64 = 32 << 20;
+/// While streaming a whole reader, have a helper thread flush written data to disk every this
+/// many bytes, so that disk IO overlaps hashing and the fsync before commit only has a tail left.
+const SYNC_EVERY: u64 = 8 << 20;
+
+/// Chunks queued towards each pipeline stage; with one buffer being filled and one in each
+/// stage, this keeps every stage busy.
+const PIPELINE_BUFFERS: usize = 2;
 
 /// How often lock acquisition retries when a concurrent sweep or commit removed the ingest
 /// directory under it; each retry follows real progress by someone else, so this is generous.
@@ -38,7 +43,7 @@ pub(crate) fn ingest_key(reference: &str) -> String {
     plugind_types::to_hex(&Sha256::digest(reference.as_bytes()))
 }
 
-/// Takes the exclusive lock of an ingest directory, creating the directory if `create` is set.
+/// Takes the exclusive lock of an ingest directory.
 ///
 /// `flock` locks an inode, and a sweep or commit unlinks the lock file while holding it; a
 /// writer that opened the old inode would otherwise "hold" a lock nobody else can see. So the
@@ -77,8 +82,9 @@ pub(crate) fn lock_ingest_dir(
             }
             Err(e) => return Err(BlobError::io("open lock file", &lock_path, e)),
         };
-        let probe_meta =
-            probe.metadata().map_err(|e| BlobError::io("stat lock file", &lock_path, e))?;
+        let probe_meta = probe
+            .metadata()
+            .map_err(|e| BlobError::io("stat lock file", &lock_path, e))?;
         let same_inode = || {
             fs::metadata(&lock_path)
                 .is_ok_and(|m| m.ino() == probe_meta.ino() && m.dev() == probe_meta.dev())
@@ -89,24 +95,31 @@ pub(crate) fn lock_ingest_dir(
             // Held by someone who is about to delete it: try again on the fresh directory.
             Err(SysError::Locked { .. }) if !same_inode() => continue,
             Err(SysError::Locked { .. }) => {
-                return Err(BlobError::Locked { reference: reference.to_owned() });
+                return Err(BlobError::Locked {
+                    reference: reference.to_owned(),
+                });
             }
             Err(e) if e.is_not_found() => continue,
             Err(e) => return Err(e.into()),
         }
     }
-    Err(BlobError::Locked { reference: reference.to_owned() })
+    Err(BlobError::Locked {
+        reference: reference.to_owned(),
+    })
 }
 
-/// Deletes an ingest directory whose lock the caller holds: every other file first (data, ref,
-/// temporaries a crash left), the lock file last (so anyone who opened it notices the unlink),
-/// then the directory once the lock is released.
+/// Deletes an ingest directory whose lock the caller holds: the data first (so a crash never
+/// leaves data without its ref), then every other file (ref, temporaries a crash left), the lock
+/// file last (so anyone who opened it notices the unlink), then the directory once the lock is
+/// released.
 pub(crate) fn remove_ingest_dir(dir: &Path, lock: LockFile) -> Result<()> {
     let entries = fs::read_dir(dir).map_err(|e| BlobError::io("read directory", dir, e))?;
-    let mut names: Vec<_> = entries
-        .filter_map(|e| e.ok().map(|e| e.file_name()))
-        .filter(|n| n != "lock")
-        .collect();
+    let mut names: Vec<OsString> = vec!["data".into()];
+    names.extend(
+        entries
+            .filter_map(|e| e.ok().map(|e| e.file_name()))
+            .filter(|n| n != "data" && n != "lock"),
+    );
     names.push("lock".into());
     for name in names {
         let p = dir.join(name);
@@ -120,7 +133,12 @@ pub(crate) fn remove_ingest_dir(dir: &Path, lock: LockFile) -> Result<()> {
     match fs::remove_dir(dir) {
         Ok(()) => Ok(()),
         // A new writer for the same ref already recreated its lock file: the directory is its.
-        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::DirectoryNotEmpty) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::DirectoryNotEmpty
+            ) =>
+        {
             Ok(())
         }
         Err(e) => Err(BlobError::io("remove directory", dir, e)),
@@ -170,7 +188,12 @@ impl Writer {
             .expect("lock_ingest_dir with create never reports a missing directory");
         let ref_path = dir.join("ref");
         if fs::read(&ref_path).map_or(true, |r| r != reference.as_bytes()) {
-            sysfs::atomic_write(&ref_path, reference.as_bytes())?;
+            // Renamed into place so a listing never sees half a ref; not fsynced, because the
+            // ref is only informational (the directory name already identifies the ingest) and
+            // two fsyncs would double the cost of committing a small blob.
+            let tmp = dir.join("ref.tmp");
+            fs::write(&tmp, reference.as_bytes()).map_err(|e| BlobError::io("write", &tmp, e))?;
+            fs::rename(&tmp, &ref_path).map_err(|e| BlobError::io("rename", &ref_path, e))?;
         }
         let data_path = dir.join("data");
         let (file, hasher, offset) = open_data(&data_path)?;
@@ -203,8 +226,12 @@ impl Writer {
 
     /// Discards the data written so far and starts again at offset 0, keeping the lock.
     pub fn reset(&mut self) -> Result<()> {
-        self.file.set_len(0).map_err(|e| BlobError::io("truncate", &self.data_path, e))?;
-        self.file.rewind().map_err(|e| BlobError::io("seek", &self.data_path, e))?;
+        self.file
+            .set_len(0)
+            .map_err(|e| BlobError::io("truncate", &self.data_path, e))?;
+        self.file
+            .rewind()
+            .map_err(|e| BlobError::io("seek", &self.data_path, e))?;
         self.hasher = Sha256::new();
         self.offset = 0;
         Ok(())
@@ -238,7 +265,9 @@ impl Writer {
             self.discard_after_error();
             return Err(err);
         }
-        self.file.flush().map_err(|e| BlobError::io("flush", &self.data_path, e))?;
+        self.file
+            .flush()
+            .map_err(|e| BlobError::io("flush", &self.data_path, e))?;
         sysfs::fsync_file(&self.file, &self.data_path)?;
         self.file
             .set_permissions(fs::Permissions::from_mode(0o444))
@@ -272,7 +301,9 @@ impl Writer {
 
     /// Discards the ingest and its data.
     pub fn abort(self) -> Result<()> {
-        let Writer { dir, lock, file, .. } = self;
+        let Writer {
+            dir, lock, file, ..
+        } = self;
         drop(file);
         remove_ingest_dir(&dir, lock)
     }
@@ -284,55 +315,104 @@ impl Writer {
         }
     }
 
-    /// Streams `reader` to the end into this ingest: the calling thread reads and hashes, a
-    /// helper thread writes (and periodically flushes to disk), so hashing and file IO overlap.
+    /// Streams `reader` to the end into this ingest, as a pipeline over shared buffers: the
+    /// calling thread reads, one helper thread hashes, another writes, and a third flushes
+    /// written data to disk every [`SYNC_EVERY`] bytes. Hashing (the bottleneck) thus gets a core
+    /// to itself while copying, page-cache writes and disk IO happen beside it; every byte is
+    /// still read from the source once and never read back from the file.
     ///
     /// On error the hash may cover bytes that were not written: the caller must abort.
     pub(crate) fn copy_from(&mut self, reader: &mut dyn Read) -> Result<u64> {
-        let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(2);
-        let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
-        for _ in 0..3 {
-            empty_tx.send(vec![0; BUF_SIZE]).expect("receiver is alive");
-        }
+        type Chunk = (Arc<Vec<u8>>, usize);
+        let (hash_tx, hash_rx) = mpsc::sync_channel::<Chunk>(PIPELINE_BUFFERS);
+        let (write_tx, write_rx) = mpsc::sync_channel::<Chunk>(PIPELINE_BUFFERS);
+        let (done_tx, done_rx) = mpsc::channel::<Arc<Vec<u8>>>();
+        let (sync_tx, sync_rx) = mpsc::sync_channel::<()>(1);
+        let sync_file = self
+            .file
+            .try_clone()
+            .map_err(|e| BlobError::io("dup", &self.data_path, e))?;
         let file = &mut self.file;
         let data_path = &self.data_path;
         let hasher = &mut self.hasher;
-        let (read_result, write_result) = thread::scope(|s| {
+        let (read_result, write_result, sync_result) = thread::scope(|s| {
+            let hash_done = done_tx.clone();
+            s.spawn(move || {
+                for (buf, n) in hash_rx {
+                    hasher.update(&buf[..n]);
+                    let _ = hash_done.send(buf);
+                }
+            });
+            let syncer = s.spawn(move || -> Result<()> {
+                for () in sync_rx {
+                    sync_file
+                        .sync_data()
+                        .map_err(|e| BlobError::io("fsync", data_path, e))?;
+                }
+                Ok(())
+            });
             let writer = s.spawn(move || -> Result<u64> {
                 let mut written = 0u64;
                 let mut unsynced = 0u64;
-                for (buf, n) in full_rx {
-                    file.write_all(&buf[..n]).map_err(|e| BlobError::io("write", data_path, e))?;
+                for (buf, n) in write_rx {
+                    file.write_all(&buf[..n])
+                        .map_err(|e| BlobError::io("write", data_path, e))?;
                     written += n as u64;
                     unsynced += n as u64;
                     if unsynced >= SYNC_EVERY {
-                        file.sync_data().map_err(|e| BlobError::io("fsync", data_path, e))?;
+                        // A sync already pending covers these bytes too: never wait for the disk.
+                        let _ = sync_tx.try_send(());
                         unsynced = 0;
                     }
-                    // The reader may already be done and gone; that is fine.
-                    let _ = empty_tx.send(buf);
+                    let _ = done_tx.send(buf);
                 }
                 Ok(written)
             });
             let read_result = (|| -> Result<()> {
-                // A closed channel means the writer thread failed; its error is reported below.
-                while let Ok(mut buf) = empty_rx.recv() {
+                let mut free: Vec<Vec<u8>> = Vec::new();
+                let mut allocated = 0;
+                loop {
+                    let mut buf = match free.pop() {
+                        Some(b) => b,
+                        None if allocated < PIPELINE_BUFFERS + 2 => {
+                            allocated += 1;
+                            vec![0; BUF_SIZE]
+                        }
+                        // A buffer is free again once both the hasher and the writer returned it.
+                        None => loop {
+                            let Ok(shared) = done_rx.recv() else {
+                                return Ok(());
+                            };
+                            if let Ok(b) = Arc::try_unwrap(shared) {
+                                break b;
+                            }
+                        },
+                    };
                     let n = fill(reader, &mut buf)?;
                     if n == 0 {
-                        break;
+                        return Ok(());
                     }
-                    hasher.update(&buf[..n]);
-                    if full_tx.send((buf, n)).is_err() {
-                        break;
+                    let shared = Arc::new(buf);
+                    // A closed channel means the writer failed; its error is reported below.
+                    if write_tx.send((Arc::clone(&shared), n)).is_err()
+                        || hash_tx.send((shared, n)).is_err()
+                    {
+                        return Ok(());
+                    }
+                    while let Ok(shared) = done_rx.try_recv() {
+                        if let Ok(b) = Arc::try_unwrap(shared) {
+                            free.push(b);
+                        }
                     }
                 }
-                Ok(())
             })();
-            drop(full_tx);
+            drop((hash_tx, write_tx));
             let write_result = writer.join().expect("the writer thread does not panic");
-            (read_result, write_result)
+            let sync_result = syncer.join().expect("the sync thread does not panic");
+            (read_result, write_result, sync_result)
         });
         let written = write_result?;
+        sync_result?;
         read_result?;
         self.offset += written;
         Ok(written)
@@ -405,6 +485,63 @@ fn open_data(path: &Path) -> Result<(File, Sha256, u64)> {
         }
     }
     // Reading left the position at the end, where appending continues.
-    file.seek(SeekFrom::Start(offset)).map_err(|e| BlobError::io("seek", path, e))?;
+    file.seek(SeekFrom::Start(offset))
+        .map_err(|e| BlobError::io("seek", path, e))?;
     Ok((file, hasher, offset))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ingest_key_is_hex_of_sha256() {
+        let key = ingest_key("../x");
+        assert_eq!(key.len(), 64);
+        assert!(key.bytes().all(|b| b.is_ascii_hexdigit()));
+        // sha256("abc"), a published test vector.
+        assert_eq!(
+            ingest_key("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn lock_retries_on_a_fresh_directory_after_removal() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("k");
+        assert!(
+            lock_ingest_dir(&dir, "r", false).unwrap().is_none(),
+            "no dir, no lock"
+        );
+        let first = lock_ingest_dir(&dir, "r", true).unwrap().unwrap();
+        assert!(matches!(
+            lock_ingest_dir(&dir, "r", true),
+            Err(BlobError::Locked { .. })
+        ));
+        fs::write(dir.join("data"), b"x").unwrap();
+        remove_ingest_dir(&dir, first).unwrap();
+        assert!(!dir.exists());
+        // The next writer gets a new directory and a lock that excludes others.
+        let second = lock_ingest_dir(&dir, "r", true).unwrap().unwrap();
+        assert!(matches!(
+            lock_ingest_dir(&dir, "r", false),
+            Err(BlobError::Locked { .. })
+        ));
+        drop(second);
+        assert!(lock_ingest_dir(&dir, "r", false).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_lock_on_an_unlinked_file_does_not_count() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("k");
+        let held = lock_ingest_dir(&dir, "r", true).unwrap().unwrap();
+        // Someone replaced the lock file while we held the old one (as a remover does before
+        // releasing): the old lock excludes nobody, and a new locker gets the new file.
+        fs::rename(dir.join("lock"), root.path().join("old-lock")).unwrap();
+        let fresh = lock_ingest_dir(&dir, "r", true).unwrap().unwrap();
+        assert_eq!(fresh.path(), dir.join("lock"));
+        drop(held);
+    }
 }
