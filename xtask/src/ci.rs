@@ -40,7 +40,10 @@ pub(crate) fn run(advisories: bool) -> anyhow::Result<()> {
         run_cmd(
             cargo()
                 .args(["test", "--workspace", "--locked", "--", "--include-ignored"])
-                .env("PLUGIND_BIN", crate::util::workspace_root().join("target/debug/plugind")),
+                .env(
+                    "PLUGIND_BIN",
+                    crate::util::workspace_root().join("target/debug/plugind"),
+                ),
         )
     })?;
     step("doc", || {

@@ -136,6 +136,9 @@ struct Inner {
     locks: StdMutex<HashMap<PluginId, Arc<AsyncMutex<()>>>>,
     live: StdMutex<HashMap<PluginId, Live>>,
     queue: KeyedQueue<PluginId>,
+    /// Creates hold it shared while their blobs are not yet referenced by a record; a sweep
+    /// holds it exclusively, so it never deletes a blob a create is about to use.
+    gc: std::sync::RwLock<()>,
     shutting_down: std::sync::atomic::AtomicBool,
     /// Held for the manager's lifetime: two daemons must never share one root.
     _root_lock: LockFile,
@@ -217,6 +220,7 @@ impl Manager {
                 locks: StdMutex::new(HashMap::new()),
                 live: StdMutex::new(HashMap::new()),
                 queue: KeyedQueue::new(4096),
+                gc: std::sync::RwLock::new(()),
                 shutting_down: std::sync::atomic::AtomicBool::new(false),
                 _root_lock: root_lock,
             }),
@@ -332,6 +336,10 @@ impl Manager {
 
     fn create_blocking(&self, name: String, tar: &mut dyn std::io::Read) -> Result<PluginRecord> {
         let inner = &self.inner;
+        let gc = inner
+            .gc
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let id = PluginId::from_bytes(rand::random());
         let imported = layer::import_create_tar(
             &inner.blobs,
@@ -394,6 +402,7 @@ impl Manager {
             }
             Ok(record)
         })();
+        drop(gc);
         if result.is_err() {
             self.sweep_blobs();
         }
@@ -402,6 +411,11 @@ impl Manager {
 
     /// Deletes every blob no plugin refers to.
     fn sweep_blobs(&self) {
+        let _gc = self
+            .inner
+            .gc
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let live: HashSet<_> = self
             .inner
             .store
