@@ -137,33 +137,9 @@ pub(crate) fn event_time(s: &str) -> Result<Option<i128>, String> {
 /// Formats unix nanoseconds as Go's `time.RFC3339Nano` in UTC
 /// (`2026-11-22T06:51:57.305329173Z`, trailing zeros of the fraction dropped).
 pub(crate) fn rfc3339_nano(nanos: i128) -> String {
-    let secs = nanos.div_euclid(1_000_000_000);
-    let frac = nanos.rem_euclid(1_000_000_000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i128::from(month <= 2);
-    let mut out = format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    );
-    if frac != 0 {
-        let f = format!("{frac:09}");
-        out.push('.');
-        out.push_str(f.trim_end_matches('0'));
-    }
-    out.push('Z');
-    out
+    let secs = i64::try_from(nanos.div_euclid(1_000_000_000)).unwrap_or(i64::MAX);
+    let frac = nanos.rem_euclid(1_000_000_000) as u32;
+    plugind_types::time::format_rfc3339(secs, frac, plugind_types::time::Fraction::Trimmed)
 }
 
 #[cfg(test)]

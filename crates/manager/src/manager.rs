@@ -846,18 +846,7 @@ impl Manager {
         capability: &str,
         holder: &str,
     ) -> Result<PluginHandle> {
-        let record = self.inner.store.resolve(name)?;
-        if !record.plugin.config.capabilities().any(|c| c == capability) {
-            return Err(ManagerError::NoCapability {
-                name: record.name().to_owned(),
-                capability: capability.to_owned(),
-            });
-        }
-        if !record.desired_enabled() || !self.is_running(record.id()) {
-            return Err(ManagerError::NotEnabled {
-                name: record.name().to_owned(),
-            });
-        }
+        let record = self.usable(name, capability)?;
         let record = self
             .inner
             .store
@@ -868,18 +857,7 @@ impl Manager {
     /// A handle for an enabled plugin without taking a reference (for calls on behalf of an
     /// object that already holds one, e.g. after a restart).
     pub fn get_enabled(&self, name: &str, capability: &str) -> Result<PluginHandle> {
-        let record = self.inner.store.resolve(name)?;
-        if !record.plugin.config.capabilities().any(|c| c == capability) {
-            return Err(ManagerError::NoCapability {
-                name: record.name().to_owned(),
-                capability: capability.to_owned(),
-            });
-        }
-        if !record.desired_enabled() || !self.is_running(record.id()) {
-            return Err(ManagerError::NotEnabled {
-                name: record.name().to_owned(),
-            });
-        }
+        let record = self.usable(name, capability)?;
         self.handle(&record)
     }
 
@@ -893,6 +871,23 @@ impl Manager {
             r.release(holder);
         })?;
         Ok(())
+    }
+
+    /// The plugin named `name` if it implements `capability` and is enabled and running.
+    fn usable(&self, name: &str, capability: &str) -> Result<PluginRecord> {
+        let record = self.inner.store.resolve(name)?;
+        if !record.plugin.config.capabilities().any(|c| c == capability) {
+            return Err(ManagerError::NoCapability {
+                name: record.name().to_owned(),
+                capability: capability.to_owned(),
+            });
+        }
+        if !record.desired_enabled() || !self.is_running(record.id()) {
+            return Err(ManagerError::NotEnabled {
+                name: record.name().to_owned(),
+            });
+        }
+        Ok(record)
     }
 
     fn handle(&self, record: &PluginRecord) -> Result<PluginHandle> {

@@ -6,6 +6,7 @@
 //! - [`Reference`]: a Docker image/plugin reference with Docker's normalisation rules;
 //! - [`config::PluginConfig`] and [`config::PluginSettings`]: the plugin `config.json` model
 //!   (Docker's JSON, read case-insensitively as Docker does) and the user's settings;
+//! - [`time`]: UTC RFC 3339 formatting and parsing;
 //! - [`ErrorKind`]: the small set of error kinds every library error maps to, which the API
 //!   turns into HTTP status codes.
 //!
@@ -18,6 +19,7 @@ mod digest;
 mod error;
 mod id;
 mod reference;
+pub mod time;
 
 pub use digest::{Digest, DigestError};
 pub use error::ErrorKind;
