@@ -116,4 +116,28 @@ fn main() {
         "blob ingest / sha2 throughput ratio: {:.2}",
         ingest_tp / sha_tp
     );
+
+    // design.md's baseline: `sha256sum` of the same bytes in a file (page-cache warm).
+    let file = dir.path().join("payload");
+    std::fs::write(&file, &data).expect("write payload");
+    let mut runs = Vec::new();
+    for _ in 0..RATIO_ROUNDS {
+        let t = Instant::now();
+        let ok = std::process::Command::new("sha256sum")
+            .arg(&file)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            println!("sha256sum not available: no design.md baseline");
+            return;
+        }
+        runs.push(t.elapsed());
+    }
+    let sum_tp = mib / median(runs).as_secs_f64();
+    println!("sha256sum:   {sum_tp:.0} MiB/s (median of {RATIO_ROUNDS})");
+    println!(
+        "blob ingest / sha256sum throughput ratio: {:.2}",
+        ingest_tp / sum_tp
+    );
 }
