@@ -28,6 +28,16 @@ pub struct LayerLimits {
 }
 
 impl LayerLimits {
+    fn check_entries(&self, entries: u64) -> Result<(), LayerError> {
+        if entries > self.max_entries {
+            return Err(LayerError::TooLarge {
+                what: "entries",
+                limit: self.max_entries,
+            });
+        }
+        Ok(())
+    }
+
     /// Generous limits for real plugins (8 GiB, one million entries, 1 MiB config).
     pub const DEFAULT: LayerLimits = LayerLimits {
         max_config_bytes: 1 << 20,
@@ -145,12 +155,7 @@ fn rewrite_create_tar<R: Read, W: Write>(
     for entry in archive.entries().map_err(LayerError::Tar)? {
         let mut entry = entry.map_err(LayerError::Tar)?;
         entries += 1;
-        if entries > limits.max_entries {
-            return Err(LayerError::TooLarge {
-                what: "entries",
-                limit: limits.max_entries,
-            });
-        }
+        limits.check_entries(entries)?;
         let raw = entry
             .path()
             .map_err(LayerError::Tar)?
@@ -281,12 +286,7 @@ pub fn unpack_layer(
     for entry in archive.entries().map_err(LayerError::Tar)? {
         let mut entry = entry.map_err(LayerError::Tar)?;
         entries += 1;
-        if entries > limits.max_entries {
-            return Err(LayerError::TooLarge {
-                what: "entries",
-                limit: limits.max_entries,
-            });
-        }
+        limits.check_entries(entries)?;
         total = total.saturating_add(entry.size());
         if total > limits.max_unpacked_bytes {
             return Err(LayerError::TooLarge {

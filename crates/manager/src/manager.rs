@@ -245,6 +245,24 @@ impl Manager {
         &self.inner.config
     }
 
+    /// Resolves `name` and takes the plugin's lifecycle lock; the record is read again under
+    /// the lock, so it reflects every operation that finished before.
+    async fn lock_plugin(
+        &self,
+        name: &str,
+    ) -> Result<(tokio::sync::OwnedMutexGuard<()>, PluginRecord)> {
+        let id = self.inner.store.resolve(name)?.id().clone();
+        let held = self.plugin_lock(&id).lock_owned().await;
+        let record =
+            self.inner
+                .store
+                .get(&id)
+                .ok_or_else(|| plugind_store::StoreError::NotFound {
+                    input: name.to_owned(),
+                })?;
+        Ok((held, record))
+    }
+
     fn plugin_lock(&self, id: &PluginId) -> Arc<AsyncMutex<()>> {
         lock(&self.inner.locks)
             .entry(id.clone())
@@ -438,17 +456,8 @@ impl Manager {
     /// (`timeout`, default from the config). On failure the task is stopped, the observed
     /// state says why, and the desired state is unchanged.
     pub async fn enable(&self, name: &str, timeout: Option<Duration>) -> Result<()> {
-        let record = self.inner.store.resolve(name)?;
+        let (_held, record) = self.lock_plugin(name).await?;
         let id = record.id().clone();
-        let guard = self.plugin_lock(&id);
-        let _held = guard.lock().await;
-        let record =
-            self.inner
-                .store
-                .get(&id)
-                .ok_or_else(|| plugind_store::StoreError::NotFound {
-                    input: name.to_owned(),
-                })?;
         if record.desired_enabled() && self.is_running(&id) {
             return Err(ManagerError::AlreadyEnabled {
                 name: record.name().to_owned(),
@@ -733,17 +742,8 @@ impl Manager {
     /// Disables a plugin: refused while references are held unless `force`; stops its task
     /// (SIGTERM, grace, SIGKILL) and cleans up.
     pub async fn disable(&self, name: &str, force: bool) -> Result<()> {
-        let record = self.inner.store.resolve(name)?;
+        let (_held, record) = self.lock_plugin(name).await?;
         let id = record.id().clone();
-        let guard = self.plugin_lock(&id);
-        let _held = guard.lock().await;
-        let record =
-            self.inner
-                .store
-                .get(&id)
-                .ok_or_else(|| plugind_store::StoreError::NotFound {
-                    input: name.to_owned(),
-                })?;
         if !record.desired_enabled() && !self.is_running(&id) {
             return Err(ManagerError::AlreadyDisabled {
                 name: record.name().to_owned(),
@@ -777,17 +777,8 @@ impl Manager {
     /// first). The plugin directory is renamed to `<id>-removing` before deletion, so a crash
     /// half-way is finished at the next start; unreferenced blobs are swept afterwards.
     pub async fn remove(&self, name: &str, force: bool) -> Result<()> {
-        let record = self.inner.store.resolve(name)?;
+        let (_held, record) = self.lock_plugin(name).await?;
         let id = record.id().clone();
-        let guard = self.plugin_lock(&id);
-        let _held = guard.lock().await;
-        let record =
-            self.inner
-                .store
-                .get(&id)
-                .ok_or_else(|| plugind_store::StoreError::NotFound {
-                    input: name.to_owned(),
-                })?;
         if !force {
             if record.ref_count() > 0 {
                 return Err(ManagerError::InUse {
@@ -822,17 +813,16 @@ impl Manager {
     /// Applies `set` arguments (`NAME=value`, `mount.source=/x`, `args=...`); refused while
     /// the plugin is enabled. All or nothing: a failing argument changes nothing.
     pub async fn set(&self, name: &str, args: &[String]) -> Result<()> {
-        let record = self.inner.store.resolve(name)?;
-        let id = record.id().clone();
-        let guard = self.plugin_lock(&id);
-        let _held = guard.lock().await;
-        self.inner.store.try_update::<ManagerError>(&id, |r| {
-            if r.desired_enabled() {
-                return Err(ManagerError::SetWhileEnabled);
-            }
-            plugind_store::apply_settings(&mut r.plugin.config, &mut r.plugin.settings, args)?;
-            Ok(())
-        })?;
+        let (_held, record) = self.lock_plugin(name).await?;
+        self.inner
+            .store
+            .try_update::<ManagerError>(record.id(), |r| {
+                if r.desired_enabled() {
+                    return Err(ManagerError::SetWhileEnabled);
+                }
+                plugind_store::apply_settings(&mut r.plugin.config, &mut r.plugin.settings, args)?;
+                Ok(())
+            })?;
         Ok(())
     }
 
