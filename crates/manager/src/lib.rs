@@ -6,7 +6,8 @@
 //! supervision with restart backoff, and restore across restarts of plugind.
 //!
 //! Modules:
-//! - [`manager`]: [`Manager`], [`ManagerConfig`], [`PluginView`], [`PluginHandle`];
+//! - [`manager`]: [`Manager`], [`ManagerConfig`], [`PluginView`], [`PluginHandle`]; its
+//!   submodules hold supervision (task events, restarts) and restore/shutdown;
 //! - [`layer`]: `docker plugin create` tars into a layer blob, and safe unpacking of layers;
 //! - [`events`]: [`events::EventHub`], the in-process broadcast of plugin events with history;
 //! - [`backoff`]: the restart policy for plugins that exit unexpectedly;
