@@ -103,18 +103,16 @@ fn a_hung_then_killed_volume_plugin_fails_within_the_deadline() {
 
     // Hung: the call ends at the deadline with an error naming the plugin.
     Command::new("kill").args(["-STOP", &pid]).status().unwrap();
-    let started = Instant::now();
     let err = d.docker_err(&["volume", "create", "-d", "hang/vol", "h2"]);
-    let took = started.elapsed();
     assert!(err.contains("hang/vol"), "{err}");
-    assert!(took < Duration::from_secs(10), "took {took:?}");
+    // The configured deadline ended the call (Docker's would be a minute).
+    assert!(err.contains("did not answer within 2s"), "{err}");
 
     // Killed mid-call: a call is waiting on the stopped plugin when it is killed.
     let mut cmd = Command::new(plugind_tests::DOCKER);
     cmd.args(["volume", "create", "-d", "hang/vol", "h3"])
         .env("DOCKER_HOST", format!("unix://{}", d.socket().display()))
         .env("DOCKER_CONFIG", d.dir.join("docker"));
-    let started = Instant::now();
     let child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(300));
     Command::new("kill").args(["-KILL", &pid]).status().unwrap();
@@ -122,7 +120,8 @@ fn a_hung_then_killed_volume_plugin_fails_within_the_deadline() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("hang/vol"), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(10));
+    // The kill, not the deadline, ended it: the connection broke mid-call.
+    assert!(!err.contains("did not answer within"), "{err}");
 
     // The manager restarts the killed plugin; the volume service recovers.
     let deadline = Instant::now() + Duration::from_secs(30);

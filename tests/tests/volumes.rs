@@ -95,16 +95,12 @@ fn plugin_rm_force_leaves_no_hanging_orphans() {
     let d = setup(false);
     d.docker_ok(&["volume", "create", "-d", "vols/driver", "orphan"]);
     d.docker_ok(&["plugin", "rm", "-f", "vols/driver"]);
-    let started = std::time::Instant::now();
+    // Docker retries the missing driver for 15 s per call here; plugind answers from its
+    // record without calling a driver, and says why the driver is unavailable.
     assert_eq!(d.docker_ok(&["volume", "ls", "-q"]).trim(), "orphan");
-    let _ = d.docker(&["volume", "inspect", "orphan"]);
+    let inspect = d.docker_ok(&["volume", "inspect", "-f", "{{json .Status}}", "orphan"]);
+    assert!(inspect.contains("not found"), "{inspect}");
     d.docker_ok(&["volume", "rm", "orphan"]);
-    // Docker waits 15 s per call here; plugind answers at once.
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(10),
-        "took {:?}",
-        started.elapsed()
-    );
 }
 
 const SDK_SCRIPT: &str = r#"
