@@ -13,6 +13,7 @@ use std::{
 use async_trait::async_trait;
 use plugind_manager::{
     events::{EventHub, PluginEvent},
+    executor::{rotated_log_path, LogEntry},
     store::{RunState, StoreError},
     Manager, ManagerError, PluginView,
 };
@@ -198,48 +199,30 @@ impl PluginBackend for ManagerBackend {
     }
 }
 
-/// Parses one line of the executor's log format:
-/// `<unix seconds>.<millis> <stdout|stderr>[/<exec id>] <text>`.
-fn parse_log_line(line: &str) -> LogLine {
-    let mut parts = line.splitn(3, ' ');
-    let (stamp, stream, text) = (parts.next(), parts.next(), parts.next());
-    let time_nano = stamp
-        .and_then(|s| s.split_once('.'))
-        .and_then(|(secs, millis)| {
-            Some(
-                secs.parse::<i64>().ok()? * 1_000_000_000 + millis.parse::<i64>().ok()? * 1_000_000,
-            )
-        });
-    match (time_nano, stream, text) {
-        (Some(time_nano), Some(stream), Some(text)) => LogLine {
-            time_nano,
-            source: if stream.starts_with("stderr") {
-                LogSource::Stderr
-            } else {
-                LogSource::Stdout
-            },
-            line: text.to_owned(),
+fn to_log_line(line: &str) -> LogLine {
+    let e = LogEntry::parse(line);
+    LogLine {
+        time_nano: e.time_nano,
+        source: if e.stderr {
+            LogSource::Stderr
+        } else {
+            LogSource::Stdout
         },
-        // Not in the executor's format: pass it through as stdout text.
-        _ => LogLine {
-            time_nano: 0,
-            source: LogSource::Stdout,
-            line: line.to_owned(),
-        },
+        line: e.text,
     }
 }
 
 /// The last lines of the log (rotated generation `<path>.1` first), then, with `follow`, new
 /// lines as they are written (checked every 100 ms; a rotation restarts at the new file).
 async fn follow_log(path: PathBuf, options: LogsOptions) -> LogStream {
-    let rotated = PathBuf::from(format!("{}.1", path.display()));
+    let rotated = rotated_log_path(&path);
     let mut text = tokio::fs::read_to_string(&rotated)
         .await
         .unwrap_or_default();
     let current = tokio::fs::read(&path).await.unwrap_or_default();
     let offset = current.len() as u64;
     text.push_str(&String::from_utf8_lossy(&current));
-    let mut lines: VecDeque<LogLine> = text.lines().map(parse_log_line).collect();
+    let mut lines: VecDeque<LogLine> = text.lines().map(to_log_line).collect();
     if let Some(n) = options.tail {
         while lines.len() > n {
             lines.pop_front();
@@ -301,7 +284,7 @@ async fn read_new(
     partial.push_str(&String::from_utf8_lossy(&buf));
     while let Some(i) = partial.find('\n') {
         let line: String = partial.drain(..=i).collect();
-        pending.push_back(parse_log_line(line.trim_end_matches('\n')));
+        pending.push_back(to_log_line(line.trim_end_matches('\n')));
     }
 }
 
@@ -309,17 +292,6 @@ async fn read_new(
 mod tests {
     use super::*;
     use futures::StreamExt;
-
-    #[test]
-    fn parses_the_executor_format() {
-        let l = parse_log_line("1700000000.250 stderr boom here");
-        assert_eq!(l.time_nano, 1_700_000_000_250_000_000);
-        assert_eq!(l.source, LogSource::Stderr);
-        assert_eq!(l.line, "boom here");
-        let e = parse_log_line("1.001 stdout/exec1 x");
-        assert_eq!((e.source, e.line.as_str()), (LogSource::Stdout, "x"));
-        assert_eq!(parse_log_line("garbage").line, "garbage");
-    }
 
     #[tokio::test]
     async fn tail_then_follow_across_rotation() {

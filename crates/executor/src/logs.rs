@@ -110,8 +110,59 @@ impl LogFile {
     }
 }
 
-/// `<path>.1`.
-pub(crate) fn rotated_path(path: &Path) -> PathBuf {
+/// One line of a task log file: `<unix seconds>.<millis> <stdout|stderr>[/<exec id>] <text>`.
+/// The executor writes this format; readers (the API's log route) parse it with
+/// [`LogEntry::parse`] so that the format lives in one place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    /// When the line was read, unix nanoseconds (millisecond resolution).
+    pub time_nano: i64,
+    /// True for stderr, false for stdout.
+    pub stderr: bool,
+    /// The exec process that wrote it; `None` for the task itself.
+    pub exec_id: Option<String>,
+    /// The text without its newline.
+    pub text: String,
+}
+
+impl LogEntry {
+    /// Parses one log-file line; a line in another format becomes stdout text at time 0.
+    pub fn parse(line: &str) -> LogEntry {
+        let mut parts = line.splitn(3, ' ');
+        let (stamp, stream, text) = (parts.next(), parts.next(), parts.next());
+        let time_nano = stamp
+            .and_then(|s| s.split_once('.'))
+            .and_then(|(secs, millis)| {
+                Some(
+                    secs.parse::<i64>().ok()? * 1_000_000_000
+                        + millis.parse::<i64>().ok()? * 1_000_000,
+                )
+            });
+        match (time_nano, stream, text) {
+            (Some(time_nano), Some(stream), Some(text)) => {
+                let (tag, exec_id) = match stream.split_once('/') {
+                    Some((tag, exec)) => (tag, Some(exec.to_owned())),
+                    None => (stream, None),
+                };
+                LogEntry {
+                    time_nano,
+                    stderr: tag == "stderr",
+                    exec_id,
+                    text: text.to_owned(),
+                }
+            }
+            _ => LogEntry {
+                time_nano: 0,
+                stderr: false,
+                exec_id: None,
+                text: line.to_owned(),
+            },
+        }
+    }
+}
+
+/// `<path>.1`: the previous generation of a rotated log.
+pub fn rotated_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(".1");
     PathBuf::from(s)
@@ -328,6 +379,21 @@ impl LineSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_entries_parse_what_emit_writes() {
+        let e = LogEntry::parse("1700000000.250 stderr boom here");
+        assert_eq!(
+            (e.time_nano, e.stderr, e.text.as_str()),
+            (1_700_000_000_250_000_000, true, "boom here")
+        );
+        let x = LogEntry::parse("1.001 stdout/exec1 x");
+        assert_eq!(
+            (x.stderr, x.exec_id.as_deref(), x.text.as_str()),
+            (false, Some("exec1"), "x")
+        );
+        assert_eq!(LogEntry::parse("garbage").text, "garbage");
+    }
 
     #[test]
     fn log_rotates_at_limit_and_tail_spans_generations() {
