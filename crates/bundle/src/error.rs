@@ -89,6 +89,14 @@ pub enum BundleError {
         /// The limit (107).
         max: usize,
     },
+    /// A plugin's socket name is not a plain file name (it would leave the runtime directory).
+    #[error("invalid plugin socket name {name:?}: {rule}")]
+    InvalidSocketName {
+        /// The name as configured.
+        name: String,
+        /// The rule it breaks.
+        rule: plugind_types::validate::PathRule,
+    },
     /// Something is still mounted below a bundle or plugin directory and could not be unmounted.
     #[error("could not unmount {}", PathList(.failures.iter().map(|f| f.path.clone()).collect()))]
     Unmount {
@@ -122,9 +130,9 @@ impl BundleError {
         match self {
             BundleError::AlreadyExists { .. } => ErrorKind::AlreadyExists,
             BundleError::NotFound { .. } => ErrorKind::NotFound,
-            BundleError::InvalidSpec { .. } | BundleError::SocketPathTooLong { .. } => {
-                ErrorKind::InvalidArgument
-            }
+            BundleError::InvalidSpec { .. }
+            | BundleError::SocketPathTooLong { .. }
+            | BundleError::InvalidSocketName { .. } => ErrorKind::InvalidArgument,
             BundleError::Unmount { .. } => ErrorKind::FailedPrecondition,
             BundleError::Sys(e) if e.is_not_found() => ErrorKind::NotFound,
             BundleError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => {

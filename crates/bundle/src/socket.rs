@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use plugind_types::PluginId;
+use plugind_types::{validate::check_file_name, PluginId};
 use sha2::{Digest, Sha256};
 
 use crate::{BundleError, Result};
@@ -40,8 +40,17 @@ pub fn plugin_runtime_dir(exec_root: &Path, id: &PluginId) -> PathBuf {
     exec_root.join("plugins").join(id.as_str())
 }
 
-/// The host path of a plugin's socket, `<exec_root>/plugins/<id>/<socket>`, checked.
+/// The host path of a plugin's socket, `<exec_root>/plugins/<id>/<socket>`, checked: `socket`
+/// (from the plugin's `config.json`, so from a stranger) must be a plain file name, or
+/// `PathBuf::join` would leave the runtime directory (an absolute name replaces the whole
+/// path, `..` climbs out) and enable would remove and dial a host path as root.
+/// Pass [`PluginInterface::socket_name`](plugind_types::config::PluginInterface::socket_name),
+/// which applies the default for an empty `Socket`.
 pub fn plugin_socket_path(exec_root: &Path, id: &PluginId, socket: &str) -> Result<PathBuf> {
+    check_file_name(socket, MAX_SOCKET_PATH).map_err(|rule| BundleError::InvalidSocketName {
+        name: socket.to_owned(),
+        rule,
+    })?;
     let path = plugin_runtime_dir(exec_root, id).join(socket);
     check_socket_path(&path)?;
     Ok(path)
@@ -127,5 +136,24 @@ mod tests {
         assert_eq!(go_clean_join(&["/..", "a"]), "/a");
         assert_eq!(go_clean_join(&["a/..", "."]), ".");
         assert_eq!(go_clean_join(&["../a", "b"]), "../a/b");
+    }
+
+    #[test]
+    fn plugin_socket_path_stays_in_the_runtime_dir() {
+        let exec = Path::new("/run/plugind");
+        let id = PluginId::from_bytes([7; 32]);
+        let dir = plugin_runtime_dir(exec, &id);
+        assert_eq!(
+            plugin_socket_path(exec, &id, "vol.sock").unwrap(),
+            dir.join("vol.sock")
+        );
+        for bad in ["/tmp/x/host-file", "../x", "..", ".", "", "a/b", "a\0b"] {
+            let err = plugin_socket_path(exec, &id, bad).unwrap_err();
+            assert!(
+                matches!(err, BundleError::InvalidSocketName { .. }),
+                "{bad:?}: {err}"
+            );
+            assert_eq!(err.kind(), plugind_types::ErrorKind::InvalidArgument);
+        }
     }
 }

@@ -29,6 +29,9 @@ pub enum ManagerError {
         /// The decoder's message.
         detail: String,
     },
+    /// The plugin's `config.json` names a path that would leave the plugin's box.
+    #[error(transparent)]
+    InvalidConfig(#[from] plugind_types::validate::InvalidConfig),
     /// The name given to create is not a valid reference.
     #[error("failed to parse reference {name}: {source}")]
     InvalidName {
@@ -132,7 +135,9 @@ impl ManagerError {
             ManagerError::Layer(LayerError::Unpack { .. } | LayerError::Special(_)) => {
                 ErrorKind::Internal
             }
-            ManagerError::Layer(_) | ManagerError::Config { .. } => ErrorKind::InvalidArgument,
+            ManagerError::Layer(_)
+            | ManagerError::Config { .. }
+            | ManagerError::InvalidConfig(_) => ErrorKind::InvalidArgument,
             ManagerError::InvalidName { .. } | ManagerError::CanonicalName => {
                 ErrorKind::InvalidArgument
             }

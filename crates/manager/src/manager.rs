@@ -371,6 +371,7 @@ impl Manager {
         let result = (|| {
             let mut config = PluginConfig::from_json(&imported.config)
                 .map_err(|e| ManagerError::Config { detail: e.detail() })?;
+            check_config(&config, &inner.config.exec_root, &id)?;
             config.docker_version = inner.config.docker_version.clone();
             config.rootfs = Some(PluginRootfs {
                 diff_ids: vec![imported.layer.clone()],
@@ -507,12 +508,7 @@ impl Manager {
         let id = record.id().clone();
         let cfg = &inner.config;
         let runtime_dir = plugind_bundle::socket::plugin_runtime_dir(&cfg.exec_root, &id);
-        let socket_name = if record.plugin.config.interface.socket.is_empty() {
-            "plugin.sock".to_owned()
-        } else {
-            record.plugin.config.interface.socket.clone()
-        };
-        let socket = plugind_bundle::socket::plugin_socket_path(&cfg.exec_root, &id, &socket_name)?;
+        let socket = self.socket_path(record)?;
         let phase = Instant::now();
         let bundle = self.prepare_bundle(record, &runtime_dir, &socket)?;
         let bundle_time = phase.elapsed();
@@ -883,12 +879,18 @@ impl Manager {
         Ok(record)
     }
 
-    fn handle(&self, record: &PluginRecord) -> Result<PluginHandle> {
-        let socket = plugind_bundle::socket::plugin_socket_path(
+    /// The host path of the plugin's socket: the one place enable, `handle()` and everything
+    /// else get it from (same default for an empty `Socket`, same component check).
+    fn socket_path(&self, record: &PluginRecord) -> Result<PathBuf> {
+        Ok(plugind_bundle::socket::plugin_socket_path(
             &self.inner.config.exec_root,
             record.id(),
-            &record.plugin.config.interface.socket,
-        )?;
+            record.plugin.config.interface.socket_name(),
+        )?)
+    }
+
+    fn handle(&self, record: &PluginRecord) -> Result<PluginHandle> {
+        let socket = self.socket_path(record)?;
         Ok(PluginHandle {
             id: record.id().clone(),
             name: record.name().to_owned(),
@@ -935,6 +937,22 @@ fn exit_record(exit: &ExitInfo) -> plugind_store::ExitRecord {
     plugind_store::ExitRecord {
         status: exit.status,
         at: exit.exited_at.unwrap_or_else(SystemTime::now),
+    }
+}
+
+/// Refuses a stranger's config whose paths would leave the plugin's box (see
+/// `plugind_types::validate`), including a socket name too long for a unix socket under
+/// this exec root. Reusable by install.
+pub(crate) fn check_config(config: &PluginConfig, exec_root: &Path, id: &PluginId) -> Result<()> {
+    use plugind_types::validate::{InvalidConfig, PathRule};
+    config.validate()?;
+    let socket = config.interface.socket_name();
+    match plugind_bundle::socket::plugin_socket_path(exec_root, id, socket) {
+        Ok(_) => Ok(()),
+        Err(plugind_bundle::BundleError::SocketPathTooLong { len, max, .. }) => Err(
+            InvalidConfig::new("Interface.Socket", socket, PathRule::TooLong { len, max }).into(),
+        ),
+        Err(e) => Err(e.into()),
     }
 }
 

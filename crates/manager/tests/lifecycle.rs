@@ -115,6 +115,19 @@ impl World {
         name: &str,
         edit: impl FnOnce(&mut serde_json::Value),
     ) -> String {
+        self.try_create(manager, name, edit)
+            .await
+            .unwrap()
+            .to_string()
+    }
+
+    /// [`World::create`], returning the manager's answer.
+    async fn try_create(
+        &self,
+        manager: &Manager,
+        name: &str,
+        edit: impl FnOnce(&mut serde_json::Value),
+    ) -> Result<plugind_types::PluginId, ManagerError> {
         let src = plugin_dir();
         let staging = self
             .dir
@@ -135,8 +148,6 @@ impl World {
         manager
             .create(name, Box::new(std::io::Cursor::new(tar.stdout)))
             .await
-            .unwrap()
-            .to_string()
     }
 }
 
@@ -605,6 +616,102 @@ async fn hostile_tars_are_refused_and_leave_nothing() {
         0,
         "blobs left"
     );
+    m.shutdown().await;
+}
+
+/// Issue 10 defect 1: a config whose socket names a host path (enable used to remove and dial
+/// it as root) or whose in-plugin paths climb with `..` is refused at create with a clear
+/// 400-class error, and nothing is written: the host file, the store and the blobs stay as
+/// they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, runc, containerd-shim-runc-v2 and the packaged sample plugin"]
+async fn configs_reaching_outside_the_box_are_refused_at_create() {
+    let world = World::new();
+    let m = world.manager(false).await;
+    let host_file = world.dir.join("x/host-file");
+    fs::create_dir_all(host_file.parent().unwrap()).unwrap();
+    fs::write(&host_file, b"precious").unwrap();
+    let host = host_file.to_str().unwrap().to_owned();
+    type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
+    let cases: Vec<(&str, &str, Edit)> = vec![
+        (
+            "abs-socket",
+            "Interface.Socket",
+            Box::new(move |c| c["interface"]["socket"] = host.into()),
+        ),
+        (
+            "dotdot-socket",
+            "Interface.Socket",
+            Box::new(|c| c["interface"]["socket"] = "../x".into()),
+        ),
+        (
+            "long-socket",
+            "Interface.Socket",
+            Box::new(|c| c["interface"]["socket"] = "s".repeat(100).into()),
+        ),
+        (
+            "dotdot-propagated",
+            "PropagatedMount",
+            Box::new(|c| c["propagatedMount"] = "/data/../../etc".into()),
+        ),
+        (
+            "dotdot-destination",
+            "Mounts[0].Destination",
+            Box::new(
+                |c| c["mounts"] = serde_json::json!([{"type":"bind","source":"/tmp","destination":"/../../x","options":["rbind"]}]),
+            ),
+        ),
+        (
+            "relative-workdir",
+            "WorkDir",
+            Box::new(|c| c["workdir"] = "data".into()),
+        ),
+    ];
+    for (name, field, edit) in cases {
+        let err = world.try_create(&m, name, edit).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{name}: {err}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with("invalid plugin config: ") && text.contains(field),
+            "{name}: {text}"
+        );
+        assert!(m.inspect(name).is_err(), "{name} must not exist");
+    }
+    assert!(m.list().is_empty());
+    assert_eq!(fs::read(&host_file).unwrap(), b"precious");
+    let root = world.dir.join("root");
+    let leftovers: Vec<_> = fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.len() == 64)
+        .collect();
+    assert!(leftovers.is_empty(), "plugin dirs left: {leftovers:?}");
+    assert_eq!(
+        fs::read_dir(root.join("storage/blobs/sha256"))
+            .unwrap()
+            .count(),
+        0,
+        "blobs left"
+    );
+    // A valid name still works, and handle() uses enable's socket default.
+    world
+        .create(&m, "default-socket", |c| {
+            c["interface"]["socket"] = "".into();
+            c["env"]
+                .as_array_mut()
+                .unwrap()
+                .push(serde_json::json!({"name": "SOCKET", "value": "plugin.sock"}));
+        })
+        .await;
+    m.enable("default-socket", None).await.unwrap();
+    let handle = m.get_enabled("default-socket", "volumedriver").unwrap();
+    let answer = handle
+        .client
+        .call("VolumeDriver.List", None, Duration::from_secs(5))
+        .await;
+    assert!(answer.is_ok(), "handle() dials enable's socket: {answer:?}");
+    m.disable("default-socket", false).await.unwrap();
     m.shutdown().await;
 }
 

@@ -47,6 +47,9 @@ pub enum SetError {
     /// The config device has a `null` path.
     #[error("Plugin config has no device path")]
     NoDevicePath,
+    /// The new value breaks a path rule (a relative or `..` mount source or device path).
+    #[error(transparent)]
+    InvalidValue(#[from] plugind_types::validate::InvalidConfig),
     /// The plugin is enabled; the manager checks this before calling [`apply_settings`].
     #[error("cannot set on an active plugin, disable plugin before setting")]
     ActivePlugin,
@@ -59,7 +62,8 @@ impl SetError {
             SetError::InvalidFormat
             | SetError::MultipleFields
             | SetError::NotSettable { .. }
-            | SetError::NotFound { .. } => ErrorKind::InvalidArgument,
+            | SetError::NotFound { .. }
+            | SetError::InvalidValue(_) => ErrorKind::InvalidArgument,
             SetError::NoMountSource | SetError::NoDevicePath | SetError::ActivePlugin => {
                 ErrorKind::FailedPrecondition
             }
@@ -151,6 +155,9 @@ pub fn apply_settings(
     for set in sets {
         apply_one(&mut new_config, &mut new_settings, set)?;
     }
+    // plugind's own rule (Docker checks nothing): set values become host paths too.
+    new_config.validate()?;
+    new_settings.validate()?;
     *config = new_config;
     *settings = new_settings;
     Ok(())
@@ -313,6 +320,23 @@ mod tests {
             Some("/dev/zero")
         );
         assert_eq!(s.devices[0].path.as_deref(), Some("/dev/zero"));
+    }
+
+    #[test]
+    fn set_paths_follow_the_config_rules() {
+        for bad in [
+            "state=relative",
+            "state=/a/../../etc",
+            "dev.path=/dev/../etc/shadow",
+        ] {
+            let e = err(&[bad]);
+            assert!(e.starts_with("invalid plugin config:"), "{bad}: {e}");
+        }
+        let (c, s) = plugin();
+        let (mut c2, mut s2) = (c.clone(), s.clone());
+        let args = vec!["DEBUG=1".to_owned(), "state=rel".to_owned()];
+        assert!(apply_settings(&mut c2, &mut s2, &args).is_err());
+        assert_eq!((c2, s2), (c, s), "nothing applied");
     }
 
     #[test]

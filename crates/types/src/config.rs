@@ -116,6 +116,19 @@ pub struct PluginInterface {
     pub types: Option<Vec<PluginType>>,
 }
 
+impl PluginInterface {
+    /// The socket's file name in the plugin's runtime directory: `Socket`, or
+    /// [`DEFAULT_SOCKET_NAME`](crate::validate::DEFAULT_SOCKET_NAME) when empty. Every place
+    /// that needs the plugin's socket uses this, so enable and later calls agree.
+    pub fn socket_name(&self) -> &str {
+        if self.socket.is_empty() {
+            crate::validate::DEFAULT_SOCKET_NAME
+        } else {
+            &self.socket
+        }
+    }
+}
+
 /// `Config.Linux`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default)]

@@ -6,6 +6,8 @@
 //! - [`Reference`]: a Docker image/plugin reference with Docker's normalisation rules;
 //! - [`config::PluginConfig`] and [`config::PluginSettings`]: the plugin `config.json` model
 //!   (Docker's JSON, read case-insensitively as Docker does) and the user's settings;
+//! - [`validate`]: the path rules a stranger's `config.json` must pass before anything is
+//!   built from it;
 //! - [`time`]: UTC RFC 3339 formatting and parsing;
 //! - [`ErrorKind`]: the small set of error kinds every library error maps to, which the API
 //!   turns into HTTP status codes.
@@ -20,6 +22,7 @@ mod error;
 mod id;
 mod reference;
 pub mod time;
+pub mod validate;
 
 pub use digest::{Digest, DigestError};
 pub use error::ErrorKind;
