@@ -83,8 +83,9 @@ pub enum ExecutorError {
         /// Last lines of the shim's log.
         shim_log: Vec<String>,
     },
-    /// A ttrpc call to a shim failed.
-    #[error("{method} of task {id} failed")]
+    /// A ttrpc call to a shim failed. The message carries the shim's own reason (for Create,
+    /// the runtime's error: a missing entrypoint, a missing mount source, ...).
+    #[error("{method} of task {id} failed: {}", rpc_reason(source))]
     Rpc {
         /// Task id.
         id: String,
@@ -217,6 +218,27 @@ impl ExecutorError {
     }
 }
 
+/// Longest shim reason copied into an error message, in bytes.
+const REASON_LIMIT: usize = 2048;
+
+/// The shim's reason for a failed call: the status message it sent (for Create, runc's error
+/// text), or the transport error; cut to [`REASON_LIMIT`] bytes on a character boundary.
+fn rpc_reason(e: &ttrpc::Error) -> String {
+    let text = match e {
+        ttrpc::Error::RpcStatus(s) if !s.message().is_empty() => s.message().trim().to_owned(),
+        ttrpc::Error::RpcStatus(s) => format!("{:?}", s.code()),
+        other => other.to_string(),
+    };
+    if text.len() <= REASON_LIMIT {
+        return text;
+    }
+    let mut end = REASON_LIMIT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
 /// Maps a shim's gRPC status code onto an error kind (containerd errdefs).
 fn rpc_kind(e: &ttrpc::Error) -> ErrorKind {
     use ttrpc::Code;
@@ -251,6 +273,34 @@ mod tests {
         assert_eq!(status(ttrpc::Code::NOT_FOUND).kind(), ErrorKind::NotFound);
         assert!(status(ttrpc::Code::NOT_FOUND).is_not_found());
         assert_eq!(status(ttrpc::Code::UNKNOWN).kind(), ErrorKind::Internal);
+        // The shim's own reason is part of the message, not only of the source chain.
+        let mut s = ttrpc::Status::new();
+        s.set_code(ttrpc::Code::UNKNOWN);
+        s.set_message(
+            "OCI runtime create failed: runc create failed: unable to start container process: \
+             exec: \"/nope\": stat /nope: no such file or directory: unknown"
+                .into(),
+        );
+        let msg = ExecutorError::Rpc {
+            id: "t".into(),
+            method: "Create",
+            source: ttrpc::Error::RpcStatus(s),
+        }
+        .to_string();
+        assert!(
+            msg.starts_with("Create of task t failed: OCI runtime create failed")
+                && msg.contains("/nope: no such file or directory"),
+            "{msg}"
+        );
+        let mut s = ttrpc::Status::new();
+        s.set_message("x".repeat(10_000));
+        let long = ExecutorError::Rpc {
+            id: "t".into(),
+            method: "Create",
+            source: ttrpc::Error::RpcStatus(s),
+        }
+        .to_string();
+        assert!(long.len() < REASON_LIMIT + 100, "{}", long.len());
         assert_eq!(
             ExecutorError::NotFound { id: "x".into() }.kind(),
             ErrorKind::NotFound

@@ -23,7 +23,8 @@
 //! after a restart unless its pid and start time match what was recorded at start; a shim that
 //! dies (it sends no event then) is noticed through a long-polling `Wait`, cleaned up with its
 //! `delete` subcommand, and its task reported as exited. Exit de-duplication keeps one small
-//! record per exited process for the life of the executor.
+//! bounded record per attached task, dropped when the task is deleted: a later task with the
+//! same id (even one whose init gets the same pid back) has its exit delivered.
 //!
 //! What it does not do: write or delete bundles (the caller passes the bundle path; its
 //! directory name must equal the task id), restart policy, or anything with terminals or stdin.
@@ -59,11 +60,24 @@ pub trait EventHandler: Send + Sync + 'static {
     async fn handle(&self, event: TaskEvent);
 }
 
-/// A channel is a handler: events are sent into it (and dropped if the receiver is gone).
+/// An unbounded channel is a handler: events are sent into it (and dropped if the receiver is
+/// gone). For tests; the daemon uses a bounded channel.
 #[async_trait]
 impl EventHandler for tokio::sync::mpsc::UnboundedSender<TaskEvent> {
     async fn handle(&self, event: TaskEvent) {
         let _ = self.send(event);
+    }
+}
+
+/// A bounded channel is a handler with backpressure: when it is full, `handle` waits for room,
+/// which holds the task's queue job, then fills the event queue, then makes the events service
+/// answer the shims late (they retry). No event is dropped while the receiver lives.
+#[async_trait]
+impl EventHandler for tokio::sync::mpsc::Sender<TaskEvent> {
+    async fn handle(&self, event: TaskEvent) {
+        if let Err(e) = self.send(event).await {
+            tracing::warn!(task = %e.0.id(), "task event dropped: its receiver is gone");
+        }
     }
 }
 

@@ -144,13 +144,120 @@ impl Task {
     }
 }
 
-/// Exactly-once bookkeeping for exits, OOM marks and tasks still starting.
+/// How many exits one task generation remembers (its init and its most recent exec processes);
+/// older entries are forgotten first, so a task running execs in a loop stays bounded.
+const EXITS_PER_GENERATION: usize = 256;
+
+/// Exactly-once bookkeeping for exits and OOM marks, per task *generation*.
+///
+/// A generation begins when `create` or `restore` takes a task id and ends when `delete` (or a
+/// failed start) releases it; everything recorded for the id goes with it. So a later task with
+/// the same id, whose init may get an old pid back, starts clean and its exit is delivered, and
+/// the book never holds more than the tasks the executor knows.
 #[derive(Default)]
 struct Book {
-    /// (task id, exec id or "", pid) of every exit already handed to the queue.
-    delivered: HashSet<(String, String, u32)>,
-    /// Tasks that had an OOM event since their last exit.
-    oom: HashSet<String>,
+    /// Source of generation numbers (never reused within one executor).
+    next_generation: u64,
+    /// The current generation of every task id the executor knows.
+    tasks: HashMap<String, Generation>,
+}
+
+/// What one task generation has delivered.
+#[derive(Debug, Default)]
+struct Generation {
+    number: u64,
+    /// The init pid of this generation, once known: an init exit with another pid belongs to an
+    /// earlier generation (a late event of a previous shim) and is not this task's.
+    init_pid: Option<u32>,
+    /// (exec id or "", pid) of every exit already handed to the queue, oldest first.
+    delivered: std::collections::VecDeque<(String, u32)>,
+    /// An OOM event came since the last init exit.
+    oom: bool,
+}
+
+/// What [`Book::admit_exit`] decided about an exit.
+#[derive(Debug, PartialEq, Eq)]
+enum Admit {
+    /// Deliver it; `oom` says whether an OOM event preceded this init exit.
+    Deliver { oom: bool },
+    /// Already delivered in this generation.
+    Duplicate,
+    /// It belongs to an earlier generation of the id, or to no generation at all.
+    Stale,
+}
+
+impl Book {
+    /// Starts a new generation of `id`, forgetting everything of the previous one.
+    fn begin(&mut self, id: &str) -> u64 {
+        self.next_generation += 1;
+        let number = self.next_generation;
+        self.tasks.insert(
+            id.to_owned(),
+            Generation {
+                number,
+                ..Generation::default()
+            },
+        );
+        number
+    }
+
+    /// Records the init pid of the current generation of `id`.
+    fn set_init_pid(&mut self, id: &str, pid: u32) {
+        if let Some(g) = self.tasks.get_mut(id) {
+            g.init_pid = Some(pid);
+        }
+    }
+
+    /// Ends the generation `number` of `id` (a no-op if a newer one has begun).
+    fn end(&mut self, id: &str, number: Option<u64>) {
+        if let Some(g) = self.tasks.get(id) {
+            if number.is_none_or(|n| n == g.number) {
+                self.tasks.remove(id);
+            }
+        }
+    }
+
+    /// Forgets the exits of one exec process (it was deleted; its id may be used again).
+    fn forget_exec(&mut self, id: &str, exec_id: &str) {
+        if let Some(g) = self.tasks.get_mut(id) {
+            g.delivered.retain(|(e, _)| e != exec_id);
+        }
+    }
+
+    fn mark_oom(&mut self, id: &str) {
+        if let Some(g) = self.tasks.get_mut(id) {
+            g.oom = true;
+        }
+    }
+
+    /// Decides whether an exit is delivered, recording it if so.
+    ///
+    /// Exit times are not compared with the generation's start: a clock stepped back would make
+    /// a real exit look old, and a dropped exit is never noticed again.
+    fn admit_exit(&mut self, id: &str, exec_id: Option<&str>, pid: u32) -> Admit {
+        let Some(g) = self.tasks.get_mut(id) else {
+            return Admit::Stale;
+        };
+        if exec_id.is_none() && g.init_pid.is_some_and(|p| p != pid && pid != 0) {
+            return Admit::Stale;
+        }
+        let key = (exec_id.unwrap_or_default().to_owned(), pid);
+        if g.delivered.contains(&key) {
+            return Admit::Duplicate;
+        }
+        if g.delivered.len() >= EXITS_PER_GENERATION {
+            g.delivered.pop_front();
+        }
+        g.delivered.push_back(key);
+        let oom = exec_id.is_none() && std::mem::take(&mut g.oom);
+        Admit::Deliver { oom }
+    }
+
+    /// Number of entries held, for tests of boundedness.
+    #[cfg(test)]
+    fn size(&self) -> usize {
+        self.tasks.values().map(|g| 1 + g.delivered.len()).sum()
+    }
 }
 
 /// State shared by the executor and its events service.
@@ -262,21 +369,20 @@ impl Inner {
         {
             let mut book = lock(&self.book);
             match &mut event {
-                TaskEvent::Oom { .. } => {
-                    book.oom.insert(id.clone());
-                }
+                TaskEvent::Oom { .. } => book.mark_oom(&id),
                 TaskEvent::Exited {
                     exec_id, pid, exit, ..
-                } => {
-                    let key = (id.clone(), exec_id.clone().unwrap_or_default(), *pid);
-                    if !book.delivered.insert(key) {
+                } => match book.admit_exit(&id, exec_id.as_deref(), *pid) {
+                    Admit::Deliver { oom } => exit.oom_killed |= oom,
+                    Admit::Duplicate => {
                         tracing::debug!(task = %id, pid, "duplicate exit ignored");
                         return;
                     }
-                    if exec_id.is_none() {
-                        exit.oom_killed = book.oom.remove(&id);
+                    Admit::Stale => {
+                        tracing::debug!(task = %id, pid, "exit of an earlier task generation ignored");
+                        return;
                     }
-                }
+                },
                 _ => {}
             }
         }
@@ -516,6 +622,15 @@ impl Inner {
         }
     }
 
+    /// Detaches a task and ends its generation: a later task with this id starts with a clean
+    /// book, so its exit is delivered even if its init gets the same pid back.
+    fn forget(&self, id: &str) {
+        if let Some(t) = lock(&self.tasks).remove(id) {
+            t.stop_watcher();
+        }
+        lock(&self.book).end(id, None);
+    }
+
     fn register(&self, task: Task) -> Arc<Task> {
         let task = Arc::new(task);
         if let Some(client) = task.client.clone() {
@@ -635,7 +750,11 @@ impl Inner {
         if lock(&self.tasks).contains_key(id) || !lock(&self.starting).insert(id.to_owned()) {
             return Err(ExecutorError::AlreadyExists { id: id.to_owned() });
         }
+        let generation = lock(&self.book).begin(id);
         let result = self.create_started(id, bundle, &runtime, &binary).await;
+        if result.is_err() {
+            lock(&self.book).end(id, Some(generation));
+        }
         lock(&self.starting).remove(id);
         result
     }
@@ -674,6 +793,7 @@ impl Inner {
         let shim = ProcessIdentity::of(shim_pid).ok();
         match self.create_and_start(id, bundle, binary, &client).await {
             Ok(pid) => {
+                lock(&self.book).set_init_pid(id, pid);
                 let record = TaskRecord {
                     pid,
                     start_time: ProcessIdentity::of(pid).map(|p| p.start_time).unwrap_or(0),
@@ -792,7 +912,16 @@ impl Inner {
     async fn restore_one(&self, id: String, bundle: PathBuf) -> RestoreOutcome {
         match self.restore_task(&id, &bundle).await {
             Ok(o) => o,
-            Err(error) => RestoreOutcome::Failed { id, error },
+            Err(error) => {
+                // Nothing was adopted: end the generation restore began, unless the id belongs
+                // to a task that is attached or starting (then the error was "already exists").
+                let known =
+                    lock(&self.tasks).contains_key(&id) || lock(&self.starting).contains(&id);
+                if !known {
+                    lock(&self.book).end(&id, None);
+                }
+                RestoreOutcome::Failed { id, error }
+            }
         }
     }
 
@@ -808,6 +937,7 @@ impl Inner {
         if lock(&self.tasks).contains_key(id) {
             return Err(ExecutorError::AlreadyExists { id: id.to_owned() });
         }
+        lock(&self.book).begin(id);
         let addr_file = bundle.join("address");
         let address = match fs::read_to_string(&addr_file) {
             Ok(a) => a.trim().to_owned(),
@@ -850,6 +980,7 @@ impl Inner {
                         pid: task_pid,
                     });
                 }
+                lock(&self.book).set_init_pid(id, task_pid);
                 self.register(Task {
                     id: id.to_owned(),
                     bundle: bundle.to_owned(),
@@ -1026,9 +1157,7 @@ impl Inner {
                 oom_killed: false,
             }),
         };
-        if let Some(t) = lock(&self.tasks).remove(id) {
-            t.stop_watcher();
-        }
+        self.forget(id);
         for (_, mut d) in task.execs.lock().await.drain() {
             d.stop().await;
         }
@@ -1148,6 +1277,7 @@ impl ShimExecutor {
         remove_file_quiet(&self.inner.config.events_socket());
         self.inner.queue.shutdown(ShutdownMode::Drain).await;
         let tasks: Vec<Arc<Task>> = lock(&self.inner.tasks).drain().map(|(_, t)| t).collect();
+        lock(&self.inner.book).tasks.clear();
         for t in tasks {
             t.stop_watcher();
             t.drains.lock().await.stop().await;
@@ -1441,6 +1571,7 @@ impl Executor for ShimExecutor {
             ..Default::default()
         };
         let resp = c.delete(req, Some(self.inner.config.rpc_timeout)).await?;
+        lock(&self.inner.book).forget_exec(id, exec_id);
         if let Some(mut d) = task.execs.lock().await.remove(exec_id) {
             d.stop().await;
         }
@@ -1520,6 +1651,132 @@ fn decode_stats(id: &str, any: &Any) -> Result<TaskStats> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn test_inner(dir: &Path, handler: Arc<dyn EventHandler>) -> Arc<Inner> {
+        Arc::new_cyclic(|me| Inner {
+            me: me.clone(),
+            config: ExecutorConfig::new(dir, "test"),
+            runtimes: RwLock::new(Arc::new(Resolved {
+                default: "runc".into(),
+                binaries: Default::default(),
+            })),
+            tasks: Mutex::new(HashMap::new()),
+            starting: Mutex::new(HashSet::new()),
+            book: Mutex::new(Book::default()),
+            queue: KeyedQueue::new(16),
+            handler,
+        })
+    }
+
+    /// A task attached without a shim (as after a dead shim): enough for event delivery.
+    fn shimless_task(id: &str) -> Task {
+        Task {
+            id: id.to_owned(),
+            bundle: PathBuf::from("/nonexistent").join(id),
+            client: None,
+            shim: None,
+            exit: None,
+            log: None,
+            drains: tokio::sync::Mutex::new(Drains::default()),
+            execs: tokio::sync::Mutex::new(HashMap::new()),
+            watcher: Mutex::new(None),
+        }
+    }
+
+    fn init_exit(id: &str, pid: u32, status: u32) -> TaskEvent {
+        TaskEvent::Exited {
+            id: id.into(),
+            exec_id: None,
+            pid,
+            exit: ExitInfo {
+                status,
+                exited_at: None,
+                oom_killed: false,
+            },
+        }
+    }
+
+    /// Issue 10, defect 2: a plugin restarted under the same task id whose init gets the old
+    /// pid back must still have its exit delivered (it was dropped as a duplicate, so the
+    /// plugin stayed "running" and was never restarted).
+    #[tokio::test]
+    async fn exit_of_a_recreated_task_with_the_same_pid_is_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let inner = test_inner(dir.path(), Arc::new(tx));
+        let start = |inner: &Inner| {
+            lock(&inner.book).begin("t");
+            lock(&inner.book).set_init_pid("t", 42);
+            inner.register(shimless_task("t"));
+        };
+        // A marker after each step proves what was (not) delivered before it.
+        let marker = TaskEvent::Paused { id: "t".into() };
+
+        start(&inner);
+        inner.publish(init_exit("t", 42, 1)).await;
+        assert_eq!(rx.recv().await, Some(init_exit("t", 42, 1)));
+        inner.publish(init_exit("t", 42, 1)).await;
+        inner.publish(marker.clone()).await;
+        assert_eq!(rx.recv().await, Some(marker.clone()), "duplicate delivered");
+
+        // Deleted, then created again: same id, same pid.
+        inner.forget("t");
+        start(&inner);
+        inner.publish(init_exit("t", 42, 2)).await;
+        assert_eq!(
+            rx.recv().await,
+            Some(init_exit("t", 42, 2)),
+            "second exit lost"
+        );
+        // A late exit of another pid belongs to an earlier generation.
+        inner.publish(init_exit("t", 41, 9)).await;
+        inner.publish(marker.clone()).await;
+        assert_eq!(rx.recv().await, Some(marker));
+        inner.forget("t");
+        assert_eq!(lock(&inner.book).size(), 0);
+    }
+
+    #[test]
+    fn exit_bookkeeping_stays_bounded() {
+        let mut book = Book::default();
+        for round in 0..10_000u32 {
+            let id = format!("p{}", round % 7);
+            let generation = book.begin(&id);
+            book.set_init_pid(&id, 100 + round % 3);
+            book.mark_oom(&id);
+            for e in 0..5 {
+                let exec = format!("e{e}");
+                assert!(matches!(
+                    book.admit_exit(&id, Some(&exec), 1000 + e),
+                    Admit::Deliver { oom: false }
+                ));
+                book.forget_exec(&id, &exec);
+            }
+            assert_eq!(
+                book.admit_exit(&id, None, 100 + round % 3),
+                Admit::Deliver { oom: true }
+            );
+            assert_eq!(
+                book.admit_exit(&id, None, 100 + round % 3),
+                Admit::Duplicate
+            );
+            book.end(&id, Some(generation));
+        }
+        assert_eq!(book.size(), 0, "every deleted task is forgotten");
+        assert_eq!(book.admit_exit("p0", None, 100), Admit::Stale);
+
+        // One long-lived task running exec processes that are never deleted.
+        book.begin("long");
+        for pid in 0..10_000 {
+            book.admit_exit("long", Some("loop"), pid);
+        }
+        assert!(book.size() <= 1 + EXITS_PER_GENERATION, "{}", book.size());
+        // Ending an old generation leaves a newer one alone.
+        let old = book.begin("x");
+        let new = book.begin("x");
+        book.end("x", Some(old));
+        assert!(book.tasks.get("x").is_some_and(|g| g.number == new));
+    }
 
     #[test]
     fn address_is_parsed_from_text_or_json() {
