@@ -53,7 +53,9 @@ pub(crate) fn remove_tree(path: &Path) -> Result<(), StoreError> {
             path: p,
             source: io::Error::other("the tree changed while it was being removed"),
         },
-        RemoveTreeError::Io { path: p, source, .. } => StoreError::Remove { path: p, source },
+        RemoveTreeError::Io {
+            path: p, source, ..
+        } => StoreError::Remove { path: p, source },
     })
 }
 

@@ -434,7 +434,10 @@ fn a_stale_removing_directory_does_not_block_removal() {
     let path = store.begin_remove(&a).unwrap();
     assert_eq!(path, stale);
     assert!(path.join("rootfs/bin/x").exists(), "the new tree was moved");
-    assert!(!path.join("rootfs/old").exists(), "the stale tree went first");
+    assert!(
+        !path.join("rootfs/old").exists(),
+        "the stale tree went first"
+    );
     store.finish_remove(&path).unwrap();
     assert!(!path.exists() && !store.plugin_dir(&a).exists());
 }
