@@ -17,6 +17,14 @@ use tokio::net::UnixStream;
 /// The media type of the plugin protocol.
 pub const PLUGIN_MEDIA_TYPE: &str = "application/vnd.docker.plugins.v1.2+json";
 
+/// The most bytes read from one plugin answer unless configured otherwise
+/// ([`PluginClient::with_max_answer_bytes`]): far above any real answer, far below what a
+/// hostile plugin streaming forever could make plugind hold.
+pub const DEFAULT_MAX_ANSWER_BYTES: usize = 1 << 20;
+
+/// The most bytes of a plugin's text copied into an error message (then marked truncated).
+pub const MAX_ERROR_TEXT_BYTES: usize = 4096;
+
 /// A failed plugin call. Messages follow moby's so that users see the same texts.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginCallError {
@@ -74,6 +82,7 @@ pub enum PluginCallError {
 pub struct PluginClient {
     name: String,
     socket: PathBuf,
+    max_answer_bytes: usize,
 }
 
 impl PluginClient {
@@ -82,7 +91,15 @@ impl PluginClient {
         PluginClient {
             name: name.to_owned(),
             socket: socket.to_path_buf(),
+            max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
         }
+    }
+
+    /// The same client reading at most `limit` bytes of an answer; a longer answer is a
+    /// [`PluginCallError::Protocol`] error.
+    pub fn with_max_answer_bytes(mut self, limit: usize) -> Self {
+        self.max_answer_bytes = limit;
+        self
     }
 
     /// The socket this client dials.
@@ -130,7 +147,9 @@ impl PluginClient {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| protocol(e.to_string()))?;
-        let conn_task = tokio::spawn(conn);
+        // The connection dies with this call, whichever way the call ends (an endless answer
+        // must not keep being read after we gave up on it).
+        let _conn_task = AbortOnDrop(tokio::spawn(conn));
         let payload = match body {
             Some(v) => {
                 let mut bytes = serde_json::to_vec(v).map_err(|e| protocol(e.to_string()))?;
@@ -150,13 +169,9 @@ impl PluginClient {
             .await
             .map_err(|e| protocol(e.to_string()))?;
         let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
+        let bytes = read_capped(response.into_body(), self.max_answer_bytes)
             .await
-            .map_err(|e| protocol(e.to_string()))?
-            .to_bytes();
-        conn_task.abort();
+            .map_err(protocol)?;
         if status == StatusCode::NOT_FOUND {
             return Err(PluginCallError::NotImplemented {
                 plugin: self.name.clone(),
@@ -171,8 +186,10 @@ impl PluginClient {
             .filter(|e| !e.is_empty())
             .map(str::to_owned);
         if status != StatusCode::OK {
-            let detail =
-                err_text.unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_owned());
+            let detail = match err_text {
+                Some(e) => error_text(e.as_bytes()),
+                None => error_text(String::from_utf8_lossy(&bytes).trim().as_bytes()),
+            };
             return Err(PluginCallError::Remote {
                 plugin: self.name.clone(),
                 message: format!("{method}: {detail}"),
@@ -181,16 +198,61 @@ impl PluginClient {
         if let Some(message) = err_text {
             return Err(PluginCallError::Remote {
                 plugin: self.name.clone(),
-                message,
+                message: error_text(message.as_bytes()),
             });
         }
-        parsed.ok_or_else(|| {
-            protocol(format!(
-                "invalid JSON answer: {}",
-                String::from_utf8_lossy(&bytes)
-            ))
-        })
+        parsed.ok_or_else(|| protocol(format!("invalid JSON answer: {}", error_text(&bytes))))
     }
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<Result<(), hyper::Error>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Reads a whole answer body, refusing (by `Content-Length` before reading, else as soon as the
+/// total passes it) one longer than `limit` bytes.
+async fn read_capped(body: hyper::body::Incoming, limit: usize) -> Result<Bytes, String> {
+    use hyper::body::Body;
+    let too_long = || format!("answer larger than {limit} bytes");
+    if body
+        .size_hint()
+        .lower()
+        .try_into()
+        .map_or(true, |n: usize| n > limit)
+    {
+        return Err(too_long());
+    }
+    let mut body = body;
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| e.to_string())?;
+        if let Ok(data) = frame.into_data() {
+            if out.len().saturating_add(data.len()) > limit {
+                return Err(too_long());
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(Bytes::from(out))
+}
+
+/// A plugin's text for an error message: lossy UTF-8, at most [`MAX_ERROR_TEXT_BYTES`] bytes
+/// (cut on a character boundary and marked when cut).
+fn error_text(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    if text.len() <= MAX_ERROR_TEXT_BYTES {
+        return text.into_owned();
+    }
+    let mut end = MAX_ERROR_TEXT_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...(truncated, {} bytes)", &text[..end], raw.len())
 }
 
 #[cfg(test)]
@@ -259,6 +321,103 @@ mod tests {
             missing.call("x", None, Duration::from_secs(1)).await,
             Err(PluginCallError::Connect { .. })
         ));
+    }
+
+    /// A plugin answering 100 MiB, or a body that never ends, is cut off at the limit (the
+    /// endless one would otherwise be read until the deadline, growing plugind's memory).
+    #[tokio::test]
+    async fn huge_and_endless_answers_are_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        // Declares 100 MiB and sends it.
+        let big = dir.path().join("big.sock");
+        let listener = UnixListener::bind(&big).unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let _ = s.read(&mut buf).await;
+                    let len = 100usize << 20;
+                    let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n");
+                    let _ = s.write_all(head.as_bytes()).await;
+                    let chunk = vec![b' '; 1 << 16];
+                    for _ in 0..len / chunk.len() {
+                        if s.write_all(&chunk).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let e = PluginClient::new("p", &big)
+            .call("VolumeDriver.List", None, Duration::from_secs(60))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, PluginCallError::Protocol { ref detail, .. } if detail.contains("larger than 1048576")),
+            "{e}"
+        );
+
+        // Chunked, never ends; the limit is configurable.
+        let endless = dir.path().join("endless.sock");
+        let listener = UnixListener::bind(&endless).unwrap();
+        let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = vec![0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let head = "HTTP/1.1 500 Internal Server Error\r\nTransfer-Encoding: chunked\r\n\r\n";
+            let _ = s.write_all(head.as_bytes()).await;
+            let chunk = format!("1000\r\n{}\r\n", "e".repeat(0x1000));
+            while s.write_all(chunk.as_bytes()).await.is_ok() {}
+            // Only reached once the client dropped the connection.
+            let _ = closed_tx.send(());
+        });
+        let e = PluginClient::new("p", &endless)
+            .with_max_answer_bytes(64 * 1024)
+            .call("VolumeDriver.Get", None, Duration::from_secs(60))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, PluginCallError::Protocol { ref detail, .. } if detail.contains("larger than 65536")),
+            "{e}"
+        );
+        tokio::time::timeout(Duration::from_secs(30), closed_rx)
+            .await
+            .expect("the client closes the connection of an answer it gave up on")
+            .unwrap();
+    }
+
+    /// An error body of 1 MiB is copied into the message only up to 4 KiB, marked truncated.
+    #[tokio::test]
+    async fn error_texts_are_truncated() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("e.sock");
+        let body: &'static str =
+            Box::leak(format!(r#"{{"Err":"{}"}}"#, "x".repeat(1 << 19)).into_boxed_str());
+        serve(&sock, "200 OK", body).await;
+        let e = PluginClient::new("p", &sock)
+            .call("VolumeDriver.Get", None, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        let text = e.to_string();
+        assert!(text.len() < MAX_ERROR_TEXT_BYTES + 100, "{}", text.len());
+        assert!(
+            text.ends_with("...(truncated, 524288 bytes)"),
+            "{}",
+            &text[4000..]
+        );
+
+        let raw = dir.path().join("r.sock");
+        let body: &'static str = Box::leak("é".repeat(10_000).into_boxed_str());
+        serve(&raw, "500 Internal Server Error", body).await;
+        let e = PluginClient::new("p", &raw)
+            .call("VolumeDriver.Mount", None, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().starts_with("VolumeDriver.Mount: éé"));
+        assert!(e.to_string().contains("(truncated, 20000 bytes)"));
     }
 
     #[tokio::test]

@@ -4,6 +4,12 @@
 //!
 //! Unpacking reads the stored layer back, so create and (later) pull share one path: whatever
 //! the source, the rootfs is made from a verified blob.
+//!
+//! Every tar is hostile: each entry is checked against [`LayerLimits`] by its *declared* size
+//! before any of its data is read or written (so a 10 KB tar declaring a 100 GB member costs
+//! nothing), GNU sparse members are refused outright (expanding their holes is work the tar does
+//! not pay for), and entry paths are bounded in length and depth (so no walker of the rootfs,
+//! here or at removal, meets an unbounded tree).
 
 use std::{
     fs,
@@ -25,6 +31,10 @@ pub struct LayerLimits {
     pub max_unpacked_bytes: u64,
     /// Number of entries a layer may hold.
     pub max_entries: u64,
+    /// Longest entry path (or link target), in bytes.
+    pub max_path_bytes: usize,
+    /// Most components in an entry path: the deepest directory a rootfs may hold.
+    pub max_path_depth: usize,
 }
 
 impl LayerLimits {
@@ -38,26 +48,66 @@ impl LayerLimits {
         Ok(())
     }
 
-    /// Generous limits for real plugins (8 GiB, one million entries, 1 MiB config).
+    /// Adds `size` declared bytes to `total`, refusing past the limit: called before the
+    /// entry's data is touched.
+    fn check_bytes(&self, total: &mut u64, size: u64) -> Result<(), LayerError> {
+        *total = total.saturating_add(size);
+        if *total > self.max_unpacked_bytes {
+            return Err(LayerError::TooLarge {
+                what: "bytes",
+                limit: self.max_unpacked_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Generous limits for real plugins (8 GiB, one million entries, 1 MiB config, paths of
+    /// `PATH_MAX` bytes and 256 levels; Docker has none, its bounds are the disk's).
     pub const DEFAULT: LayerLimits = LayerLimits {
         max_config_bytes: 1 << 20,
         max_unpacked_bytes: 8 << 30,
         max_entries: 1_000_000,
+        max_path_bytes: 4096,
+        max_path_depth: 256,
     };
+}
+
+impl Default for LayerLimits {
+    fn default() -> Self {
+        LayerLimits::DEFAULT
+    }
 }
 
 /// Why a tar or a layer was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum LayerError {
-    /// The tar stream could not be read.
-    #[error("invalid tar stream")]
+    /// The tar stream could not be read (Docker's text, with the reader's reason).
+    #[error("failed to read from tar: {0}")]
     Tar(#[source] io::Error),
     /// `config.json` is missing from the create tar (Docker's text).
     #[error("config not found")]
     ConfigNotFound,
-    /// No `rootfs` entry in the create tar (Docker's text).
-    #[error("no rootfs found")]
+    /// No `rootfs` entry in the create tar (Docker's text: moby wraps the reader's `io.EOF`).
+    #[error("no rootfs found: EOF")]
     RootfsNotFound,
+    /// A GNU sparse member: refused before its holes are expanded.
+    #[error("tar entry {path:?} is a sparse file (declaring {size} bytes): sparse files are not supported")]
+    Sparse {
+        /// The entry's path as written in the tar.
+        path: String,
+        /// The size it declares once its holes are filled.
+        size: u64,
+    },
+    /// An entry path longer or deeper than the limits.
+    #[error("tar entry path {path:?} exceeds the limit of {limit} {what}")]
+    PathTooLong {
+        /// The entry's path as written in the tar (shortened).
+        path: String,
+        /// What was counted (`bytes`, `levels`).
+        what: &'static str,
+        /// The limit.
+        limit: usize,
+    },
     /// An entry would land outside the rootfs.
     #[error("tar entry {path:?} escapes the plugin rootfs: {reason}")]
     Escape {
@@ -119,11 +169,11 @@ pub fn import_create_tar<R: Read>(
         let (config, found_rootfs) = rewrite_create_tar(input, &mut layer, limits)?;
         let gz = layer.into_inner().map_err(LayerError::Tar)?;
         gz.finish().map_err(LayerError::Tar)?;
-        let config = config.ok_or(LayerError::ConfigNotFound)?;
+        // Docker's order: the rootfs stream fails before the config is looked at.
         if !found_rootfs {
             return Err(LayerError::RootfsNotFound);
         }
-        Ok(config)
+        config.ok_or(LayerError::ConfigNotFound)
     })();
     let config = match result {
         Ok(config) => config,
@@ -152,6 +202,7 @@ fn rewrite_create_tar<R: Read, W: Write>(
     let mut config = None;
     let mut found_rootfs = false;
     let mut entries = 0u64;
+    let mut total = 0u64;
     for entry in archive.entries().map_err(LayerError::Tar)? {
         let mut entry = entry.map_err(LayerError::Tar)?;
         entries += 1;
@@ -161,6 +212,7 @@ fn rewrite_create_tar<R: Read, W: Write>(
             .map_err(LayerError::Tar)?
             .to_string_lossy()
             .into_owned();
+        check_entry(&entry, &raw, limits, &mut total)?;
         let clean = clean_path(&raw)?;
         if clean == Path::new("config.json") {
             if entry.size() > limits.max_config_bytes {
@@ -208,7 +260,7 @@ fn rewrite_create_tar<R: Read, W: Write>(
                 .map_err(LayerError::Tar)?
                 .map(|t| t.into_owned())
                 .unwrap_or_default();
-            // Hard link targets are archive paths: they move with the stripped prefix.
+            check_path_limits(&target.to_string_lossy(), limits)?;
             // Hard link targets are archive paths: they must lie inside rootfs/ and move with
             // the stripped prefix.
             let target = if kind.is_hard_link() {
@@ -235,6 +287,57 @@ fn rewrite_create_tar<R: Read, W: Write>(
         }
     }
     Ok((config, found_rootfs))
+}
+
+/// Checks one entry before any of its data is read: not sparse, path within the limits, and its
+/// declared size within what is left of the byte budget.
+fn check_entry<R: Read>(
+    entry: &tar::Entry<'_, R>,
+    raw: &str,
+    limits: &LayerLimits,
+    total: &mut u64,
+) -> Result<(), LayerError> {
+    let header = entry.header();
+    // tar-rs reports a sparse member's size as its expanded size: refuse it by that, first.
+    if header.entry_type().is_gnu_sparse() {
+        return Err(LayerError::Sparse {
+            path: shorten(raw),
+            size: entry.size(),
+        });
+    }
+    check_path_limits(raw, limits)?;
+    limits.check_bytes(total, entry.size())
+}
+
+/// Refuses paths (or link targets) longer or deeper than the limits.
+fn check_path_limits(raw: &str, limits: &LayerLimits) -> Result<(), LayerError> {
+    if raw.len() > limits.max_path_bytes {
+        return Err(LayerError::PathTooLong {
+            path: shorten(raw),
+            what: "bytes",
+            limit: limits.max_path_bytes,
+        });
+    }
+    let depth = Path::new(raw)
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .count();
+    if depth > limits.max_path_depth {
+        return Err(LayerError::PathTooLong {
+            path: shorten(raw),
+            what: "levels",
+            limit: limits.max_path_depth,
+        });
+    }
+    Ok(())
+}
+
+/// The first 200 characters of an outside value, marked when cut, for error messages.
+fn shorten(raw: &str) -> String {
+    match raw.char_indices().nth(200) {
+        Some((at, _)) => format!("{}...(truncated)", &raw[..at]),
+        None => raw.to_owned(),
+    }
 }
 
 /// Cleans a tar path as Go's `filepath.Clean` + leading `/` removal does for create tars,
@@ -287,18 +390,12 @@ pub fn unpack_layer(
         let mut entry = entry.map_err(LayerError::Tar)?;
         entries += 1;
         limits.check_entries(entries)?;
-        total = total.saturating_add(entry.size());
-        if total > limits.max_unpacked_bytes {
-            return Err(LayerError::TooLarge {
-                what: "bytes",
-                limit: limits.max_unpacked_bytes,
-            });
-        }
         let raw = entry
             .path()
             .map_err(LayerError::Tar)?
             .to_string_lossy()
             .into_owned();
+        check_entry(&entry, &raw, limits, &mut total)?;
         let rel = clean_path(&raw)?;
         if rel.as_os_str().is_empty() {
             continue;
@@ -312,6 +409,7 @@ pub fn unpack_layer(
                 .map_err(LayerError::Tar)?
                 .unwrap_or_default();
             let link_raw = link.to_string_lossy().into_owned();
+            check_path_limits(&link_raw, limits)?;
             if link.is_absolute() {
                 return Err(LayerError::Escape {
                     path: raw,
@@ -340,7 +438,7 @@ pub fn unpack_layer(
         if let Ok(m) = fs::symlink_metadata(&target) {
             if !(m.is_dir() && kind.is_dir()) {
                 let removed = if m.is_dir() {
-                    fs::remove_dir_all(&target)
+                    plugind_sys::tree::remove_tree_same_device(&target).map_err(io::Error::other)
                 } else {
                     fs::remove_file(&target)
                 };
@@ -487,7 +585,23 @@ mod tests {
         let no_rootfs = tar_of(&[("config.json", tar::EntryType::Regular, b"{}", None)]);
         let err =
             import_create_tar(&blobs, "b", &no_rootfs[..], &LayerLimits::DEFAULT).unwrap_err();
-        assert_eq!(err.to_string(), "no rootfs found");
+        assert_eq!(err.to_string(), "no rootfs found: EOF");
+        // Neither: moby's rootfs stream fails first.
+        let neither = tar_of(&[("other", tar::EntryType::Regular, b"x", None)]);
+        let err = import_create_tar(&blobs, "n", &neither[..], &LayerLimits::DEFAULT).unwrap_err();
+        assert_eq!(err.to_string(), "no rootfs found: EOF");
+        assert_eq!(
+            import_create_tar(&blobs, "c", &no_config[..], &LayerLimits::DEFAULT)
+                .unwrap_err()
+                .to_string(),
+            "config not found"
+        );
+        let truncated = &no_rootfs[..700];
+        let err = import_create_tar(&blobs, "t", truncated, &LayerLimits::DEFAULT).unwrap_err();
+        assert!(
+            err.to_string().starts_with("failed to read from tar: "),
+            "{err}"
+        );
         assert_eq!(
             blobs.walk().unwrap().count(),
             0,
@@ -570,6 +684,178 @@ mod tests {
         assert!(matches!(
             unpack_layer(&blobs, &digest, &dest, &limits),
             Err(LayerError::TooLarge { what: "bytes", .. })
+        ));
+    }
+
+    /// A 10 KB tar whose one member declares a sparse 100 GB file (one data byte at the end).
+    fn sparse_bomb() -> Vec<u8> {
+        let mut out = tar_of(&[
+            ("config.json", tar::EntryType::Regular, b"{}", None),
+            ("rootfs/", tar::EntryType::Directory, b"", None),
+        ]);
+        out.truncate(out.len() - 1024); // drop the end-of-archive blocks
+        let real = 100u64 << 30;
+        let mut h = tar::Header::new_gnu();
+        h.set_path("rootfs/big").unwrap();
+        h.set_entry_type(tar::EntryType::GNUSparse);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_size(512);
+        let gnu = h.as_gnu_mut().unwrap();
+        gnu.set_real_size(real);
+        gnu.sparse[0].set_offset(real - 512);
+        gnu.sparse[0].set_length(512);
+        h.set_cksum();
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(&[7u8; 512]);
+        out.resize(out.len() + 1024, 0);
+        assert!(out.len() <= 10 * 1024);
+        out
+    }
+
+    /// The issue's "10 KB tar declaring a sparse 100 GB file" kept a core busy for minutes
+    /// (the holes were expanded and gzipped); it is now refused at its header, storing nothing.
+    #[test]
+    fn a_sparse_member_is_refused_before_any_work() {
+        let (dir, blobs) = store();
+        let err =
+            import_create_tar(&blobs, "s", &sparse_bomb()[..], &LayerLimits::DEFAULT).unwrap_err();
+        assert!(
+            matches!(err, LayerError::Sparse { size, .. } if size == 100 << 30),
+            "{err}"
+        );
+        assert!(err.to_string().contains("sparse"), "{err}");
+        assert_eq!(blobs.walk().unwrap().count(), 0, "nothing stored");
+        assert_no_ingests(dir.path());
+        // A layer holding one (e.g. from a registry later) is refused at unpack the same way.
+        let bomb = sparse_bomb();
+        // The sparse header, its 512 data bytes and the end-of-archive blocks.
+        let raw_layer = &bomb[bomb.len() - 2048..];
+        let digest = blobs
+            .ingest("l", &gzip(raw_layer)[..], None)
+            .unwrap()
+            .digest;
+        let dest = dir.path().join("r");
+        fs::create_dir(&dest).unwrap();
+        let err = unpack_layer(&blobs, &digest, &dest, &LayerLimits::DEFAULT).unwrap_err();
+        assert!(matches!(err, LayerError::Sparse { .. }), "{err}");
+        assert!(!dest.join("big").exists());
+    }
+
+    fn assert_no_ingests(root: &Path) {
+        let mut leftovers = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).unwrap() {
+                let e = e.unwrap();
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                } else {
+                    leftovers.push(e.path());
+                }
+            }
+        }
+        leftovers.retain(|p| !p.ends_with("lock") && !p.to_string_lossy().contains(".lock"));
+        assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+    }
+
+    /// A member declaring more bytes than the budget is refused by its header: the tar itself
+    /// is tiny (the data is not there), so the refusal cannot come from reading it.
+    #[test]
+    fn declared_sizes_and_entry_counts_are_budgeted_at_create() {
+        let (_d, blobs) = store();
+        let mut out = tar_of(&[
+            ("config.json", tar::EntryType::Regular, b"{}", None),
+            ("rootfs/", tar::EntryType::Directory, b"", None),
+        ]);
+        out.truncate(out.len() - 1024);
+        let mut h = tar::Header::new_gnu();
+        h.set_path("rootfs/huge").unwrap();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_size(1 << 40);
+        h.set_cksum();
+        out.extend_from_slice(h.as_bytes());
+        out.resize(out.len() + 1024, 0);
+        let err = import_create_tar(&blobs, "big", &out[..], &LayerLimits::DEFAULT).unwrap_err();
+        assert!(
+            matches!(err, LayerError::TooLarge { what: "bytes", .. }),
+            "{err}"
+        );
+
+        let small = LayerLimits {
+            max_unpacked_bytes: 100,
+            ..LayerLimits::DEFAULT
+        };
+        let files = tar_of(&[
+            ("config.json", tar::EntryType::Regular, b"{}", None),
+            ("rootfs/a", tar::EntryType::Regular, &[1u8; 60], None),
+            ("rootfs/b", tar::EntryType::Regular, &[2u8; 60], None),
+        ]);
+        assert!(matches!(
+            import_create_tar(&blobs, "sum", &files[..], &small),
+            Err(LayerError::TooLarge { what: "bytes", .. })
+        ));
+        let few = LayerLimits {
+            max_entries: 2,
+            ..LayerLimits::DEFAULT
+        };
+        assert!(matches!(
+            import_create_tar(&blobs, "count", &files[..], &few),
+            Err(LayerError::TooLarge {
+                what: "entries",
+                ..
+            })
+        ));
+        assert!(import_create_tar(&blobs, "ok", &files[..], &LayerLimits::DEFAULT).is_ok());
+    }
+
+    /// A 1,000-deep directory chain (which crashed plugind on `rm`) is refused at create.
+    #[test]
+    fn deep_or_long_paths_are_refused_at_create() {
+        let (_d, blobs) = store();
+        let mut path = String::from("rootfs");
+        let mut entries = vec![("config.json".to_owned(), tar::EntryType::Regular)];
+        for _ in 0..1000 {
+            path.push_str("/d");
+            entries.push((format!("{path}/"), tar::EntryType::Directory));
+        }
+        let refs: Vec<(&str, tar::EntryType, &[u8], Option<&str>)> = entries
+            .iter()
+            .map(|(p, k)| {
+                let data: &[u8] = if k.is_dir() { b"" } else { b"{}" };
+                (p.as_str(), *k, data, None)
+            })
+            .collect();
+        let deep = tar_of(&refs);
+        let err = import_create_tar(&blobs, "deep", &deep[..], &LayerLimits::DEFAULT).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                LayerError::PathTooLong {
+                    what: "levels",
+                    limit: 256,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("(truncated)"), "{err}");
+        // Within the limits the same chain is fine.
+        let roomy = LayerLimits {
+            max_path_depth: 2000,
+            ..LayerLimits::DEFAULT
+        };
+        assert!(import_create_tar(&blobs, "deep2", &deep[..], &roomy).is_ok());
+
+        let long = format!("rootfs/{}", "x".repeat(5000));
+        let tar = tar_of(&[
+            ("config.json", tar::EntryType::Regular, b"{}", None),
+            (long.as_str(), tar::EntryType::Regular, b"", None),
+        ]);
+        assert!(matches!(
+            import_create_tar(&blobs, "long", &tar[..], &LayerLimits::DEFAULT),
+            Err(LayerError::PathTooLong { what: "bytes", .. })
         ));
     }
 

@@ -51,6 +51,8 @@ pub struct ManagerConfig {
     pub restart: RestartPolicy,
     /// Limits for create tars and layers.
     pub layer_limits: LayerLimits,
+    /// The most bytes read from one plugin HTTP answer (volume calls included).
+    pub max_plugin_answer_bytes: usize,
     /// Reported as `Config.DockerVersion` of created plugins.
     pub docker_version: String,
 }
@@ -66,6 +68,7 @@ impl ManagerConfig {
             default_ready_timeout: Duration::from_secs(30),
             restart: RestartPolicy::DEFAULT,
             layer_limits: LayerLimits::DEFAULT,
+            max_plugin_answer_bytes: crate::client::DEFAULT_MAX_ANSWER_BYTES,
             docker_version: concat!("plugind-", env!("CARGO_PKG_VERSION")).to_owned(),
         }
     }
@@ -581,7 +584,8 @@ impl Manager {
             }
         }
         // Docker never activates managed plugins; we ask as a courtesy and record the answer.
-        let client = PluginClient::new(record.name(), &socket);
+        let client = PluginClient::new(record.name(), &socket)
+            .with_max_answer_bytes(self.inner.config.max_plugin_answer_bytes);
         match client
             .call("Plugin.Activate", None, Duration::from_secs(5))
             .await
@@ -894,7 +898,8 @@ impl Manager {
         Ok(PluginHandle {
             id: record.id().clone(),
             name: record.name().to_owned(),
-            client: PluginClient::new(record.name(), &socket),
+            client: PluginClient::new(record.name(), &socket)
+                .with_max_answer_bytes(self.inner.config.max_plugin_answer_bytes),
         })
     }
 }

@@ -5,13 +5,16 @@
 //! failing with EBUSY on the mount point (moby#34366 is the EBUSY half of that story). So the
 //! store first looks for mount points under the tree in `/proc/self/mountinfo` and refuses with
 //! [`StoreError::Busy`] if there are any, and while walking it does not descend into a directory
-//! on another device.
+//! on another device. The walk is `plugind_sys::tree`'s: iterative and descriptor-relative, so a
+//! plugin rootfs holding a directory chain thousands deep (longer than `PATH_MAX`) is removed
+//! without overflowing the stack of the thread doing it.
 
 use std::{
     fs, io,
-    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
 };
+
+use plugind_sys::tree::{remove_tree_same_device, RemoveTreeError};
 
 use crate::StoreError;
 
@@ -41,36 +44,19 @@ pub(crate) fn remove_tree(path: &Path) -> Result<(), StoreError> {
             mounts,
         });
     }
-    remove_dir_on_device(path, meta.dev()).map_err(|e| match e {
-        WalkError::OtherDevice(mount) => StoreError::Busy {
+    remove_tree_same_device(path).map_err(|e| match e {
+        RemoveTreeError::OtherDevice(mount) => StoreError::Busy {
             path: path.to_path_buf(),
             mounts: vec![mount],
         },
-        WalkError::Io(p, source) => StoreError::Remove { path: p, source },
+        RemoveTreeError::Changed(p) => StoreError::Remove {
+            path: p,
+            source: io::Error::other("the tree changed while it was being removed"),
+        },
+        RemoveTreeError::Io {
+            path: p, source, ..
+        } => StoreError::Remove { path: p, source },
     })
-}
-
-enum WalkError {
-    OtherDevice(PathBuf),
-    Io(PathBuf, io::Error),
-}
-
-fn remove_dir_on_device(dir: &Path, dev: u64) -> Result<(), WalkError> {
-    let entries = fs::read_dir(dir).map_err(|e| WalkError::Io(dir.to_path_buf(), e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| WalkError::Io(dir.to_path_buf(), e))?;
-        let p = entry.path();
-        let meta = fs::symlink_metadata(&p).map_err(|e| WalkError::Io(p.clone(), e))?;
-        if meta.is_dir() {
-            if meta.dev() != dev {
-                return Err(WalkError::OtherDevice(p));
-            }
-            remove_dir_on_device(&p, dev)?;
-        } else {
-            fs::remove_file(&p).map_err(|e| WalkError::Io(p.clone(), e))?;
-        }
-    }
-    fs::remove_dir(dir).map_err(|e| WalkError::Io(dir.to_path_buf(), e))
 }
 
 /// Mount points at or below `path` in this process's mount namespace. An unreadable
@@ -109,5 +95,32 @@ mod tests {
         assert!(!tree.exists());
         assert!(outside.path().join("keep").exists());
         remove_tree(&tree).unwrap();
+    }
+
+    /// A rootfs holding a 5,000-deep chain (the crash on `rm`) is removed on a thread
+    /// with a small stack: the walk is iterative and does not build paths over `PATH_MAX`.
+    #[test]
+    fn removes_a_5000_deep_chain_on_a_small_stack() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("t");
+        std::fs::create_dir(&tree).unwrap();
+        // Built through /proc/self/fd so no path handed to the kernel exceeds PATH_MAX.
+        let mut cur = std::fs::File::open(&tree).unwrap();
+        for _ in 0..5000 {
+            use std::os::fd::AsRawFd;
+            let next = format!("/proc/self/fd/{}/d", cur.as_raw_fd());
+            std::fs::create_dir(&next).unwrap();
+            cur = std::fs::File::open(&next).unwrap();
+        }
+        drop(cur);
+        let t = tree.clone();
+        std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(move || remove_tree(&t))
+            .unwrap()
+            .join()
+            .expect("no stack overflow")
+            .unwrap();
+        assert!(!tree.exists());
     }
 }

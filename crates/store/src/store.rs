@@ -431,6 +431,9 @@ impl Store {
             return Err(not_found());
         }
         let to = self.root.join(format!("{id}{REMOVING_SUFFIX}"));
+        // A leftover of an earlier removal of this id (killed, or blocked by a mount then) would
+        // make the rename fail: finish it first.
+        remove_tree(&to)?;
         durable_rename(&self.plugin_dir(id), &to).map_err(|source| StoreError::Fs {
             action: format!("move plugin {id} aside for removal"),
             source,

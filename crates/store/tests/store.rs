@@ -417,6 +417,31 @@ fn removal_is_two_steps_and_survives_a_crash_in_between() {
     reopened.finish_remove(&path_b).unwrap();
 }
 
+/// A `<id>-removing` left by an earlier removal of the same id (killed, or blocked by a mount
+/// then) made the next `plugin rm` fail with 500: it is now removed first.
+#[test]
+fn a_stale_removing_directory_does_not_block_removal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let a = id("a");
+    store.add(record(&a, "a:latest")).unwrap();
+    let stale = tmp.path().join(format!("{a}-removing"));
+    fs::create_dir_all(stale.join("rootfs/old/deep")).unwrap();
+    fs::write(stale.join("rootfs/old/deep/f"), b"old").unwrap();
+    fs::create_dir_all(store.rootfs_dir(&a).join("bin")).unwrap();
+    fs::write(store.rootfs_dir(&a).join("bin/x"), b"new").unwrap();
+
+    let path = store.begin_remove(&a).unwrap();
+    assert_eq!(path, stale);
+    assert!(path.join("rootfs/bin/x").exists(), "the new tree was moved");
+    assert!(
+        !path.join("rootfs/old").exists(),
+        "the stale tree went first"
+    );
+    store.finish_remove(&path).unwrap();
+    assert!(!path.exists() && !store.plugin_dir(&a).exists());
+}
+
 #[test]
 fn concurrent_updates_are_all_kept() {
     let tmp = tempfile::tempdir().unwrap();

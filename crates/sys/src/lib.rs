@@ -9,7 +9,8 @@
 //!   daemons off one root, and per-ingest writer locks in the blob store;
 //! - [`mount`]: mount, unmount and `/proc/self/mountinfo` parsing;
 //! - [`probe`]: kernel feature probes answered once per process;
-//! - [`process`]: signals and process identity (pid + start time).
+//! - [`process`]: signals and process identity (pid + start time);
+//! - [`tree`]: iterative, descriptor-relative removal of directory trees of any depth.
 //!
 //! All functions return [`SysError`], which names the operation and the path involved.
 
@@ -21,5 +22,6 @@ pub mod lock;
 pub mod mount;
 pub mod probe;
 pub mod process;
+pub mod tree;
 
 pub use error::{Result, SysError};
