@@ -9,13 +9,15 @@
 //!   daemons off one root, and per-ingest writer locks in the blob store;
 //! - [`mount`]: mount, unmount and `/proc/self/mountinfo` parsing;
 //! - [`probe`]: kernel feature probes answered once per process;
-//! - [`process`]: signals and process identity (pid + start time).
+//! - [`process`]: signals and process identity (pid + start time);
+//! - [`failpoint`]: crash points for tests (inert unless built with the `failpoints` feature).
 //!
 //! All functions return [`SysError`], which names the operation and the path involved.
 
 #![warn(missing_docs)]
 
 mod error;
+pub mod failpoint;
 pub mod fs;
 pub mod lock;
 pub mod mount;
