@@ -681,6 +681,9 @@ impl Inner {
                     shim_start_time: shim.map_or(0, |p| p.start_time),
                     runtime: runtime.to_owned(),
                 };
+                // A crash here leaves a running task that restore cannot adopt (no record of
+                // its identity): only `destroy` can reclaim it (tests).
+                plugind_sys::failpoint::hit("executor-task-started-unrecorded");
                 let path = self.config.task_dir(id).join("task.json");
                 let json = serde_json::to_vec(&record).expect("a TaskRecord always serialises");
                 // Replaced atomically but not fsynced: the exec root is a tmpfs in production and

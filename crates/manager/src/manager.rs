@@ -1042,19 +1042,13 @@ impl Manager {
         let (_held, record) = self.lock_plugin(name).await?;
         let args = args.to_vec();
         self.blocking(move |m| {
-            m.inner
-                .store
-                .try_update::<ManagerError>(record.id(), |r| {
-                    if r.desired_enabled() {
-                        return Err(ManagerError::SetWhileEnabled);
-                    }
-                    plugind_store::apply_settings(
-                        &mut r.plugin.config,
-                        &mut r.plugin.settings,
-                        &args,
-                    )?;
-                    Ok(())
-                })
+            m.inner.store.try_update::<ManagerError>(record.id(), |r| {
+                if r.desired_enabled() {
+                    return Err(ManagerError::SetWhileEnabled);
+                }
+                plugind_store::apply_settings(&mut r.plugin.config, &mut r.plugin.settings, &args)?;
+                Ok(())
+            })
         })
         .await??;
         Ok(())
@@ -1072,7 +1066,9 @@ impl Manager {
     ) -> Result<PluginHandle> {
         let record = self.usable(name, capability)?;
         let holder = holder.to_owned();
-        let record = self.update(record.id(), move |r| r.acquire(&holder)).await?;
+        let record = self
+            .update(record.id(), move |r| r.acquire(&holder))
+            .await?;
         self.handle(&record)
     }
 

@@ -99,8 +99,7 @@ impl Manager {
             let Ok(id) = PluginId::parse(&name) else {
                 continue;
             };
-            if !running.contains(&id) && !self.is_running(&id) && self.destroy_leftover(&id).await
-            {
+            if !running.contains(&id) && !self.is_running(&id) && self.destroy_leftover(&id).await {
                 report.destroyed.push(name);
             }
         }
@@ -120,7 +119,9 @@ impl Manager {
                     .and_then(|l| l.running.as_ref().map(|r| r.pid));
                 if let Some(pid) = pid {
                     let _ = self
-                        .update(&id, move |r| r.state.observed.state = RunState::Running { pid })
+                        .update(&id, move |r| {
+                            r.state.observed.state = RunState::Running { pid }
+                        })
                         .await;
                 }
                 report.reattached.push(id);
@@ -156,7 +157,9 @@ impl Manager {
                     Ok(pid) => {
                         let pid = *pid;
                         let _ = this
-                            .update(&id, move |r| r.state.observed.state = RunState::Running { pid })
+                            .update(&id, move |r| {
+                                r.state.observed.state = RunState::Running { pid }
+                            })
                             .await;
                     }
                     Err(e) => {
@@ -213,9 +216,11 @@ impl Manager {
         } else {
             record.plugin.config.interface.socket.as_str()
         };
-        let Ok(socket) =
-            plugind_bundle::socket::plugin_socket_path(&self.inner.config.exec_root, id, socket_name)
-        else {
+        let Ok(socket) = plugind_bundle::socket::plugin_socket_path(
+            &self.inner.config.exec_root,
+            id,
+            socket_name,
+        ) else {
             return false;
         };
         let (exit_tx, mut exit_rx) = tokio::sync::watch::channel(None);
