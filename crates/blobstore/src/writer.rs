@@ -276,6 +276,8 @@ impl Writer {
         match fs::hard_link(&self.data_path, &target) {
             Ok(()) => {
                 sysfs::fsync_dir(&self.blobs_dir)?;
+                // A crash here leaves the blob published and its ingest behind (tests).
+                plugind_sys::failpoint::hit("blob-commit-linked");
                 tracing::debug!(digest = %actual, size, reference = %self.reference, "blob committed");
                 let Writer { dir, lock, .. } = self;
                 remove_ingest_dir(&dir, lock)?;

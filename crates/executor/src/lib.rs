@@ -95,6 +95,14 @@ pub trait Executor: Send + Sync {
     /// Deletes a stopped task from its shim, stops the shim and releases the executor's files
     /// (not the bundle, not the log). Fails with [`ExecutorError::StillRunning`] if it runs.
     async fn delete(&self, id: &str) -> Result<ExitInfo>;
+    /// Tears down everything an earlier run left for task `id` (bundle path `bundle`) that is
+    /// not attached: the task and its shim if they still run, runc state, cgroup, mounts and the
+    /// executor's files (not the bundle, not the log). For tasks `restore` could not adopt and
+    /// bundles nobody tracks. Idempotent. [`ExecutorError::AlreadyExists`] if it is attached.
+    async fn destroy(&self, id: &str, bundle: &std::path::Path) -> Result<()>;
+    /// Ids with executor files on disk (from an earlier run) and no attached task; the caller
+    /// decides whether to [`Executor::destroy`] them.
+    fn leftovers(&self) -> Vec<String>;
     /// The task's current state, as its shim reports it.
     async fn state(&self, id: &str) -> Result<TaskState>;
     /// Re-attaches to the tasks of an earlier run, in parallel: `(id, bundle path)` pairs.

@@ -801,6 +801,9 @@ impl Inner {
                     shim_start_time: shim.map_or(0, |p| p.start_time),
                     runtime: runtime.to_owned(),
                 };
+                // A crash here leaves a running task that restore cannot adopt (no record of
+                // its identity): only `destroy` can reclaim it (tests).
+                plugind_sys::failpoint::hit("executor-task-started-unrecorded");
                 let path = self.config.task_dir(id).join("task.json");
                 let json = serde_json::to_vec(&record).expect("a TaskRecord always serialises");
                 // Replaced atomically but not fsynced: the exec root is a tmpfs in production and
@@ -1108,6 +1111,59 @@ impl Inner {
         Ok(result)
     }
 
+    /// Tears down what an earlier run left for a task that is not attached (restore could not
+    /// adopt it, or nobody tracks it any more): through its shim if one answers at the bundle's
+    /// `address` (SIGKILL to every process, delete, shutdown, wait for the shim to be gone),
+    /// then the shim's `delete` subcommand (`runc delete --force`: the container if the shim
+    /// was dead, runc state, cgroup, rootfs mounts), the shim socket and the task directory.
+    /// The shim at the bundle's address runs only containers of that bundle, so whatever it
+    /// reports is ours to kill. Idempotent: `Ok` once nothing of the task is left.
+    async fn destroy(&self, id: &str, bundle: &Path) -> Result<()> {
+        check_id(id)?;
+        if lock(&self.tasks).contains_key(id) || lock(&self.starting).contains(id) {
+            return Err(ExecutorError::AlreadyExists { id: id.to_owned() });
+        }
+        let address = fs::read_to_string(bundle.join("address"))
+            .ok()
+            .map(|a| a.trim().to_owned())
+            .filter(|a| !a.is_empty());
+        if let Some(address) = &address {
+            if let Ok((client, shim_pid, _)) =
+                self.attach(id, address, self.config.dial_timeout).await
+            {
+                let shim = ProcessIdentity::of(shim_pid).ok();
+                self.abort_start(id, Some(&client), Some(address), shim)
+                    .await;
+            }
+        }
+        if bundle.is_dir() {
+            self.delete_dead_shim(id, bundle, address.as_deref().unwrap_or(""), None)
+                .await?;
+        }
+        let dir = self.config.task_dir(id);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ExecutorError::io("remove", &dir, e)),
+        }
+        tracing::info!(task = %id, "leftover task destroyed");
+        Ok(())
+    }
+
+    /// Ids that have a task directory on disk but no attached or starting task.
+    fn leftovers(&self) -> Vec<String> {
+        let Ok(entries) = fs::read_dir(self.config.exec_root.join("tasks")) else {
+            return Vec::new();
+        };
+        let tasks = lock(&self.tasks);
+        let starting = lock(&self.starting);
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|id| !tasks.contains_key(id) && !starting.contains(id))
+            .collect()
+    }
+
     async fn delete(&self, id: &str) -> Result<ExitInfo> {
         let task = self.task(id)?;
         let t = Some(self.config.rpc_timeout);
@@ -1372,6 +1428,14 @@ impl Executor for ShimExecutor {
 
     async fn delete(&self, id: &str) -> Result<ExitInfo> {
         self.inner.delete(id).await
+    }
+
+    async fn destroy(&self, id: &str, bundle: &Path) -> Result<()> {
+        self.inner.destroy(id, bundle).await
+    }
+
+    fn leftovers(&self) -> Vec<String> {
+        self.inner.leftovers()
     }
 
     async fn state(&self, id: &str) -> Result<TaskState> {

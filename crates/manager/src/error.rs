@@ -93,6 +93,15 @@ pub enum ManagerError {
         /// What happened: exit status and stderr tail, runtime error, or timeout.
         reason: String,
     },
+    /// The plugin's task could not be stopped (or its stop not confirmed by the executor): the
+    /// plugin is marked failed and the next enable, disable or remove tries the stop again.
+    #[error("plugin {name} could not be stopped: {reason}")]
+    StopFailed {
+        /// The plugin's full name.
+        name: String,
+        /// The executor's error.
+        reason: String,
+    },
     /// Building the OCI spec failed.
     #[error(transparent)]
     Spec(#[from] plugind_spec::SpecError),
@@ -148,7 +157,9 @@ impl ManagerError {
             | ManagerError::SetWhileEnabled
             | ManagerError::NotEnabled { .. } => ErrorKind::FailedPrecondition,
             ManagerError::NoCapability { .. } => ErrorKind::NotFound,
-            ManagerError::StartFailed { .. } => ErrorKind::Internal,
+            ManagerError::StartFailed { .. } | ManagerError::StopFailed { .. } => {
+                ErrorKind::Internal
+            }
             ManagerError::Spec(e) => e.kind(),
             ManagerError::Bundle(e) => e.kind(),
             ManagerError::Executor(e) => e.kind(),

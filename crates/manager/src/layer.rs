@@ -158,6 +158,19 @@ pub fn import_create_tar<R: Read>(
     input: R,
     limits: &LayerLimits,
 ) -> Result<CreateTar, LayerError> {
+    import_create_tar_guarded(blobs, ingest_ref, input, limits, || ()).map(|(tar, ())| tar)
+}
+
+/// [`import_create_tar`] with a hook: `before_commit` is called once the whole upload is in the ingest, right before the commit
+/// that makes the blob visible; what it returns (a guard keeping sweeps away) is handed back
+/// with the result, so that the caller holds it only for the commit, never for the upload.
+pub fn import_create_tar_guarded<R: Read, G>(
+    blobs: &BlobStore,
+    ingest_ref: &str,
+    input: R,
+    limits: &LayerLimits,
+    before_commit: impl FnOnce() -> G,
+) -> Result<(CreateTar, G), LayerError> {
     let mut writer = blobs.writer(ingest_ref)?;
     if writer.offset() > 0 {
         writer.reset()?;
@@ -184,13 +197,14 @@ pub fn import_create_tar<R: Read>(
     };
     let size = writer.offset();
     let digest = writer.digest_so_far();
+    let guard = before_commit();
     let layer = match writer.commit(size, &digest) {
         Ok(d) => d,
         // Same rootfs as an existing plugin: the blob is shared.
         Err(BlobError::AlreadyExists { .. }) => digest,
         Err(e) => return Err(e.into()),
     };
-    Ok(CreateTar { config, layer })
+    Ok((CreateTar { config, layer }, guard))
 }
 
 fn rewrite_create_tar<R: Read, W: Write>(

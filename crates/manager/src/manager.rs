@@ -100,6 +100,9 @@ pub struct RestoreReport {
     pub failed: Vec<(PluginId, String)>,
     /// Records that could not be read and were moved aside.
     pub quarantined: Vec<PathBuf>,
+    /// Tasks, shims and bundles of an earlier run that nothing tracks (a killed enable, an
+    /// unadoptable task), torn down: their ids.
+    pub destroyed: Vec<String>,
 }
 
 /// A plugin as the API shows it: the record plus live facts.
@@ -124,6 +127,10 @@ struct Live {
     running: Option<Running>,
     /// Set while the manager itself stops the task, so its exit is not an unexpected one.
     stopping: bool,
+    /// Why the last stop failed, while the executor has not confirmed the task gone (`running`
+    /// is then kept, so nothing deletes the bundle of a task that may still run; the next
+    /// enable, disable or remove tries the stop again).
+    stop_error: Option<String>,
     /// Exits are published here while someone (enable, disable) waits for them.
     exit_tx: Option<watch::Sender<Option<ExitInfo>>>,
     fast_failures: u32,
@@ -145,6 +152,10 @@ struct Inner {
     /// Creates hold it shared while their blobs are not yet referenced by a record; a sweep
     /// holds it exclusively, so it never deletes a blob a create is about to use.
     gc: std::sync::RwLock<()>,
+    /// Blobs committed by creates in progress and not yet referenced by a record. A create
+    /// adds its blob here while holding `gc` shared for the short commit only (never across
+    /// the client's upload); sweeps treat these as live.
+    pending_blobs: StdMutex<HashMap<plugind_types::Digest, usize>>,
     shutting_down: std::sync::atomic::AtomicBool,
     /// Held for the manager's lifetime: two daemons must never share one root.
     _root_lock: LockFile,
@@ -155,6 +166,36 @@ impl std::fmt::Debug for Inner {
         f.debug_struct("Manager")
             .field("root", &self.config.root)
             .finish_non_exhaustive()
+    }
+}
+
+/// Blobs a create committed and has not recorded yet; dropping it (record written, or the
+/// create failed) makes them ordinary blobs again, live only if a record refers to them.
+struct PendingBlobs<'m> {
+    manager: &'m Manager,
+    digests: Vec<plugind_types::Digest>,
+}
+
+impl PendingBlobs<'_> {
+    fn add(&mut self, digest: &plugind_types::Digest) {
+        *lock(&self.manager.inner.pending_blobs)
+            .entry(digest.clone())
+            .or_default() += 1;
+        self.digests.push(digest.clone());
+    }
+}
+
+impl Drop for PendingBlobs<'_> {
+    fn drop(&mut self) {
+        let mut pending = lock(&self.manager.inner.pending_blobs);
+        for d in self.digests.drain(..) {
+            if let Some(n) = pending.get_mut(&d) {
+                *n -= 1;
+                if *n == 0 {
+                    pending.remove(&d);
+                }
+            }
+        }
     }
 }
 
@@ -178,6 +219,49 @@ impl Manager {
         executor: Arc<dyn Executor>,
         events: mpsc::UnboundedReceiver<TaskEvent>,
     ) -> Result<(Manager, RestoreReport)> {
+        // Opening walks and repairs the roots (fsyncs, removals): off the async workers.
+        let opened = {
+            let config = config.clone();
+            tokio::task::spawn_blocking(move || Self::open_roots(&config)).await??
+        };
+        let (root_lock, store, reload, blobs) = opened;
+        let manager = Manager {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                blobs,
+                executor,
+                events: EventHub::new(1024),
+                locks: StdMutex::new(HashMap::new()),
+                live: StdMutex::new(HashMap::new()),
+                queue: KeyedQueue::new(4096),
+                gc: std::sync::RwLock::new(()),
+                pending_blobs: StdMutex::new(HashMap::new()),
+                shutting_down: std::sync::atomic::AtomicBool::new(false),
+                _root_lock: root_lock,
+            }),
+        };
+        manager.spawn_event_loop(events);
+        // Partial ingests of killed creates, and blobs they committed without a record: no
+        // create of this run exists yet, so nothing is in flight and no grace is needed (a
+        // grace period would restart with every restart and never expire).
+        let this = manager.clone();
+        tokio::task::spawn_blocking(move || this.sweep_blobs_with(Duration::ZERO)).await?;
+        let mut report = manager.restore().await;
+        report.quarantined = reload
+            .quarantined
+            .iter()
+            .map(|q| q.moved_to.clone())
+            .collect();
+        Ok((manager, report))
+    }
+
+    /// The blocking half of [`Manager::start`]: takes the root lock, reloads the store, opens
+    /// the blob store and removes leftovers of interrupted creates and bundle deletions.
+    #[allow(clippy::type_complexity)]
+    fn open_roots(
+        config: &ManagerConfig,
+    ) -> Result<(LockFile, Store, plugind_store::ReloadReport, BlobStore)> {
         fs::create_dir_all(&config.root).map_err(|e| {
             ManagerError::Sys(plugind_sys::SysError::Io {
                 op: "create directory",
@@ -216,29 +300,35 @@ impl Manager {
             }
         }
         plugind_bundle::Bundle::sweep_deleting(&config.bundles_dir())?;
-        let manager = Manager {
-            inner: Arc::new(Inner {
-                config,
-                store,
-                blobs,
-                executor,
-                events: EventHub::new(1024),
-                locks: StdMutex::new(HashMap::new()),
-                live: StdMutex::new(HashMap::new()),
-                queue: KeyedQueue::new(4096),
-                gc: std::sync::RwLock::new(()),
-                shutting_down: std::sync::atomic::AtomicBool::new(false),
-                _root_lock: root_lock,
-            }),
-        };
-        manager.spawn_event_loop(events);
-        let mut report = manager.restore().await;
-        report.quarantined = reload
-            .quarantined
-            .iter()
-            .map(|q| q.moved_to.clone())
-            .collect();
-        Ok((manager, report))
+        Ok((root_lock, store, reload, blobs))
+    }
+
+    /// The quarantined plugin directories kept for inspection (bounded; see
+    /// `plugind_store::QUARANTINE_MAX_ENTRIES`), oldest first.
+    pub fn quarantined(&self) -> Vec<PathBuf> {
+        self.inner.store.quarantined()
+    }
+
+    /// Runs `f` on the blocking pool: store writes fsync, bundle preparation and removals walk
+    /// trees, and none of that may stall the async workers serving the API.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Manager) -> T + Send + 'static,
+    ) -> Result<T> {
+        let this = self.clone();
+        Ok(tokio::task::spawn_blocking(move || f(&this)).await?)
+    }
+
+    /// [`Store::update`] on the blocking pool (it fsyncs).
+    async fn update(
+        &self,
+        id: &PluginId,
+        f: impl FnOnce(&mut PluginRecord) + Send + 'static,
+    ) -> Result<PluginRecord> {
+        let id = id.clone();
+        Ok(self
+            .blocking(move |m| m.inner.store.update(&id, f))
+            .await??)
     }
 
     /// The event hub (for `/events`).
@@ -360,17 +450,24 @@ impl Manager {
 
     fn create_blocking(&self, name: String, tar: &mut dyn std::io::Read) -> Result<PluginRecord> {
         let inner = &self.inner;
-        let gc = inner
-            .gc
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let id = PluginId::from_bytes(rand::random());
-        let imported = layer::import_create_tar(
+        // The upload streams into an ingest with no lock held (a sweep never removes an ingest
+        // its writer holds): one slow client blocks no other create and no `rm`. Only the
+        // commit, which makes a blob a sweep could see, holds `gc` shared; from then until the
+        // record refers to it, the blob is pending, which sweeps treat as live.
+        let mut pending = PendingBlobs {
+            manager: self,
+            digests: Vec::new(),
+        };
+        let (imported, gc) = layer::import_create_tar_guarded(
             &inner.blobs,
             &format!("create-{id}"),
             tar,
             &inner.config.layer_limits,
+            || self.gc_shared(),
         )?;
+        pending.add(&imported.layer);
+        drop(gc);
         let result = (|| {
             let mut config = PluginConfig::from_json(&imported.config)
                 .map_err(|e| ManagerError::Config { detail: e.detail() })?;
@@ -383,6 +480,7 @@ impl Manager {
             let config_json = serde_json::to_vec(&config).map_err(|e| ManagerError::Config {
                 detail: e.to_string(),
             })?;
+            let gc = self.gc_shared();
             let config_blob =
                 match inner
                     .blobs
@@ -392,6 +490,8 @@ impl Manager {
                     Err(plugind_blobstore::BlobError::AlreadyExists { digest, .. }) => digest,
                     Err(e) => return Err(e.into()),
                 };
+            pending.add(&config_blob);
+            drop(gc);
             let staging = inner.config.root.join("tmp").join(format!("rootfs-{id}"));
             fs::create_dir(&staging).map_err(|e| io_err("create directory", &staging, e))?;
             let unpacked = layer::unpack_layer(
@@ -400,9 +500,14 @@ impl Manager {
                 &staging,
                 &inner.config.layer_limits,
             );
+            // The rootfs must be on disk before the rename and the record make it a plugin's:
+            // after a power loss, a record must never point at empty or truncated files.
+            let unpacked = unpacked
+                .map_err(ManagerError::from)
+                .and_then(|()| Ok(plugind_sys::fs::sync_filesystem(&staging)?));
             if let Err(e) = unpacked {
                 let _ = fs::remove_dir_all(&staging);
-                return Err(e.into());
+                return Err(e);
             }
             let dir = inner.store.plugin_dir(&id);
             fs::create_dir(&dir).map_err(|e| io_err("create directory", &dir, e))?;
@@ -421,27 +526,44 @@ impl Manager {
             );
             record.state.blobs.config = Some(config_blob);
             record.state.blobs.layers = vec![imported.layer.clone()];
+            // A crash here leaves a plugin directory without a record: the next start deletes
+            // it (the record is written last, so the plugin never existed).
+            plugind_sys::failpoint::hit("create-after-rename");
             if let Err(e) = inner.store.add(record.clone()) {
                 let _ = fs::remove_dir_all(&dir);
                 return Err(e.into());
             }
             Ok(record)
         })();
-        drop(gc);
+        drop(pending);
         if result.is_err() {
             self.sweep_blobs();
         }
         result
     }
 
-    /// Deletes every blob no plugin refers to.
+    /// `gc` held shared: no sweep runs while a create commits a blob and marks it pending.
+    fn gc_shared(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.inner
+            .gc
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Deletes every blob no plugin refers to (and abandoned ingests older than an hour).
     fn sweep_blobs(&self) {
+        self.sweep_blobs_with(Duration::from_secs(3600));
+    }
+
+    /// Deletes every blob neither a record nor a create in progress refers to, and every
+    /// ingest no writer holds that is older than `ingest_grace`.
+    fn sweep_blobs_with(&self, ingest_grace: Duration) {
         let _gc = self
             .inner
             .gc
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let live: HashSet<_> = self
+        let mut live: HashSet<_> = self
             .inner
             .store
             .list()
@@ -451,7 +573,8 @@ impl Manager {
                 b.layers.into_iter().chain(b.config).chain(b.manifest)
             })
             .collect();
-        match self.inner.blobs.sweep(&live, Duration::from_secs(3600)) {
+        live.extend(lock(&self.inner.pending_blobs).keys().cloned());
+        match self.inner.blobs.sweep(&live, ingest_grace) {
             Ok(report) => tracing::debug!(?report, "swept blobs"),
             Err(e) => tracing::warn!(error = %e, "blob sweep failed"),
         }
@@ -465,7 +588,7 @@ impl Manager {
     pub async fn enable(&self, name: &str, timeout: Option<Duration>) -> Result<()> {
         let (_held, record) = self.lock_plugin(name).await?;
         let id = record.id().clone();
-        if record.desired_enabled() && self.is_running(&id) {
+        if record.desired_enabled() && self.is_running(&id) && !self.stop_failed(&id) {
             return Err(ManagerError::AlreadyEnabled {
                 name: record.name().to_owned(),
             });
@@ -481,19 +604,26 @@ impl Manager {
             .unwrap_or(self.inner.config.default_ready_timeout);
         match self.start_task(&record, timeout).await {
             Ok(pid) => {
-                let record = self.inner.store.update(&id, |r| {
-                    r.plugin.enabled = true;
-                    r.state.observed.state = RunState::Running { pid };
-                    r.state.observed.restart_count = 0;
-                })?;
+                // A crash here leaves a running task whose record says disabled: the next start
+                // finds its bundle and stops it (the bundle is the intent, written first).
+                plugind_sys::failpoint::hit("enable-after-task-start");
+                let record = self
+                    .update(&id, move |r| {
+                        r.plugin.enabled = true;
+                        r.state.observed.state = RunState::Running { pid };
+                        r.state.observed.restart_count = 0;
+                    })
+                    .await?;
                 self.publish("enable", &record);
                 Ok(())
             }
             Err(e) => {
                 let reason = e.to_string();
-                let _ = self.inner.store.update(&id, |r| {
-                    r.state.observed.state = RunState::Failed { reason }
-                });
+                let _ = self
+                    .update(&id, move |r| {
+                        r.state.observed.state = RunState::Failed { reason }
+                    })
+                    .await;
                 Err(e)
             }
         }
@@ -505,6 +635,13 @@ impl Manager {
             .is_some_and(|l| l.running.is_some())
     }
 
+    /// The last stop of the plugin's task failed and the task was not confirmed gone.
+    fn stop_failed(&self, id: &PluginId) -> bool {
+        lock(&self.inner.live)
+            .get(id)
+            .is_some_and(|l| l.stop_error.is_some())
+    }
+
     /// Starts the plugin's task and waits for readiness. Caller holds the plugin lock.
     async fn start_task(&self, record: &PluginRecord, timeout: Duration) -> Result<u32> {
         let inner = &self.inner;
@@ -512,8 +649,23 @@ impl Manager {
         let cfg = &inner.config;
         let runtime_dir = plugind_bundle::socket::plugin_runtime_dir(&cfg.exec_root, &id);
         let socket = self.socket_path(record)?;
+        // A task whose stop failed earlier may still run from the bundle about to be replaced:
+        // stop it first, or fail without touching it.
+        if self.is_running(&id) {
+            self.stop_task(&id)
+                .await
+                .map_err(|reason| ManagerError::StopFailed {
+                    name: record.name().to_owned(),
+                    reason,
+                })?;
+        }
         let phase = Instant::now();
-        let bundle = self.prepare_bundle(record, &runtime_dir, &socket)?;
+        let bundle = {
+            let (record, runtime_dir, socket) =
+                (record.clone(), runtime_dir.clone(), socket.clone());
+            self.blocking(move |m| m.prepare_bundle(&record, &runtime_dir, &socket))
+                .await??
+        };
         let bundle_time = phase.elapsed();
 
         let (exit_tx, mut exit_rx) = watch::channel(None);
@@ -534,10 +686,13 @@ impl Manager {
         let state = match created {
             Ok(state) => state,
             Err(e) => {
-                self.cleanup_task(&id).await;
+                let mut reason = e.to_string();
+                if let Err(stop) = self.cleanup_task(&id).await {
+                    reason = format!("{reason}; {stop}");
+                }
                 return Err(ManagerError::StartFailed {
                     name: record.name().to_owned(),
-                    reason: e.to_string(),
+                    reason,
                 });
             }
         };
@@ -561,7 +716,7 @@ impl Manager {
         match ready {
             Ok(()) => {}
             Err(why) => {
-                let tail = self.log_tail(&id, 20);
+                let tail = self.log_tail(&id, 20).await;
                 let reason = match why {
                     NotReady::Exited(exit) => format!(
                         "plugin exited with status {} before its socket {} accepted connections; last output: {}",
@@ -576,7 +731,10 @@ impl Manager {
                         tail
                     ),
                 };
-                self.stop_task(&id).await;
+                let reason = match self.stop_task(&id).await {
+                    Ok(_) => reason,
+                    Err(stop) => format!("{reason}; {stop}"),
+                };
                 return Err(ManagerError::StartFailed {
                     name: record.name().to_owned(),
                     reason,
@@ -677,17 +835,25 @@ impl Manager {
         Ok(Bundle::create(&cfg.bundles_dir(), id, &spec)?)
     }
 
-    fn log_tail(&self, id: &PluginId, n: usize) -> String {
-        match self.inner.executor.log_tail(id.as_str(), n) {
-            Ok(lines) if !lines.is_empty() => lines.join(" | "),
-            Ok(_) => "(no output)".to_owned(),
+    /// The last `n` lines of the plugin's output, read on the blocking pool.
+    async fn log_tail(&self, id: &PluginId, n: usize) -> String {
+        let id = id.clone();
+        let lines = self
+            .blocking(move |m| m.inner.executor.log_tail(id.as_str(), n))
+            .await;
+        match lines {
+            Ok(Ok(lines)) if !lines.is_empty() => lines.join(" | "),
+            Ok(Ok(_)) => "(no output)".to_owned(),
+            Ok(Err(e)) => format!("(log unavailable: {e})"),
             Err(e) => format!("(log unavailable: {e})"),
         }
     }
 
     /// Stops the task (SIGTERM, grace, SIGKILL), waits for its exit, and cleans up. Caller
-    /// holds the plugin lock. Returns the exit, if the task was running.
-    async fn stop_task(&self, id: &PluginId) -> Option<ExitInfo> {
+    /// holds the plugin lock. Returns the exit, if the task was running. The task is forgotten
+    /// only once the executor confirmed it gone; otherwise the error says why, the plugin is
+    /// marked failed and the task stays tracked, so the next enable, disable or remove retries.
+    async fn stop_task(&self, id: &PluginId) -> std::result::Result<Option<ExitInfo>, String> {
         {
             let mut live = lock(&self.inner.live);
             if let Some(l) = live.get_mut(id) {
@@ -703,23 +869,69 @@ impl Manager {
             Ok(exit) => Some(exit),
             Err(e) if e.is_not_found() => None,
             Err(e) => {
-                tracing::warn!(plugin = %id, error = %e, "stopping plugin task failed");
-                None
+                let reason = format!("stopping its task failed: {e}");
+                self.stop_failed_with(id, &reason).await;
+                return Err(reason);
             }
         };
-        self.cleanup_task(id).await;
-        exit
+        self.cleanup_task(id).await?;
+        Ok(exit)
+    }
+
+    /// Records a failed stop: the task stays tracked (`running`), the plugin is failed.
+    async fn stop_failed_with(&self, id: &PluginId, reason: &str) {
+        tracing::warn!(plugin = %id, reason, "plugin task not stopped");
+        if let Some(l) = lock(&self.inner.live).get_mut(id) {
+            l.stopping = false;
+            l.stop_error = Some(reason.to_owned());
+        }
+        let reason = reason.to_owned();
+        let _ = self
+            .update(id, move |r| {
+                r.state.observed.state = RunState::Failed { reason }
+            })
+            .await;
     }
 
     /// Releases everything a stopped task left: the executor's task, the bundle, mounts, the
-    /// runtime directory. Errors are logged: cleanup is retried at the next start.
-    async fn cleanup_task(&self, id: &PluginId) {
+    /// runtime directory. Fails, keeping the bundle and the task tracked, when the executor
+    /// cannot confirm the task gone (deleting the bundle of a task that may still run would
+    /// orphan it); failures after that (bundle, mounts) are logged and repaired by the next
+    /// start of the plugin or of plugind.
+    async fn cleanup_task(&self, id: &PluginId) -> std::result::Result<(), String> {
         let inner = &self.inner;
         match inner.executor.delete(id.as_str()).await {
             Ok(_) => {}
             Err(e) if e.is_not_found() => {}
-            Err(e) => tracing::warn!(plugin = %id, error = %e, "deleting plugin task failed"),
+            Err(e) => {
+                let reason = format!("deleting its task failed: {e}");
+                self.stop_failed_with(id, &reason).await;
+                return Err(reason);
+            }
         }
+        let removed = self
+            .blocking({
+                let id = id.clone();
+                move |m| m.remove_task_files(&id)
+            })
+            .await;
+        if let Err(e) = removed {
+            tracing::warn!(plugin = %id, error = %e, "cleaning up plugin task files failed");
+        }
+        let mut live = lock(&inner.live);
+        if let Some(l) = live.get_mut(id) {
+            l.running = None;
+            l.stopping = false;
+            l.stop_error = None;
+            l.exit_tx = None;
+        }
+        Ok(())
+    }
+
+    /// Deletes a gone task's bundle, unmounts its leftovers and removes its runtime directory
+    /// (blocking; errors are logged).
+    fn remove_task_files(&self, id: &PluginId) {
+        let inner = &self.inner;
         if let Err(e) = Bundle::delete(&inner.config.bundles_dir(), id) {
             tracing::warn!(plugin = %id, error = %e, "deleting bundle failed");
         }
@@ -732,12 +944,6 @@ impl Manager {
         }
         let runtime_dir = plugind_bundle::socket::plugin_runtime_dir(&inner.config.exec_root, id);
         let _ = fs::remove_dir_all(&runtime_dir);
-        let mut live = lock(&inner.live);
-        if let Some(l) = live.get_mut(id) {
-            l.running = None;
-            l.stopping = false;
-            l.exit_tx = None;
-        }
     }
 
     // ----- disable / remove / set ---------------------------------------------------------
@@ -760,17 +966,22 @@ impl Manager {
         if let Some(l) = lock(&self.inner.live).get_mut(&id) {
             l.generation += 1;
         }
-        let record = self.inner.store.update(&id, |r| r.plugin.enabled = false)?;
-        let exit = self.stop_task(&id).await;
+        let record = self.update(&id, |r| r.plugin.enabled = false).await?;
+        let exit = self
+            .stop_task(&id)
+            .await
+            .map_err(|reason| ManagerError::StopFailed {
+                name: record.name().to_owned(),
+                reason,
+            })?;
         let record = self
-            .inner
-            .store
-            .update(&id, |r| {
+            .update(&id, move |r| {
                 r.state.observed.state = RunState::Stopped;
                 if let Some(exit) = exit {
                     r.state.observed.last_exit = Some(exit_record(&exit));
                 }
             })
+            .await
             .unwrap_or(record);
         self.publish("disable", &record);
         Ok(())
@@ -798,13 +1009,25 @@ impl Manager {
             l.generation += 1;
         }
         if self.is_running(&id) || record.desired_enabled() {
-            self.stop_task(&id).await;
+            // A plugin whose task may still run is not removed: its rootfs is in use.
+            self.stop_task(&id)
+                .await
+                .map_err(|reason| ManagerError::StopFailed {
+                    name: record.name().to_owned(),
+                    reason,
+                })?;
         }
-        let removing = self.inner.store.begin_remove(&id)?;
-        if let Err(e) = plugind_bundle::mounts::unmount_under(&removing) {
-            tracing::warn!(plugin = %id, error = %e, "unmounting removed plugin failed");
-        }
-        self.inner.store.finish_remove(&removing)?;
+        // Renaming, unmounting and deleting a whole rootfs: on the blocking pool.
+        let removed_id = id.clone();
+        self.blocking(move |m| -> Result<()> {
+            let removing = m.inner.store.begin_remove(&removed_id)?;
+            if let Err(e) = plugind_bundle::mounts::unmount_under(&removing) {
+                tracing::warn!(plugin = %removed_id, error = %e, "unmounting removed plugin failed");
+            }
+            m.inner.store.finish_remove(&removing)?;
+            Ok(())
+        })
+        .await??;
         lock(&self.inner.live).remove(&id);
         lock(&self.inner.locks).remove(&id);
         let this = self.clone();
@@ -817,15 +1040,17 @@ impl Manager {
     /// the plugin is enabled. All or nothing: a failing argument changes nothing.
     pub async fn set(&self, name: &str, args: &[String]) -> Result<()> {
         let (_held, record) = self.lock_plugin(name).await?;
-        self.inner
-            .store
-            .try_update::<ManagerError>(record.id(), |r| {
+        let args = args.to_vec();
+        self.blocking(move |m| {
+            m.inner.store.try_update::<ManagerError>(record.id(), |r| {
                 if r.desired_enabled() {
                     return Err(ManagerError::SetWhileEnabled);
                 }
-                plugind_store::apply_settings(&mut r.plugin.config, &mut r.plugin.settings, args)?;
+                plugind_store::apply_settings(&mut r.plugin.config, &mut r.plugin.settings, &args)?;
                 Ok(())
-            })?;
+            })
+        })
+        .await??;
         Ok(())
     }
 
@@ -840,10 +1065,10 @@ impl Manager {
         holder: &str,
     ) -> Result<PluginHandle> {
         let record = self.usable(name, capability)?;
+        let holder = holder.to_owned();
         let record = self
-            .inner
-            .store
-            .update(record.id(), |r| r.acquire(holder))?;
+            .update(record.id(), move |r| r.acquire(&holder))
+            .await?;
         self.handle(&record)
     }
 
@@ -860,9 +1085,11 @@ impl Manager {
         let Ok(record) = self.inner.store.resolve(name) else {
             return Ok(());
         };
-        self.inner.store.update(record.id(), |r| {
-            r.release(holder);
-        })?;
+        let holder = holder.to_owned();
+        self.update(record.id(), move |r| {
+            r.release(&holder);
+        })
+        .await?;
         Ok(())
     }
 

@@ -49,4 +49,4 @@ pub use model::{
 };
 pub use privileges::{privileges, privileges_match, PluginPrivilege};
 pub use settings::{apply_settings, SetError};
-pub use store::{Quarantined, ReloadReport, Store};
+pub use store::{Quarantined, ReloadReport, Store, QUARANTINE_MAX_AGE, QUARANTINE_MAX_ENTRIES};

@@ -25,6 +25,10 @@ const REMOVING_SUFFIX: &str = "-removing";
 const QUARANTINE_DIR: &str = "quarantine";
 /// Mode of the root, plugin and quarantine directories: plugin state is root's business.
 const DIR_MODE: u32 = 0o700;
+/// At most this many quarantined plugin directories are kept; the oldest go first.
+pub const QUARANTINE_MAX_ENTRIES: usize = 16;
+/// Quarantined plugin directories older than this are deleted at reload.
+pub const QUARANTINE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
 
 /// The plugin records of one root directory, indexed in memory.
 ///
@@ -63,6 +67,12 @@ pub struct ReloadReport {
     pub removals_finished: Vec<PathBuf>,
     /// Temporary files of interrupted atomic writes that were deleted.
     pub temp_files_removed: Vec<PathBuf>,
+    /// Plugin directories without a record (a create killed between moving its rootfs in and
+    /// writing the record: the record is written last, so the plugin never existed), deleted.
+    pub incomplete_removed: Vec<PathBuf>,
+    /// Quarantined directories deleted to keep the quarantine bounded
+    /// ([`QUARANTINE_MAX_ENTRIES`], [`QUARANTINE_MAX_AGE`]).
+    pub quarantine_pruned: Vec<PathBuf>,
     /// Everything that went wrong and was left in place (a removal blocked by a mount, a record
     /// from a newer plugind, a failed quarantine move, ...).
     pub failures: Vec<StoreError>,
@@ -147,6 +157,18 @@ impl Store {
                     report.loaded.push(id.clone());
                     index.insert(id, Arc::new(Slot::new(record)));
                 }
+                Err(StoreError::MissingRecord { .. }) => match remove_tree(&path) {
+                    // The record is the last thing a create writes: without it the plugin was
+                    // never created, and nobody can refer to it. Keeping it would pile up.
+                    Ok(()) => {
+                        tracing::info!(plugin = %id, path = %path.display(), "removed plugin directory of an interrupted create");
+                        report.incomplete_removed.push(path);
+                    }
+                    Err(e) => {
+                        tracing::warn!(plugin = %id, error = %error_chain(&e), "cannot remove plugin directory of an interrupted create; will retry at next start");
+                        report.failures.push(e);
+                    }
+                },
                 Err(e @ (StoreError::NewerFormat { .. } | StoreError::Read { .. })) => {
                     tracing::error!(plugin = %id, error = %error_chain(&e), "plugin record not loaded; left in place");
                     report.failures.push(e);
@@ -155,7 +177,67 @@ impl Store {
             }
         }
         *write(&self.index) = index;
+        self.prune_quarantine(&mut report);
+        for q in self.quarantined() {
+            tracing::warn!(path = %q.display(), "quarantined plugin directory kept for inspection");
+        }
         Ok(report)
+    }
+
+    /// The quarantined plugin directories (`<root>/quarantine/*`), oldest first.
+    pub fn quarantined(&self) -> Vec<PathBuf> {
+        self.quarantine_entries()
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect()
+    }
+
+    /// Quarantine entries with the time they were moved there (from the `-<unix time>` suffix
+    /// of their name: the move keeps the directory's own mtime), oldest first.
+    fn quarantine_entries(&self) -> Vec<(SystemTime, PathBuf)> {
+        let mut entries: Vec<(SystemTime, PathBuf)> = fs::read_dir(self.root.join(QUARANTINE_DIR))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let stamp = name.rsplit_once('-').and_then(|(_, t)| {
+                    let secs = t.split_once('.').map_or(t, |(s, _)| s);
+                    secs.parse::<u64>().ok()
+                });
+                let at = match stamp {
+                    Some(secs) => UNIX_EPOCH + std::time::Duration::from_secs(secs),
+                    None => e
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .unwrap_or(UNIX_EPOCH),
+                };
+                (at, e.path())
+            })
+            .collect();
+        entries.sort();
+        entries
+    }
+
+    /// Keeps the quarantine bounded: deletes entries older than [`QUARANTINE_MAX_AGE`], then the
+    /// oldest until at most [`QUARANTINE_MAX_ENTRIES`] are left.
+    fn prune_quarantine(&self, report: &mut ReloadReport) {
+        let now = SystemTime::now();
+        let entries = self.quarantine_entries();
+        let excess = entries.len().saturating_sub(QUARANTINE_MAX_ENTRIES);
+        for (n, (at, path)) in entries.into_iter().enumerate() {
+            let too_old = now.duration_since(at).unwrap_or_default() > QUARANTINE_MAX_AGE;
+            if n >= excess && !too_old {
+                continue;
+            }
+            match remove_tree(&path) {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "deleted old quarantined plugin directory");
+                    report.quarantine_pruned.push(path);
+                }
+                Err(e) => report.failures.push(e),
+            }
+        }
     }
 
     fn remove_temp_files(&self, dir: &Path, report: &mut ReloadReport) {

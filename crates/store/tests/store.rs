@@ -70,8 +70,11 @@ fn reload_loads_good_records_finishes_removals_and_quarantines_bad_ones() {
     // A record whose Id is not its directory's.
     let moved = id("d4");
     write_record(root, moved.as_str(), &record(&id("d5"), "other:latest"));
-    // An install interrupted before its record.
-    fs::create_dir_all(root.join(id("e6").as_str()).join("rootfs")).unwrap();
+    // An install interrupted before its record: the plugin never existed; deleted, not
+    // quarantined (quarantining it would pile up one rootfs per killed create).
+    let incomplete = root.join(id("e6").as_str());
+    fs::create_dir_all(incomplete.join("rootfs/bin")).unwrap();
+    fs::write(incomplete.join("rootfs/bin/x"), b"x").unwrap();
     // A second record with a name already loaded.
     let dup = id("f7");
     write_record(root, dup.as_str(), &record(&dup, "test/vol:latest"));
@@ -114,11 +117,13 @@ fn reload_loads_good_records_finishes_removals_and_quarantines_bad_ones() {
         })
         .collect();
     quarantined.sort_by(|a, b| a.0.cmp(&b.0));
-    assert_eq!(quarantined.len(), 4, "{:?}", report.quarantined);
+    assert_eq!(quarantined.len(), 3, "{:?}", report.quarantined);
     assert!(matches!(quarantined[0], (ref p, StoreError::Decode { .. }) if p == "c3"));
     assert!(matches!(quarantined[1], (ref p, StoreError::IdMismatch { .. }) if p == "d4"));
-    assert!(matches!(quarantined[2], (ref p, StoreError::MissingRecord { .. }) if p == "e6"));
-    assert!(matches!(quarantined[3], (ref p, StoreError::BadRecordName { .. }) if p == "f7"));
+    assert!(matches!(quarantined[2], (ref p, StoreError::BadRecordName { .. }) if p == "f7"));
+    assert_eq!(report.incomplete_removed, std::slice::from_ref(&incomplete));
+    assert!(!incomplete.exists());
+    assert_eq!(store.quarantined().len(), 3, "quarantines are listed");
     for q in &report.quarantined {
         assert!(!q.dir.exists());
         assert_eq!(q.moved_to.parent().unwrap(), root.join("quarantine"));
@@ -543,4 +548,35 @@ fn removal_never_deletes_through_a_mount() {
     drop(guard);
     store.finish_remove(&path).unwrap();
     assert!(!path.exists());
+}
+
+#[test]
+fn quarantine_is_bounded_oldest_and_expired_entries_go_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let q = root.join("quarantine");
+    fs::create_dir_all(&q).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // One entry far too old, and more recent ones than the cap allows.
+    let expired = q.join(format!("{}-{}", id("aa"), now - 400 * 24 * 3600));
+    fs::create_dir_all(expired.join("rootfs")).unwrap();
+    let total = plugind_store::QUARANTINE_MAX_ENTRIES + 3;
+    let recent: Vec<_> = (0..total)
+        .map(|n| {
+            let p = q.join(format!("{}-{}", id("bb"), now - 1000 + n as u64));
+            fs::create_dir_all(p.join("rootfs")).unwrap();
+            p
+        })
+        .collect();
+
+    let (store, report) = Store::open(root).unwrap();
+
+    let kept = store.quarantined();
+    assert_eq!(kept.len(), plugind_store::QUARANTINE_MAX_ENTRIES);
+    assert_eq!(kept, recent[3..].to_vec(), "the newest entries are kept");
+    assert!(!expired.exists());
+    assert_eq!(report.quarantine_pruned.len(), 4);
 }

@@ -37,6 +37,14 @@ pub fn fsync_file(file: &File, path: &Path) -> Result<()> {
     file.sync_all().map_err(|e| SysError::io("fsync", path, e))
 }
 
+/// Flushes the whole filesystem holding `path` to disk (`syncfs(2)`): makes a tree just
+/// written (an unpacked rootfs: every file and directory) durable in one call, before the
+/// rename that publishes it.
+pub fn sync_filesystem(path: &Path) -> Result<()> {
+    let f = File::open(path).map_err(|e| SysError::io("open", path, e))?;
+    nix::unistd::syncfs(&f).map_err(|e| SysError::errno("syncfs", path, e))
+}
+
 /// Replaces `path` with `contents` atomically and durably (mode 0600 unless `mode` is given).
 pub fn atomic_write(path: &Path, contents: &[u8]) -> Result<()> {
     atomic_write_mode(path, contents, 0o600)

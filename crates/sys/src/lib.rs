@@ -11,12 +11,14 @@
 //! - [`probe`]: kernel feature probes answered once per process;
 //! - [`process`]: signals and process identity (pid + start time);
 //! - [`tree`]: iterative, descriptor-relative removal of directory trees of any depth.
+//! - [`failpoint`]: crash points for tests (inert unless built with the `failpoints` feature).
 //!
 //! All functions return [`SysError`], which names the operation and the path involved.
 
 #![warn(missing_docs)]
 
 mod error;
+pub mod failpoint;
 pub mod fs;
 pub mod lock;
 pub mod mount;

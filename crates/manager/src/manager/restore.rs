@@ -4,7 +4,7 @@
 
 use std::{
     collections::HashSet,
-    path::PathBuf,
+    path::Path,
     time::{Duration, Instant},
 };
 
@@ -23,12 +23,35 @@ impl Manager {
         let mut report = RestoreReport::default();
         let records = inner.store.list();
         let bundles_dir = inner.config.bundles_dir();
-        let with_bundle: Vec<(String, PathBuf)> = records
-            .iter()
-            .map(|r| (r.id().to_string(), Bundle::path_for(&bundles_dir, r.id())))
-            .filter(|(_, p)| p.is_dir())
-            .collect();
-        let outcomes = inner.executor.restore(with_bundle).await;
+        // Every bundle on disk is an intent: enable writes it before it starts a shim, and
+        // deletes it only once the executor confirmed the task gone. So the bundles, not the
+        // records, say which tasks may still run.
+        let on_disk = self
+            .blocking({
+                let dir = bundles_dir.clone();
+                move |_| bundle_names(&dir)
+            })
+            .await
+            .unwrap_or_default();
+        let known: HashSet<&PluginId> = records.iter().map(|r| r.id()).collect();
+        let mut with_record = Vec::new();
+        let mut untracked = Vec::new();
+        for name in on_disk {
+            match PluginId::parse(&name) {
+                Ok(id) if known.contains(&id) => {
+                    with_record.push((name.clone(), Bundle::path_for(&bundles_dir, &id)))
+                }
+                Ok(id) => untracked.push(id),
+                Err(_) => tracing::warn!(name, "ignoring a foreign entry in the bundles directory"),
+            }
+        }
+        for id in untracked {
+            // A plugin that is gone (or never was): nothing may keep running from its bundle.
+            if self.destroy_leftover(&id).await {
+                report.destroyed.push(id.to_string());
+            }
+        }
+        let outcomes = inner.executor.restore(with_record).await;
         let mut running = HashSet::new();
         for outcome in outcomes {
             let Ok(id) = PluginId::parse(outcome.id()) else {
@@ -42,39 +65,81 @@ impl Manager {
                         started: Instant::now(),
                     });
                     if desired && inner.config.live_restore {
-                        let _ = inner
-                            .store
-                            .update(&id, |r| r.state.observed.state = RunState::Running { pid });
                         running.insert(id.clone());
-                        report.reattached.push(id);
                     } else {
-                        // Not wanted, or live restore is off: stop it; a wanted one starts fresh.
-                        self.stop_task(&id).await;
+                        // Not wanted (a killed enable or disable), or live restore is off: stop
+                        // it; a wanted one starts fresh below.
+                        if let Err(reason) = self.stop_task(&id).await {
+                            report.failed.push((id.clone(), reason));
+                        }
                     }
                 }
                 RestoreOutcome::Exited { exit, .. } => {
-                    self.cleanup_task(&id).await;
-                    let _ = inner.store.update(&id, |r| {
-                        r.state.observed.state = RunState::Stopped;
-                        r.state.observed.last_exit = Some(exit_record(&exit));
-                    });
+                    if self.cleanup_task(&id).await.is_ok() {
+                        let _ = self
+                            .update(&id, move |r| {
+                                r.state.observed.state = RunState::Stopped;
+                                r.state.observed.last_exit = Some(exit_record(&exit));
+                            })
+                            .await;
+                    }
                 }
                 RestoreOutcome::Failed { error, .. } => {
-                    tracing::warn!(plugin = %id, error = %error, "cannot re-attach plugin task");
-                    self.cleanup_task(&id).await;
+                    // Not adopted (no shim answers, or not the process that was started):
+                    // tear down whatever runs from the bundle, or it is orphaned for good.
+                    tracing::warn!(plugin = %id, error = %error, "cannot re-attach plugin task; destroying it");
+                    if self.destroy_leftover(&id).await {
+                        report.destroyed.push(id.to_string());
+                    }
                 }
             }
         }
-        // Leftover mounts of plugins that are not running (crash while running).
-        for r in &records {
-            if !running.contains(r.id()) {
-                let _ = plugind_bundle::mounts::cleanup_plugin_mounts(
-                    &inner.config.root,
-                    &inner.config.exec_root,
-                    r.id(),
-                );
+        // Executor files of tasks without a bundle (a crash between the two).
+        for name in inner.executor.leftovers() {
+            let Ok(id) = PluginId::parse(&name) else {
+                continue;
+            };
+            if !running.contains(&id) && !self.is_running(&id) && self.destroy_leftover(&id).await {
+                report.destroyed.push(name);
             }
         }
+        // A re-attached plugin must answer on its socket (it may have been killed while
+        // starting, or hang): otherwise it is stopped and started afresh.
+        let checks = running.iter().cloned().map(|id| {
+            let this = self.clone();
+            async move {
+                let ok = this.reattached_socket_answers(&id).await;
+                (id, ok)
+            }
+        });
+        for (id, ok) in futures::future::join_all(checks).await {
+            if ok {
+                let pid = lock(&inner.live)
+                    .get(&id)
+                    .and_then(|l| l.running.as_ref().map(|r| r.pid));
+                if let Some(pid) = pid {
+                    let _ = self
+                        .update(&id, move |r| {
+                            r.state.observed.state = RunState::Running { pid }
+                        })
+                        .await;
+                }
+                report.reattached.push(id);
+            } else {
+                tracing::warn!(plugin = %id, "re-attached plugin does not answer on its socket; restarting it");
+                running.remove(&id);
+                if let Err(reason) = self.stop_task(&id).await {
+                    report.failed.push((id.clone(), reason));
+                }
+            }
+        }
+        // Leftover mounts and runtime directories of plugins that are not running (crash
+        // while running), including directories of plugins nobody knows.
+        let keep: HashSet<PluginId> = running.clone();
+        let ids: Vec<PluginId> = records.iter().map(|r| r.id().clone()).collect();
+        let _ = self
+            .blocking(move |m| m.remove_stale_runtime_dirs(&ids, &keep))
+            .await;
         let to_start: Vec<_> = records
             .into_iter()
             .filter(|r| r.desired_enabled() && !running.contains(r.id()))
@@ -92,15 +157,18 @@ impl Manager {
                     Ok(pid) => {
                         let pid = *pid;
                         let _ = this
-                            .inner
-                            .store
-                            .update(&id, |r| r.state.observed.state = RunState::Running { pid });
+                            .update(&id, move |r| {
+                                r.state.observed.state = RunState::Running { pid }
+                            })
+                            .await;
                     }
                     Err(e) => {
                         let reason = e.to_string();
-                        let _ = this.inner.store.update(&id, |r| {
-                            r.state.observed.state = RunState::Failed { reason }
-                        });
+                        let _ = this
+                            .update(&id, move |r| {
+                                r.state.observed.state = RunState::Failed { reason }
+                            })
+                            .await;
                     }
                 }
                 (id, result)
@@ -117,6 +185,92 @@ impl Manager {
             }
         }
         report
+    }
+
+    /// Tears down a task nobody tracks: the executor kills it and its shim and removes runc
+    /// state; then its bundle, mounts and runtime directory go. True if it is all gone.
+    async fn destroy_leftover(&self, id: &PluginId) -> bool {
+        let bundle = Bundle::path_for(&self.inner.config.bundles_dir(), id);
+        if let Err(e) = self.inner.executor.destroy(id.as_str(), &bundle).await {
+            // The bundle is kept: it is the only trace of the task for the next attempt.
+            tracing::error!(plugin = %id, error = %e, "cannot destroy leftover task; keeping its bundle for the next start");
+            return false;
+        }
+        let gone = id.clone();
+        let _ = self.blocking(move |m| m.remove_task_files(&gone)).await;
+        if let Some(l) = lock(&self.inner.live).get_mut(id) {
+            l.running = None;
+            l.stop_error = None;
+        }
+        true
+    }
+
+    /// True once the socket of a re-attached plugin accepts a connection (within the ready
+    /// timeout), false if it does not or the task exits meanwhile.
+    async fn reattached_socket_answers(&self, id: &PluginId) -> bool {
+        let Some(record) = self.inner.store.get(id) else {
+            return false;
+        };
+        let socket_name = if record.plugin.config.interface.socket.is_empty() {
+            "plugin.sock"
+        } else {
+            record.plugin.config.interface.socket.as_str()
+        };
+        let Ok(socket) = plugind_bundle::socket::plugin_socket_path(
+            &self.inner.config.exec_root,
+            id,
+            socket_name,
+        ) else {
+            return false;
+        };
+        let (exit_tx, mut exit_rx) = tokio::sync::watch::channel(None);
+        if let Some(l) = lock(&self.inner.live).get_mut(id) {
+            l.exit_tx = Some(exit_tx);
+        }
+        let ready = super::wait_ready(
+            &socket,
+            self.inner.config.default_ready_timeout,
+            &mut exit_rx,
+        )
+        .await
+        .is_ok();
+        if let Some(l) = lock(&self.inner.live).get_mut(id) {
+            l.exit_tx = None;
+        }
+        ready
+    }
+
+    /// Unmounts and removes the runtime directories (`<exec-root>/plugins/<id>`) of every
+    /// plugin not in `keep`, known (`ids`) or not, and unmounts leftovers of known plugins.
+    fn remove_stale_runtime_dirs(&self, ids: &[PluginId], keep: &HashSet<PluginId>) {
+        let cfg = &self.inner.config;
+        for id in ids.iter().filter(|id| !keep.contains(*id)) {
+            let _ = plugind_bundle::mounts::cleanup_plugin_mounts(&cfg.root, &cfg.exec_root, id);
+        }
+        let Ok(entries) = std::fs::read_dir(cfg.exec_root.join("plugins")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Some(id) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| PluginId::parse(n).ok())
+            else {
+                continue;
+            };
+            if keep.contains(&id) || self.is_running(&id) {
+                continue;
+            }
+            let dir = entry.path();
+            match plugind_bundle::mounts::unmount_under(&dir) {
+                Ok(_) => {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                Err(e) => {
+                    tracing::warn!(plugin = %id, error = %e, "cannot unmount stale runtime directory")
+                }
+            }
+        }
     }
 
     /// Shuts the manager down. With live restore, plugins keep running (only connections
@@ -137,11 +291,11 @@ impl Manager {
                 async move {
                     let guard = this.plugin_lock(&id);
                     let _held = guard.lock().await;
-                    this.stop_task(&id).await;
-                    let _ = this
-                        .inner
-                        .store
-                        .update(&id, |r| r.state.observed.state = RunState::Stopped);
+                    if this.stop_task(&id).await.is_ok() {
+                        let _ = this
+                            .update(&id, |r| r.state.observed.state = RunState::Stopped)
+                            .await;
+                    }
                 }
             });
             futures::future::join_all(stops).await;
@@ -151,4 +305,16 @@ impl Manager {
             .shutdown(plugind_queue::ShutdownMode::Drain)
             .await;
     }
+}
+
+/// Names of the bundle directories (hidden `.…-deleting` leftovers excluded).
+fn bundle_names(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| !n.starts_with('.'))
+        .collect()
 }

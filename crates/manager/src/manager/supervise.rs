@@ -79,14 +79,20 @@ impl Manager {
             return;
         }
         tracing::warn!(plugin = %id, status = exit.status, oom = exit.oom_killed, "plugin exited unexpectedly");
-        self.cleanup_task(&id).await;
+        // If the executor cannot confirm the task gone, the plugin is now failed and the task
+        // stays tracked; a restart (below) retries the stop before starting anything.
+        let cleaned = self.cleanup_task(&id).await;
         let Some(record) = self.inner.store.get(&id) else {
             return;
         };
-        let _ = self.inner.store.update(&id, |r| {
-            r.state.observed.state = RunState::Stopped;
-            r.state.observed.last_exit = Some(exit_record(&exit));
-        });
+        if cleaned.is_ok() {
+            let _ = self
+                .update(&id, move |r| {
+                    r.state.observed.state = RunState::Stopped;
+                    r.state.observed.last_exit = Some(exit_record(&exit));
+                })
+                .await;
+        }
         if !record.desired_enabled()
             || self
                 .inner
@@ -116,19 +122,22 @@ impl Manager {
                 l.generation,
             )
         };
-        if decision.failed {
-            let reason = format!(
-                "plugin keeps failing (last: {why}); retrying every {:?}",
-                decision.delay
-            );
-            if let Ok(record) = self.inner.store.update(&id, |r| {
-                r.state.observed.state = RunState::Failed { reason }
-            }) {
-                self.publish("failed", &record);
-            }
-        }
         let this = self.clone();
         tokio::spawn(async move {
+            if decision.failed {
+                let reason = format!(
+                    "plugin keeps failing (last: {why}); retrying every {:?}",
+                    decision.delay
+                );
+                if let Ok(record) = this
+                    .update(&id, move |r| {
+                        r.state.observed.state = RunState::Failed { reason }
+                    })
+                    .await
+                {
+                    this.publish("failed", &record);
+                }
+            }
             tokio::time::sleep(decision.delay).await;
             this.restart(id, generation).await;
         });
@@ -139,7 +148,7 @@ impl Manager {
         let _held = guard.lock().await;
         let current = lock(&self.inner.live).get(&id).map(|l| l.generation);
         if current != Some(generation)
-            || self.is_running(&id)
+            || (self.is_running(&id) && !self.stop_failed(&id))
             || self
                 .inner
                 .shutting_down
@@ -158,21 +167,25 @@ impl Manager {
             .await
         {
             Ok(pid) => {
-                if let Ok(record) = self.inner.store.update(&id, |r| {
-                    r.state.observed.state = RunState::Running { pid };
-                    r.state.observed.restart_count += 1;
-                }) {
+                if let Ok(record) = self
+                    .update(&id, move |r| {
+                        r.state.observed.state = RunState::Running { pid };
+                        r.state.observed.restart_count += 1;
+                    })
+                    .await
+                {
                     self.publish("restart", &record);
                 }
             }
             Err(e) => {
                 tracing::warn!(plugin = %id, error = %e, "restarting plugin failed");
                 let reason = e.to_string();
-                let _ = self.inner.store.update(&id, |r| {
-                    r.state.observed.state = RunState::Failed {
-                        reason: reason.clone(),
-                    }
-                });
+                let failed = reason.clone();
+                let _ = self
+                    .update(&id, move |r| {
+                        r.state.observed.state = RunState::Failed { reason: failed }
+                    })
+                    .await;
                 self.schedule_restart(id, Duration::ZERO, reason);
             }
         }

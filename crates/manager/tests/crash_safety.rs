@@ -1,0 +1,632 @@
+//! Crash safety of the manager, proved at the points a random-kill loop cannot hit reliably:
+//! a child process runs a manager until a failpoint (`plugind_sys::failpoint`, compiled in
+//! only for tests) aborts it between two steps of create or enable, then a fresh manager
+//! starts on the same roots and the test checks that nothing is left behind (no shim, bundle,
+//! runtime or task directory, runc state, mount, partial ingest, stray blob or quarantined
+//! rootfs) and that the record is consistent. Also: a stop that fails is not reported as done,
+//! a big `rm` does not stall the async workers, and a stalled upload blocks nobody.
+//!
+//! They need root, `containerd-shim-runc-v2`, runc and the packaged sample plugin (`cargo
+//! xtask plugin`), and are `#[ignore]`d for plain `cargo test`; `cargo xtask ci` runs them.
+
+use std::{
+    fs,
+    io::Read,
+    os::unix::process::ExitStatusExt,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use plugind_executor::{
+    CreateTask, Executor, ExecutorConfig, ExitInfo, RestoreOutcome, Runtimes, ShimExecutor,
+    TaskState, TaskStats,
+};
+use plugind_manager::{store::RunState, Manager, ManagerConfig, ManagerError};
+
+type Events = tokio::sync::mpsc::UnboundedReceiver<plugind_executor::TaskEvent>;
+
+const SHIM: &str = "/usr/bin/containerd-shim-runc-v2";
+const CHILD_ENV: &str = "PLUGIND_CRASH_TEST_CHILD";
+
+fn plugin_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/plugin/volume-plugin")
+}
+
+/// Panics unless the prerequisites are there: opted-in tests never pass silently.
+fn require_prerequisites() {
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    assert!(
+        status.lines().any(|l| l.starts_with("Uid:\t0\t")),
+        "these tests need root"
+    );
+    for bin in [SHIM, "/usr/sbin/runc"] {
+        assert!(Path::new(bin).exists(), "these tests need {bin}");
+    }
+    assert!(
+        plugin_dir().join("rootfs/volume-plugin").exists(),
+        "the sample plugin is not packaged: run `cargo xtask plugin` first"
+    );
+}
+
+/// Short roots under /tmp (socket paths must fit 107 bytes) and a unique containerd namespace.
+struct World {
+    dir: PathBuf,
+    namespace: String,
+}
+
+impl World {
+    fn new() -> World {
+        require_prerequisites();
+        let dir = tempfile::Builder::new()
+            .prefix("pc")
+            .tempdir_in("/tmp")
+            .unwrap()
+            .keep();
+        World {
+            namespace: format!("plugind-ct-{:08x}", rand::random::<u32>()),
+            dir,
+        }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.join("root")
+    }
+
+    fn run(&self) -> PathBuf {
+        self.dir.join("run")
+    }
+
+    fn config(&self, live_restore: bool) -> ManagerConfig {
+        let mut c = ManagerConfig::new(&self.root(), &self.run());
+        c.live_restore = live_restore;
+        c.stop_grace = Duration::from_secs(5);
+        c.default_ready_timeout = Duration::from_secs(20);
+        c
+    }
+
+    async fn executor(&self) -> (Arc<ShimExecutor>, Events) {
+        let mut ec = ExecutorConfig::new(&self.run(), &self.namespace);
+        ec.shim_binary = PathBuf::from(SHIM);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let executor = ShimExecutor::new(ec, &Runtimes::runc(), Arc::new(tx))
+            .await
+            .unwrap();
+        (Arc::new(executor), rx)
+    }
+
+    async fn manager_on(
+        &self,
+        executor: Arc<dyn Executor>,
+        events: Events,
+        live_restore: bool,
+    ) -> Manager {
+        let (manager, _report) = Manager::start(self.config(live_restore), executor, events)
+            .await
+            .unwrap();
+        manager
+    }
+
+    async fn manager(&self, live_restore: bool) -> Manager {
+        let (executor, events) = self.executor().await;
+        self.manager_on(executor, events, live_restore).await
+    }
+
+    /// The sample plugin's create tar.
+    fn sample_tar(&self) -> Vec<u8> {
+        let tar = Command::new("tar")
+            .arg("-C")
+            .arg(plugin_dir())
+            .args(["-cf", "-", "config.json", "rootfs"])
+            .output()
+            .unwrap();
+        assert!(tar.status.success());
+        tar.stdout
+    }
+
+    async fn create(&self, manager: &Manager, name: &str) -> String {
+        manager
+            .create(name, Box::new(std::io::Cursor::new(self.sample_tar())))
+            .await
+            .unwrap()
+            .to_string()
+    }
+
+    /// Runs `step` in a child process (a manager of its own, as a separate plugind would be)
+    /// and checks that it completes.
+    fn run_child(&self, step: &str) {
+        let out = self.child(step).output().unwrap();
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("NO CRASH"),
+            "child step {step} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn child(&self, step: &str) -> Command {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args(["--exact", "child_runs_until_its_failpoint", "--nocapture"])
+            .arg("--include-ignored")
+            .env(
+                CHILD_ENV,
+                format!("{},{},{step}", self.dir.display(), self.namespace),
+            );
+        cmd
+    }
+
+    /// Runs `step` in a child process with `failpoint` armed and checks that it crashed there.
+    fn crash_child(&self, step: &str, failpoint: &str) {
+        let out = self
+            .child(step)
+            .env(plugind_sys::failpoint::ENV, format!("{failpoint}=abort"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.signal(),
+            Some(6),
+            "the child must abort at {failpoint}; stderr: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("failpoint {failpoint}")),
+            "{stderr}"
+        );
+    }
+
+    /// Entries of a directory (empty if it does not exist).
+    fn entries(dir: &Path) -> Vec<String> {
+        fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Plugin directories (64 hex) under the state root.
+    fn plugin_dirs(&self) -> Vec<String> {
+        Self::entries(&self.root())
+            .into_iter()
+            .filter(|n| n.len() >= 64 && n[..64].bytes().all(|b| b.is_ascii_hexdigit()))
+            .collect()
+    }
+
+    /// Nothing of a task may be left: no shim, bundle, runtime or task dir, runc state.
+    fn assert_no_task_debris(&self) {
+        assert!(
+            shims_of(&self.namespace).is_empty(),
+            "orphan shims of {}",
+            self.namespace
+        );
+        let run = self.run();
+        for sub in ["bundles", "plugins", "tasks"] {
+            let left: Vec<_> = Self::entries(&run.join(sub))
+                .into_iter()
+                .filter(|n| !n.starts_with('.'))
+                .collect();
+            assert!(left.is_empty(), "{sub}/ holds {left:?}");
+        }
+        let runc_state = Self::entries(&run.join("runc").join(&self.namespace));
+        assert!(runc_state.is_empty(), "runc state left: {runc_state:?}");
+        assert_eq!(mounts_under(&self.dir), 0, "mounts left");
+    }
+
+    /// No plugin directory, quarantine, staging, ingest or blob is left.
+    fn assert_no_create_debris(&self) {
+        let root = self.root();
+        assert!(self.plugin_dirs().is_empty(), "{:?}", self.plugin_dirs());
+        for sub in [
+            "quarantine",
+            "tmp",
+            "storage/ingest",
+            "storage/blobs/sha256",
+        ] {
+            let left = Self::entries(&root.join(sub));
+            assert!(left.is_empty(), "{sub}/ holds {left:?}");
+        }
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        assert_eq!(mounts_under(&self.dir), 0, "mounts left");
+        assert!(shims_of(&self.namespace).is_empty(), "shims left");
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn mounts_under(dir: &Path) -> usize {
+    let dir = dir.to_string_lossy().into_owned();
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&dir))
+        .count()
+}
+
+fn shims_of(namespace: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains("containerd-shim-runc-v2") && cmd.contains(namespace) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+fn is_running(manager: &Manager, name: &str) -> Option<u32> {
+    match manager.inspect(name).unwrap().record.state.observed.state {
+        RunState::Running { pid } => Some(pid),
+        _ => None,
+    }
+}
+
+/// Child mode: start a manager on the given world and run one step; the armed failpoint ends
+/// the process half-way (the parent checks the abort).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_runs_until_its_failpoint() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let mut parts = spec.splitn(3, ',');
+    let (dir, namespace, step) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    let world = World {
+        dir: PathBuf::from(dir),
+        namespace: namespace.to_owned(),
+    };
+    let m = world.manager(false).await;
+    match step {
+        "create" => {
+            world.create(&m, "victim").await;
+        }
+        "enable" => {
+            m.enable("victim", None).await.unwrap();
+        }
+        other => panic!("unknown step {other}"),
+    }
+    std::mem::forget(world);
+    println!("NO CRASH");
+}
+
+/// A create killed at `failpoint` leaves nothing after a restart, and the name is free.
+async fn create_crash_leaves_nothing(failpoint: &str, debris: impl FnOnce(&World)) {
+    let world = World::new();
+    world.crash_child("create", failpoint);
+    debris(&world);
+    let m = world.manager(false).await;
+    assert!(m.list().is_empty(), "a half-created plugin is listed");
+    world.assert_no_create_debris();
+    assert!(m.quarantined().is_empty());
+    // The name is free and a create works.
+    world.create(&m, "victim").await;
+    m.remove("victim", false).await.unwrap();
+    m.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, runc, containerd-shim-runc-v2 and the packaged sample plugin"]
+async fn create_killed_between_rootfs_rename_and_record_leaves_nothing() {
+    create_crash_leaves_nothing("create-after-rename", |w| {
+        let dirs = w.plugin_dirs();
+        assert_eq!(dirs.len(), 1, "the crash left a rootfs without record");
+        assert!(w.root().join(&dirs[0]).join("rootfs").is_dir());
+        assert!(!w.root().join(&dirs[0]).join("config.json").exists());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, runc, containerd-shim-runc-v2 and the packaged sample plugin"]
+async fn create_killed_mid_blob_commit_leaves_no_ingest_or_blob() {
+    create_crash_leaves_nothing("blob-commit-linked", |w| {
+        let storage = w.root().join("storage");
+        assert_eq!(World::entries(&storage.join("ingest")).len(), 1);
+        assert_eq!(World::entries(&storage.join("blobs/sha256")).len(), 1);
+    })
+    .await;
+}
+
+/// An enable killed at `failpoint` (task running, record not updated) leaves no task debris
+/// after a restart; the plugin is consistent (disabled, not running) and can be enabled.
+async fn enable_crash_is_repaired(failpoint: &str, forget_record: bool, live_restore: bool) {
+    let world = World::new();
+    world.run_child("create");
+    world.crash_child("enable", failpoint);
+    assert!(
+        !shims_of(&world.namespace).is_empty(),
+        "the crash left a running shim"
+    );
+    if forget_record {
+        // A plugin nobody knows any more (its record is gone): the task must still go.
+        for d in world.plugin_dirs() {
+            let dir = world.root().join(d);
+            let _ = Command::new("umount")
+                .arg("-R")
+                .arg(dir.join("propagated-mount"))
+                .status();
+            fs::remove_dir_all(dir).unwrap();
+        }
+    }
+    let m = world.manager(live_restore).await;
+    world.assert_no_task_debris();
+    if forget_record {
+        assert!(m.list().is_empty());
+        m.shutdown().await;
+        return;
+    }
+    let view = m.inspect("victim").unwrap();
+    assert!(!view.record.desired_enabled(), "the enable never finished");
+    assert!(is_running(&m, "victim").is_none());
+    // The plugin is fully usable.
+    m.enable("victim", None).await.unwrap();
+    assert!(is_running(&m, "victim").is_some());
+    m.disable("victim", false).await.unwrap();
+    m.remove("victim", false).await.unwrap();
+    m.shutdown().await;
+    world.assert_no_task_debris();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, runc, containerd-shim-runc-v2 and the packaged sample plugin"]
+async fn enable_killed_between_task_start_and_record_is_repaired() {
+    enable_crash_is_repaired("enable-after-task-start", false, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, runc, containerd-shim-runc-v2 and the packaged sample plugin"]
+async fn enable_killed_between_task_start_and_record_is_repaired_with_live_restore() {
+    enable_crash_is_repaired("enable-after-task-start", false, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, runc, containerd-shim-runc-v2 and the packaged sample plugin"]
+async fn enable_killed_before_the_executor_recorded_its_task_leaves_no_orphan_shim() {
+    enable_crash_is_repaired("executor-task-started-unrecorded", false, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, runc, containerd-shim-runc-v2 and the packaged sample plugin"]
+async fn task_of_a_plugin_without_record_is_destroyed_at_start() {
+    enable_crash_is_repaired("enable-after-task-start", true, false).await;
+}
+
+/// An executor whose `kill` fails while `fail_kill` is set (a shim that does not answer).
+struct FlakyExecutor {
+    inner: Arc<ShimExecutor>,
+    fail_kill: AtomicBool,
+}
+
+#[async_trait]
+impl Executor for FlakyExecutor {
+    async fn create(&self, req: CreateTask) -> plugind_executor::Result<TaskState> {
+        self.inner.create(req).await
+    }
+    async fn signal(&self, id: &str, signal: u32) -> plugind_executor::Result<()> {
+        self.inner.signal(id, signal).await
+    }
+    async fn kill(&self, id: &str, grace: Duration) -> plugind_executor::Result<ExitInfo> {
+        if self.fail_kill.load(Ordering::SeqCst) {
+            return Err(plugind_executor::ExecutorError::StillRunning { id: id.to_owned() });
+        }
+        self.inner.kill(id, grace).await
+    }
+    async fn delete(&self, id: &str) -> plugind_executor::Result<ExitInfo> {
+        self.inner.delete(id).await
+    }
+    async fn destroy(&self, id: &str, bundle: &Path) -> plugind_executor::Result<()> {
+        self.inner.destroy(id, bundle).await
+    }
+    fn leftovers(&self) -> Vec<String> {
+        self.inner.leftovers()
+    }
+    async fn state(&self, id: &str) -> plugind_executor::Result<TaskState> {
+        self.inner.state(id).await
+    }
+    async fn restore(&self, tasks: Vec<(String, PathBuf)>) -> Vec<RestoreOutcome> {
+        self.inner.restore(tasks).await
+    }
+    async fn pids(&self, id: &str) -> plugind_executor::Result<Vec<u32>> {
+        self.inner.pids(id).await
+    }
+    async fn stats(&self, id: &str) -> plugind_executor::Result<TaskStats> {
+        self.inner.stats(id).await
+    }
+    async fn pause(&self, id: &str) -> plugind_executor::Result<()> {
+        self.inner.pause(id).await
+    }
+    async fn resume(&self, id: &str) -> plugind_executor::Result<()> {
+        self.inner.resume(id).await
+    }
+    async fn exec(
+        &self,
+        id: &str,
+        exec_id: &str,
+        process: &oci_spec::runtime::Process,
+    ) -> plugind_executor::Result<u32> {
+        self.inner.exec(id, exec_id, process).await
+    }
+    async fn wait(
+        &self,
+        id: &str,
+        exec_id: Option<&str>,
+        timeout: Duration,
+    ) -> plugind_executor::Result<ExitInfo> {
+        self.inner.wait(id, exec_id, timeout).await
+    }
+    async fn delete_exec(&self, id: &str, exec_id: &str) -> plugind_executor::Result<ExitInfo> {
+        self.inner.delete_exec(id, exec_id).await
+    }
+    fn log_tail(&self, id: &str, n: usize) -> plugind_executor::Result<Vec<String>> {
+        Executor::log_tail(&*self.inner, id, n)
+    }
+    fn log_path(&self, id: &str) -> PathBuf {
+        Executor::log_path(&*self.inner, id)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, runc, containerd-shim-runc-v2 and the packaged sample plugin"]
+async fn a_failed_stop_is_not_reported_as_stopped_and_is_retried() {
+    let world = World::new();
+    let (inner, events) = world.executor().await;
+    let flaky = Arc::new(FlakyExecutor {
+        inner,
+        fail_kill: AtomicBool::new(false),
+    });
+    let m = world.manager_on(flaky.clone(), events, false).await;
+    let id = world.create(&m, "victim").await;
+    m.enable("victim", None).await.unwrap();
+    let pid = is_running(&m, "victim").unwrap();
+
+    flaky.fail_kill.store(true, Ordering::SeqCst);
+    let err = m.disable("victim", false).await.unwrap_err();
+    assert!(matches!(err, ManagerError::StopFailed { .. }), "{err}");
+    // Not forgotten: the task runs, its bundle is there, the plugin says why it failed.
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    assert!(world.run().join("bundles").join(&id).is_dir());
+    match m.inspect("victim").unwrap().record.state.observed.state {
+        RunState::Failed { reason } => assert!(reason.contains("stopping"), "{reason}"),
+        other => panic!("expected failed, got {other:?}"),
+    }
+    // Removing a plugin whose task may run is refused, even forced.
+    assert!(m.remove("victim", true).await.is_err());
+    assert!(world.root().join(&id).join("rootfs").is_dir());
+    // The next enable retries the stop first, and only then starts a new task.
+    let err = m.enable("victim", None).await.unwrap_err();
+    assert!(
+        err.to_string().contains("could not be stopped"),
+        "enable must not start over a task it could not stop: {err}"
+    );
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    flaky.fail_kill.store(false, Ordering::SeqCst);
+    m.enable("victim", None).await.unwrap();
+    let new_pid = is_running(&m, "victim").unwrap();
+    assert_ne!(new_pid, pid);
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    assert_eq!(shims_of(&world.namespace).len(), 1, "one shim, the new one");
+    m.disable("victim", false).await.unwrap();
+    m.remove("victim", false).await.unwrap();
+    m.shutdown().await;
+    world.assert_no_task_debris();
+}
+
+/// On a single-threaded runtime, a list must get its answer while a big rootfs is being
+/// deleted: the deletion runs on the blocking pool, not on the (only) async worker.
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "needs root, runc, containerd-shim-runc-v2 and the packaged sample plugin"]
+async fn a_big_rm_does_not_stall_the_async_workers() {
+    let world = World::new();
+    let m = world.manager(false).await;
+    let id = world.create(&m, "big").await;
+    let bulk = world.root().join(&id).join("rootfs/bulk");
+    for d in 0..100 {
+        let dir = bulk.join(d.to_string());
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..300 {
+            fs::write(dir.join(f.to_string()), b"x").unwrap();
+        }
+    }
+    let remover = m.clone();
+    let remove = tokio::spawn(async move { remover.remove("big", false).await });
+    // Let the removal start: it runs until it waits for something.
+    tokio::task::yield_now().await;
+    let listed = m.list();
+    assert!(
+        !remove.is_finished(),
+        "the removal of 30,000 files finished before a list could run: it blocked the worker"
+    );
+    assert_eq!(listed.len(), 1);
+    remove.await.unwrap().unwrap();
+    assert!(m.list().is_empty());
+    assert!(!world.root().join(&id).exists());
+    m.shutdown().await;
+}
+
+/// A reader that hands out `head`, then blocks until released, then hands out the rest.
+struct StalledUpload {
+    data: std::io::Cursor<Vec<u8>>,
+    head: u64,
+    release: Option<std::sync::mpsc::Receiver<()>>,
+    reached: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl Read for StalledUpload {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let pos = self.data.position();
+        if pos >= self.head {
+            if let Some(r) = self.release.take() {
+                if let Some(tx) = self.reached.take() {
+                    let _ = tx.send(());
+                }
+                let _ = r.recv();
+            }
+            return self.data.read(buf);
+        }
+        let n = buf.len().min((self.head - pos) as usize);
+        self.data.read(&mut buf[..n])
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, runc, containerd-shim-runc-v2 and the packaged sample plugin"]
+async fn a_stalled_upload_blocks_no_other_create_and_no_rm() {
+    let world = World::new();
+    let m = world.manager(false).await;
+    let tar = world.sample_tar();
+    let (release_tx, release_rx) = std::sync::mpsc::channel();
+    let (reached_tx, reached_rx) = std::sync::mpsc::channel();
+    let upload = StalledUpload {
+        head: (tar.len() / 2) as u64,
+        data: std::io::Cursor::new(tar),
+        release: Some(release_rx),
+        reached: Some(reached_tx),
+    };
+    let slow = m.clone();
+    let stalled = tokio::spawn(async move { slow.create("slow", Box::new(upload)).await });
+    tokio::task::spawn_blocking(move || reached_rx.recv().unwrap())
+        .await
+        .unwrap();
+    // While the slow client is stuck half-way: creates and removes (each removal sweeps blobs,
+    // which waits for in-flight commits) all finish. A hang here fails by the guard below.
+    let others = async {
+        for n in 0..3 {
+            let name = format!("quick{n}");
+            world.create(&m, &name).await;
+            m.remove(&name, false).await.unwrap();
+        }
+        world.create(&m, "last").await;
+    };
+    tokio::time::timeout(Duration::from_secs(120), others)
+        .await
+        .expect("creates and removes must not wait for a stalled upload");
+    assert!(!stalled.is_finished());
+    release_tx.send(()).unwrap();
+    stalled.await.unwrap().unwrap();
+    // The slow plugin is complete: its blobs survived the sweeps of the removals.
+    m.enable("slow", None).await.unwrap();
+    m.disable("slow", false).await.unwrap();
+    for name in ["slow", "last"] {
+        m.remove(name, false).await.unwrap();
+    }
+    m.shutdown().await;
+}
