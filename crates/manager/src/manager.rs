@@ -274,9 +274,15 @@ impl Manager {
     }
 
     fn publish(&self, action: &str, record: &PluginRecord) {
+        self.publish_as(action, record, record.name());
+    }
+
+    /// Publishes with `Attributes.name` = `name_given`: Docker logs enable, disable and remove
+    /// with the reference exactly as the client wrote it (`LogPluginEvent(id, refOrID, ..)`).
+    fn publish_as(&self, action: &str, record: &PluginRecord, name_given: &str) {
         self.inner
             .events
-            .publish(PluginEvent::now(action, record.id(), record.name()));
+            .publish(PluginEvent::now(action, record.id(), name_given));
     }
 
     // ----- queries -----------------------------------------------------------------------
@@ -482,7 +488,7 @@ impl Manager {
                     r.state.observed.state = RunState::Running { pid };
                     r.state.observed.restart_count = 0;
                 })?;
-                self.publish("enable", &record);
+                self.publish_as("enable", &record, name);
                 Ok(())
             }
             Err(e) => {
@@ -772,7 +778,7 @@ impl Manager {
                 }
             })
             .unwrap_or(record);
-        self.publish("disable", &record);
+        self.publish_as("disable", &record, name);
         Ok(())
     }
 
@@ -809,7 +815,7 @@ impl Manager {
         lock(&self.inner.locks).remove(&id);
         let this = self.clone();
         tokio::task::spawn_blocking(move || this.sweep_blobs());
-        self.publish("remove", &record);
+        self.publish_as("remove", &record, name);
         Ok(())
     }
 
