@@ -211,12 +211,24 @@ pub struct EventActor {
 impl EventMessage {
     /// A plugin event as moby publishes it: `Actor.Attributes = {"name": name}`, scope `local`.
     pub fn plugin(action: &str, id: &str, name: &str, time_nano: i64) -> Self {
+        let attributes = BTreeMap::from([("name".to_owned(), name.to_owned())]);
+        Self::new("plugin", action, id, attributes, time_nano)
+    }
+
+    /// An event of any type (`plugin`, `volume`) with scope `local`, as moby's `events.Log`.
+    pub fn new(
+        r#type: &str,
+        action: &str,
+        id: &str,
+        attributes: BTreeMap<String, String>,
+        time_nano: i64,
+    ) -> Self {
         EventMessage {
-            r#type: "plugin".to_owned(),
+            r#type: r#type.to_owned(),
             action: action.to_owned(),
             actor: EventActor {
                 id: id.to_owned(),
-                attributes: BTreeMap::from([("name".to_owned(), name.to_owned())]),
+                attributes,
             },
             scope: "local".to_owned(),
             time: time_nano.div_euclid(1_000_000_000),

@@ -42,6 +42,8 @@ pub struct ManagerBackend {
     manager: Manager,
     events: Arc<EventHub<EventMessage>>,
     runtimes: RwLock<RuntimeFacts>,
+    /// `ID` of `/info`; see [`ManagerBackend::with_engine_id`].
+    engine_id: String,
 }
 
 impl ManagerBackend {
@@ -71,7 +73,15 @@ impl ManagerBackend {
             manager,
             events,
             runtimes: RwLock::new(runtimes),
+            engine_id: String::new(),
         }
+    }
+
+    /// Sets the engine ID `/info` reports (`plugind_manager::engine_id::load_or_create`); until
+    /// then `/info` reports the state root's path.
+    pub fn with_engine_id(mut self, engine_id: String) -> Self {
+        self.engine_id = engine_id;
+        self
     }
 
     /// The wrapped manager.
@@ -89,8 +99,13 @@ impl ManagerBackend {
 }
 
 fn to_message(e: &PluginEvent) -> EventMessage {
-    let name = e.attributes.get("name").map_or("", String::as_str);
-    EventMessage::plugin(&e.action, e.id.as_str(), name, e.time_nano as i64)
+    EventMessage::new(
+        e.r#type.as_str(),
+        &e.action,
+        &e.id,
+        e.attributes.clone(),
+        e.time_nano as i64,
+    )
 }
 
 fn to_json(view: PluginView) -> PluginJson {
@@ -185,7 +200,11 @@ impl PluginBackend for ManagerBackend {
             .clone();
         let config = self.manager.config();
         BackendInfo {
-            id: config.root.display().to_string(),
+            id: if self.engine_id.is_empty() {
+                config.root.display().to_string()
+            } else {
+                self.engine_id.clone()
+            },
             root_dir: config.root.clone(),
             live_restore: config.live_restore,
             default_runtime: runtimes.default_runtime,

@@ -277,7 +277,7 @@ pub(crate) fn match_route(method: &Method, path: &str) -> Option<Route> {
 }
 
 /// Splits `/v1.45/rest` into (`1.45`, `/rest`); `("", path)` without a prefix.
-fn split_version(path: &str) -> (&str, &str) {
+pub(crate) fn split_version(path: &str) -> (&str, &str) {
     if let Some(rest) = path.strip_prefix("/v") {
         let n = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -389,7 +389,7 @@ async fn dispatch(
         Route::VolumeCreate => volumes::create(state, req).await,
         Route::VolumeInspect(name) => volumes::inspect(state, &name).await,
         Route::VolumeRemove(name) => volumes::remove(state, &name, &query()?).await,
-        Route::VolumePrune => volumes::prune(state, &query()?).await,
+        Route::VolumePrune => volumes::prune(state, &query()?, uri.path()).await,
     }
 }
 

@@ -54,7 +54,7 @@ pub(crate) async fn create(
     let request: VolumeCreateRequest = if bytes.is_empty() {
         VolumeCreateRequest::default()
     } else {
-        serde_json::from_slice(&bytes)
+        VolumeCreateRequest::parse(&bytes)
             .map_err(|e| HttpError::bad_request(format!("invalid JSON: {e}")))?
     };
     let volume = request.execute(svc).await.map_err(to_http)?;
@@ -80,12 +80,47 @@ pub(crate) async fn remove(
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
-/// `POST /volumes/prune?filters=`.
-pub(crate) async fn prune(state: &State, q: &Query) -> Result<Response<Body>, HttpError> {
+/// `POST /volumes/prune?filters=`. `path` is the request path, whose `/v1.xx` prefix selects
+/// moby's rule: before API 1.42 prune removed every unused volume, so `all=true` is added to
+/// the filters (to the set of values, as moby's `Args.Add` does: `all=false` given by such a
+/// client then makes two values, which is an error there too); from 1.42 on, only anonymous
+/// volumes unless `all=true`.
+pub(crate) async fn prune(
+    state: &State,
+    q: &Query,
+    path: &str,
+) -> Result<Response<Body>, HttpError> {
     let svc = service(state)?;
-    let report = svc
-        .prune(&filters(q, FilterUse::Prune)?)
-        .await
-        .map_err(to_http)?;
+    let mut args = plugind_volumes::filters::parse_args(q.get("filters")).map_err(to_http)?;
+    let (version, _) = crate::server::split_version(path);
+    if prunes_all_unused(version) {
+        let all = args.entry("all".to_owned()).or_default();
+        if !all.iter().any(|v| v == "true") {
+            all.push("true".to_owned());
+            all.sort();
+        }
+    }
+    let filters = VolumeFilters::from_args(&args, FilterUse::Prune).map_err(to_http)?;
+    let report = svc.prune(&filters).await.map_err(to_http)?;
     Ok(json(StatusCode::OK, &VolumePruneResponse::from(report)))
+}
+
+/// True for API versions before 1.42 (an unprefixed request is the newest version).
+fn prunes_all_unused(version: &str) -> bool {
+    !version.is_empty()
+        && crate::server::compare_versions(version, "1.42") == std::cmp::Ordering::Less
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prune_rule_follows_the_api_version() {
+        assert!(prunes_all_unused("1.41"));
+        assert!(prunes_all_unused("1.24"));
+        assert!(!prunes_all_unused("1.42"));
+        assert!(!prunes_all_unused("1.51"));
+        assert!(!prunes_all_unused(""));
+    }
 }

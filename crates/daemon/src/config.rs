@@ -18,7 +18,8 @@ pub const BUILTIN_RUNTIME: &str = "runc";
 
 /// plugind: runs Docker managed plugins and serves the Docker plugin API.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "plugind", version)]
+// Like dockerd (pflag), a flag given twice is not an error: the last occurrence wins.
+#[command(name = "plugind", version, args_override_self = true)]
 pub struct Cli {
     /// State directory: plugin records, root filesystems, blobs.
     #[arg(
@@ -470,6 +471,43 @@ mod tests {
         // Same value as the default, but given explicitly: still wins over the file.
         let c = with_file("root = \"/srv\"", &["--root", "/var/lib/plugind"]).unwrap();
         assert_eq!(c.root, Path::new("/var/lib/plugind"));
+    }
+
+    /// dockerd accepts a flag given twice (last wins); given as a flag and in the file, plugind
+    /// lets the flag win where dockerd refuses to start (docs/compat.md).
+    #[test]
+    fn live_restore_given_twice_is_not_a_start_failure() {
+        let c = Config::load(&cli(&["--live-restore", "--live-restore"])).unwrap();
+        assert!(c.live_restore);
+        let c = Config::load(&cli(&["--live-restore", "--live-restore=false"])).unwrap();
+        assert!(!c.live_restore, "the last occurrence wins");
+        let c = with_file("live-restore = true", &["--live-restore"]).unwrap();
+        assert!(c.live_restore);
+        let c = with_file("live-restore = true", &["--live-restore=false"]).unwrap();
+        assert!(!c.live_restore, "the flag wins over the file");
+        let c = with_file(
+            "live-restore = false",
+            &["--live-restore", "--live-restore"],
+        )
+        .unwrap();
+        assert!(c.live_restore);
+        // Other single-value flags behave the same; repeatable ones still accumulate.
+        let c = Config::load(&cli(&[
+            "--root",
+            "/a",
+            "--root",
+            "/b",
+            "-D",
+            "-D",
+            "--add-runtime",
+            "r1=/x",
+            "--add-runtime",
+            "r2=/y",
+        ]))
+        .unwrap();
+        assert_eq!(c.root, Path::new("/b"));
+        assert_eq!(c.log_level, LogLevel::Debug);
+        assert!(c.runtimes.contains_key("r1") && c.runtimes.contains_key("r2"));
     }
 
     #[test]

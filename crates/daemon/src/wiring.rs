@@ -70,7 +70,15 @@ pub async fn build_backend(config: &Config) -> anyhow::Result<Wiring> {
     let volumes = VolumeService::open(&config.root, Arc::new(manager.clone()), volume_config)
         .await
         .context("opening the volume service")?;
-    let backend = Arc::new(ManagerBackend::new(manager.clone(), runtime_facts(config)));
+    // After Manager::start, which holds the root lock: the ID is created at most once.
+    let root = config.root.clone();
+    let engine_id =
+        tokio::task::spawn_blocking(move || plugind_manager::engine_id::load_or_create(&root))
+            .await?
+            .context("loading the engine id")?;
+    let backend = Arc::new(
+        ManagerBackend::new(manager.clone(), runtime_facts(config)).with_engine_id(engine_id),
+    );
     let lifecycle = Box::new(Wired {
         manager,
         executor,

@@ -1,5 +1,8 @@
-//! Plugin events: an in-process broadcast with a bounded history, so that a subscriber can ask
+//! Engine events: an in-process broadcast with a bounded history, so that a subscriber can ask
 //! for the events since a time and then follow new ones without a gap or a duplicate.
+//!
+//! The hub carries the events of plugins (published by the manager) and of volumes (published
+//! by the volume service through the same hub), so `/events` shows both in one order.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -10,30 +13,71 @@ use std::{
 use plugind_types::PluginId;
 use tokio::sync::broadcast;
 
-/// One plugin event, as Docker's `/events` reports it (type `plugin`).
+/// What an event is about (Docker's `events.Type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    /// A plugin (`Actor.ID` is its id, or the remote reference for `pull`).
+    Plugin,
+    /// A volume (`Actor.ID` is its name).
+    Volume,
+}
+
+impl EventType {
+    /// Docker's spelling: `plugin`, `volume`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Plugin => "plugin",
+            EventType::Volume => "volume",
+        }
+    }
+}
+
+/// One event, as Docker's `/events` reports it: a plugin event (`create`, `enable`, `disable`,
+/// `remove`, and plugind's own `restart` and `failed`) or a volume event (`create`, `mount`,
+/// `unmount`, `destroy`, `prune`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginEvent {
-    /// `create`, `enable`, `disable`, `remove`, `restart`, `failed`, ...
+    /// `plugin` or `volume`.
+    pub r#type: EventType,
+    /// `create`, `enable`, `disable`, `remove`, `restart`, `failed`, `mount`, ...
     pub action: String,
-    /// The plugin's id.
-    pub id: PluginId,
-    /// Attributes; always holds `name`.
+    /// `Actor.ID`: the plugin's id, or the volume's name.
+    pub id: String,
+    /// `Actor.Attributes`; a plugin event always holds `name`, a volume event `driver`.
     pub attributes: BTreeMap<String, String>,
     /// Nanoseconds since the Unix epoch.
     pub time_nano: i128,
 }
 
+/// Another name for [`PluginEvent`], for code that handles both kinds.
+pub type Event = PluginEvent;
+
+fn now_nanos() -> i128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
 impl PluginEvent {
-    /// An event stamped now.
+    /// A plugin event stamped now; `name` becomes `Attributes.name` (moby's `LogPluginEvent`).
     pub fn now(action: &str, id: &PluginId, name: &str) -> Self {
-        let time_nano = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i128);
         PluginEvent {
+            r#type: EventType::Plugin,
             action: action.to_owned(),
-            id: id.clone(),
+            id: id.as_str().to_owned(),
             attributes: BTreeMap::from([("name".to_owned(), name.to_owned())]),
-            time_nano,
+            time_nano: now_nanos(),
+        }
+    }
+
+    /// A volume event stamped now (moby's `LogVolumeEvent`): `Actor.ID` is the volume's name.
+    pub fn volume(action: &str, name: &str, attributes: BTreeMap<String, String>) -> Self {
+        PluginEvent {
+            r#type: EventType::Volume,
+            action: action.to_owned(),
+            id: name.to_owned(),
+            attributes,
+            time_nano: now_nanos(),
         }
     }
 
@@ -113,11 +157,14 @@ mod tests {
         let (past, mut rx) = hub.subscribe(None);
         assert_eq!(
             past.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
-            [id(2), id(3), id(4)]
+            [id(2), id(3), id(4)].map(|i| i.as_str().to_owned())
         );
         hub.publish(PluginEvent::now("enable", &id(9), "p"));
         let live = rx.recv().await.unwrap();
-        assert_eq!((live.action.as_str(), live.id), ("enable", id(9)));
+        assert_eq!(
+            (live.action.as_str(), live.id.as_str()),
+            ("enable", id(9).as_str())
+        );
         assert!(rx.try_recv().is_err());
     }
 
@@ -132,5 +179,23 @@ mod tests {
         assert_eq!(past.len(), 1);
         assert_eq!(past[0].attributes["name"], "b");
         assert!(past[0].time_secs() > 1_600_000_000);
+    }
+
+    #[test]
+    fn volume_events_name_the_volume() {
+        let e = PluginEvent::volume(
+            "create",
+            "v1",
+            BTreeMap::from([("driver".to_owned(), "vol:latest".to_owned())]),
+        );
+        assert_eq!(e.r#type.as_str(), "volume");
+        assert_eq!(
+            (e.id.as_str(), e.attributes["driver"].as_str()),
+            ("v1", "vol:latest")
+        );
+        assert_eq!(
+            PluginEvent::now("enable", &id(1), "p").r#type,
+            EventType::Plugin
+        );
     }
 }

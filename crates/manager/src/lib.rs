@@ -11,7 +11,8 @@
 //! - [`layer`]: `docker plugin create` tars into a layer blob, and safe unpacking of layers;
 //! - [`events`]: [`events::EventHub`], the in-process broadcast of plugin events with history;
 //! - [`backoff`]: the restart policy for plugins that exit unexpectedly;
-//! - [`client`]: [`client::PluginClient`], the Docker plugin protocol over a plugin's socket.
+//! - [`client`]: [`client::PluginClient`], the Docker plugin protocol over a plugin's socket;
+//! - [`engine_id`]: the state root's stable random ID (`docker info`'s `ID`).
 //!
 //! The manager has no syscalls and no on-disk formats of its own: records belong to the store,
 //! blobs to the blob store, bundles to the bundle crate, OS operations to sys.
@@ -20,6 +21,7 @@
 
 pub mod backoff;
 pub mod client;
+pub mod engine_id;
 mod error;
 pub mod events;
 pub mod layer;

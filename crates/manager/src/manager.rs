@@ -367,9 +367,15 @@ impl Manager {
     }
 
     fn publish(&self, action: &str, record: &PluginRecord) {
+        self.publish_as(action, record, record.name());
+    }
+
+    /// Publishes with `Attributes.name` = `name_given`: Docker logs enable, disable and remove
+    /// with the reference exactly as the client wrote it (`LogPluginEvent(id, refOrID, ..)`).
+    fn publish_as(&self, action: &str, record: &PluginRecord, name_given: &str) {
         self.inner
             .events
-            .publish(PluginEvent::now(action, record.id(), record.name()));
+            .publish(PluginEvent::now(action, record.id(), name_given));
     }
 
     // ----- queries -----------------------------------------------------------------------
@@ -614,7 +620,7 @@ impl Manager {
                         r.state.observed.restart_count = 0;
                     })
                     .await?;
-                self.publish("enable", &record);
+                self.publish_as("enable", &record, name);
                 Ok(())
             }
             Err(e) => {
@@ -983,7 +989,7 @@ impl Manager {
             })
             .await
             .unwrap_or(record);
-        self.publish("disable", &record);
+        self.publish_as("disable", &record, name);
         Ok(())
     }
 
@@ -1032,7 +1038,7 @@ impl Manager {
         lock(&self.inner.locks).remove(&id);
         let this = self.clone();
         tokio::task::spawn_blocking(move || this.sweep_blobs());
-        self.publish("remove", &record);
+        self.publish_as("remove", &record, name);
         Ok(())
     }
 

@@ -19,6 +19,10 @@ pub const CAPABILITY: &str = "volumedriver";
 pub struct DriverHandle {
     /// The plugin's full name (`vol:latest`); recorded as the volume's `Driver`.
     pub name: String,
+    /// The plugin's id; recorded with the volume, so that a later plugin of the same name
+    /// (after `docker plugin rm -f` and a new create) is never taken for the volume's driver.
+    /// Empty when the getter does not know ids.
+    pub id: String,
     /// A client for the plugin's socket.
     pub client: PluginClient,
 }
@@ -38,6 +42,21 @@ pub trait PluginGetter: Send + Sync + std::fmt::Debug {
     async fn release(&self, driver: &str, holder: &str) -> Result<()>;
     /// Finds the enabled volume-driver plugin `driver` without taking a reference.
     async fn get(&self, driver: &str) -> Result<DriverHandle>;
+    /// True while the plugin with this full id exists (enabled or not). A volume recorded with
+    /// the id of a plugin that is gone is an orphan: no driver is called for it, whatever
+    /// plugin has the name now. The default (`true`) suits getters without ids.
+    async fn plugin_exists(&self, _id: &str) -> bool {
+        true
+    }
+    /// Publishes a volume event (Docker's `LogVolumeEvent`: `Actor.ID` = the volume name) where
+    /// the engine's events go. The default drops it.
+    fn log_volume_event(
+        &self,
+        _volume: &str,
+        _action: &str,
+        _attributes: BTreeMap<String, String>,
+    ) {
+    }
 }
 
 /// Deadlines of the volume service's driver calls. Docker's are in [`VolumeConfig::DOCKER`];

@@ -255,6 +255,7 @@ mod tests {
             format_version: RECORD_FORMAT_VERSION,
             name: name.into(),
             driver: driver.into(),
+            driver_id: None,
             options: BTreeMap::new(),
             labels: labels
                 .iter()

@@ -1,8 +1,10 @@
 //! [`PluginGetter`] for the real plugin manager: volume drivers are managed plugins with the
 //! `volumedriver` capability, and each volume's reference is a persisted manager reference.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
-use plugind_manager::{Manager, ManagerError, PluginHandle};
+use plugind_manager::{events::PluginEvent, Manager, ManagerError, PluginHandle};
 
 use crate::{
     driver::{DriverHandle, PluginGetter, CAPABILITY},
@@ -27,6 +29,7 @@ fn lookup_error(driver: &str, e: &ManagerError) -> VolumeError {
 fn handle(h: PluginHandle) -> DriverHandle {
     DriverHandle {
         name: h.name,
+        id: h.id.as_str().to_owned(),
         client: h.client,
     }
 }
@@ -53,5 +56,16 @@ impl PluginGetter for Manager {
         Manager::get_enabled(self, driver, CAPABILITY)
             .map(handle)
             .map_err(|e| lookup_error(driver, &e))
+    }
+
+    async fn plugin_exists(&self, id: &str) -> bool {
+        // A full id resolves to itself first; comparing guards against a name equal to it.
+        self.inspect(id)
+            .is_ok_and(|view| view.record.id().as_str() == id)
+    }
+
+    fn log_volume_event(&self, volume: &str, action: &str, attributes: BTreeMap<String, String>) {
+        self.events()
+            .publish(PluginEvent::volume(action, volume, attributes));
     }
 }

@@ -222,6 +222,7 @@ mod tests {
             format_version: RECORD_FORMAT_VERSION,
             name: name.into(),
             driver: "vol:latest".into(),
+            driver_id: None,
             options: BTreeMap::new(),
             labels: BTreeMap::from([("a".into(), "b".into())]),
             created_at: "2026-11-26T13:19:00Z".into(),

@@ -13,8 +13,13 @@
 //!   `list`) take no name lock, so a slow driver call on one volume never delays another;
 //! - every driver call has a deadline ([`VolumeConfig`]) and no lock of the service is held
 //!   across a driver call except the name lock of the volume being changed;
-//! - a volume whose driver plugin is gone (the getter says not found) never causes a driver
-//!   call: list and inspect answer from the record at once, and remove succeeds;
+//! - a volume whose driver plugin is gone (the getter says not found, or the plugin it was
+//!   created with was removed and the name now belongs to another plugin: an orphan) never
+//!   causes a driver call: list and inspect answer from the record at once, remove succeeds,
+//!   and a create of its name replaces it. Docker instead keeps calling whatever plugin has the
+//!   name and answers 500 (docs/compat.md);
+//! - every visible change is published as a Docker volume event through the getter
+//!   (`create`, `destroy`, `mount`, `unmount`, `prune`);
 //! - mutating operations run in their own task, so a caller that goes away (an HTTP client
 //!   disconnecting) cannot stop one half way.
 
@@ -215,9 +220,14 @@ impl VolumeService {
         let _guard = self.inner.locks.lock(name).await;
         let existing = lock(&self.inner.index).get(name).cloned();
         if let Some(rec) = existing {
-            if rec.state == RecordState::Ready {
+            let orphan = rec.state == RecordState::Ready
+                && rec.mounts.is_empty()
+                && self.orphan_reason(&rec).await.is_some();
+            if rec.state == RecordState::Ready && !orphan {
                 return self.create_existing(&rec, driver).await.map_err(op);
             }
+            // An interrupted operation, or a volume whose driver plugin was removed: nothing
+            // of it remains to use, so the name is free.
             self.finish_interrupted(&rec).await.map_err(op)?;
         }
         let driver = if driver.is_empty() {
@@ -232,6 +242,7 @@ impl VolumeService {
             format_version: RECORD_FORMAT_VERSION,
             name: name.to_owned(),
             driver: found.name.clone(),
+            driver_id: None,
             options: opts,
             labels,
             created_at: rfc3339(SystemTime::now()),
@@ -252,6 +263,7 @@ impl VolumeService {
                 return Err(op(e));
             }
         };
+        record.driver_id = (!handle.id.is_empty()).then(|| handle.id.clone());
         let created = self.driver_create(&handle, &record).await;
         let (scope, mountpoint) = match created {
             Ok(v) => v,
@@ -270,6 +282,7 @@ impl VolumeService {
         }
         lock(&self.inner.index).insert(name.to_owned(), record.clone());
         tracing::info!(volume = name, driver = %record.driver, "volume created");
+        self.event(name, "create", &[("driver", &record.driver)]);
         let mut volume = record.to_volume();
         volume.mountpoint = mountpoint;
         Ok(volume)
@@ -335,9 +348,9 @@ impl VolumeService {
             .ready(name)
             .ok_or_else(|| op(VolumeError::NoSuchVolume))?;
         let mut volume = rec.to_volume();
-        let handle = match self.inner.getter.get(&rec.driver).await {
-            Ok(h) => h,
-            Err(e) => {
+        let handle = match self.lookup(&rec).await {
+            Lookup::Driver(h) => h,
+            Lookup::Gone(e) | Lookup::Failed(e) => {
                 volume.status = Some(status_error(e.to_string()));
                 return Ok(volume);
             }
@@ -383,6 +396,7 @@ impl VolumeService {
                 let Ok(handle) = getter.get(&driver).await else {
                     return (driver, Ok(None));
                 };
+                let id = handle.id.clone();
                 let d = Driver {
                     handle: &handle,
                     config: &config,
@@ -390,12 +404,13 @@ impl VolumeService {
                 let listed = d
                     .list()
                     .await
-                    .map(Some)
+                    .map(|map| Some((id, map)))
                     .map_err(|e| VolumeError::from_call(&handle.name, &e).op("list", &driver));
                 (driver, listed)
             });
         }
-        let mut mountpoints: HashMap<String, BTreeMap<String, String>> = HashMap::new();
+        // Driver name -> (the plugin's id, volume name -> mountpoint).
+        let mut mountpoints: HashMap<String, (String, BTreeMap<String, String>)> = HashMap::new();
         let mut warnings = Vec::new();
         while let Some(joined) = tasks.join_next().await {
             match joined {
@@ -412,7 +427,11 @@ impl VolumeService {
             .iter()
             .map(|r| {
                 let mut v = r.to_volume();
-                if let Some(mp) = mountpoints.get(&r.driver).and_then(|m| m.get(&r.name)) {
+                let listed = mountpoints.get(&r.driver).filter(|(id, _)| {
+                    // An orphan's name now belongs to another plugin: not its driver.
+                    id.is_empty() || r.driver_id.as_ref().is_none_or(|mine| mine == id)
+                });
+                if let Some(mp) = listed.and_then(|(_, m)| m.get(&r.name)) {
                     v.mountpoint = mp.clone();
                 }
                 v
@@ -462,13 +481,13 @@ impl VolumeService {
         let mut removing = rec.clone();
         removing.state = RecordState::Removing;
         self.save(&removing).await?;
-        let driver_result = match self.inner.getter.get(&rec.driver).await {
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                tracing::info!(volume = %rec.name, driver = %rec.driver, "driver plugin is gone, removing the record only");
+        let driver_result = match self.lookup(rec).await {
+            Lookup::Gone(e) => {
+                tracing::info!(volume = %rec.name, driver = %rec.driver, reason = %e, "driver plugin is gone, removing the record only");
                 Ok(())
             }
-            Err(e) => Err(e),
-            Ok(handle) => Driver {
+            Lookup::Failed(e) => Err(e),
+            Lookup::Driver(handle) => Driver {
                 handle: &handle,
                 config: &self.inner.config,
             }
@@ -492,6 +511,9 @@ impl VolumeService {
         let deleted = self.delete(&rec.name).await;
         lock(&self.inner.index).remove(&rec.name);
         tracing::info!(volume = %rec.name, driver = %rec.driver, "volume removed");
+        // The volume is gone from plugind whether or not the driver agreed (forced removal):
+        // watchers learn it (Docker logs `destroy` only when the driver succeeded).
+        self.event(&rec.name, "destroy", &[("driver", &rec.driver)]);
         deleted
     }
 
@@ -541,6 +563,12 @@ impl VolumeService {
             }
         }
         report.volumes_deleted.sort();
+        // moby logs one `prune` event with an empty actor id after the removals.
+        self.event(
+            "",
+            "prune",
+            &[("reclaimed", &report.space_reclaimed.to_string())],
+        );
         Ok(report)
     }
 
@@ -562,7 +590,10 @@ impl VolumeService {
             .ready(name)
             .ok_or_else(|| VolumeError::NoSuchVolume.op("get", name))?;
         let op = |e: VolumeError| e.op("mount", name);
-        let handle = self.inner.getter.get(&rec.driver).await.map_err(op)?;
+        let handle = match self.lookup(&rec).await {
+            Lookup::Driver(h) => h,
+            Lookup::Gone(e) | Lookup::Failed(e) => return Err(op(e)),
+        };
         let d = Driver {
             handle: &handle,
             config: &self.inner.config,
@@ -589,6 +620,9 @@ impl VolumeService {
             }
             lock(&self.inner.index).insert(name.to_owned(), next);
         }
+        // Docker also names the container's destination, mode and propagation; plugind's
+        // callers mount no container, so only the driver and the caller id are known.
+        self.event(name, "mount", &[("driver", &rec.driver), ("container", id)]);
         Ok(mountpoint)
     }
 
@@ -609,12 +643,12 @@ impl VolumeService {
             .ready(name)
             .ok_or_else(|| VolumeError::NoSuchVolume.op("get", name))?;
         let op = |e: VolumeError| e.op("unmount", name);
-        match self.inner.getter.get(&rec.driver).await {
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                tracing::info!(volume = name, driver = %rec.driver, "driver plugin is gone, forgetting the mount");
+        match self.lookup(&rec).await {
+            Lookup::Gone(e) => {
+                tracing::info!(volume = name, driver = %rec.driver, reason = %e, "driver plugin is gone, forgetting the mount");
             }
-            Err(e) => return Err(op(e)),
-            Ok(handle) => Driver {
+            Lookup::Failed(e) => return Err(op(e)),
+            Lookup::Driver(handle) => Driver {
                 handle: &handle,
                 config: &self.inner.config,
             }
@@ -628,10 +662,64 @@ impl VolumeService {
             self.save(&next).await.map_err(op)?;
             lock(&self.inner.index).insert(name.to_owned(), next);
         }
+        self.event(
+            name,
+            "unmount",
+            &[("driver", &rec.driver), ("container", id)],
+        );
         Ok(())
     }
 
     // ----- helpers ---------------------------------------------------------------------------
+
+    fn event(&self, volume: &str, action: &str, attributes: &[(&str, &str)]) {
+        let attributes = attributes
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        self.inner
+            .getter
+            .log_volume_event(volume, action, attributes);
+    }
+
+    /// Why the volume is an orphan, if it is: the plugin it was created with was removed. Only
+    /// volumes recorded with their driver's id can be recognised.
+    async fn orphan_reason(&self, rec: &VolumeRecord) -> Option<String> {
+        let id = rec.driver_id.as_deref()?;
+        if self.inner.getter.plugin_exists(id).await {
+            return None;
+        }
+        Some(orphan_text(rec, id))
+    }
+
+    /// The volume's driver, or why there is none: gone for good (not found, or the plugin of
+    /// that name is not the one the volume was created with) or unusable now (disabled).
+    async fn lookup(&self, rec: &VolumeRecord) -> Lookup {
+        let gone = |reason: String| {
+            Lookup::Gone(VolumeError::DriverLookup {
+                driver: rec.driver.clone(),
+                kind: ErrorKind::NotFound,
+                reason,
+            })
+        };
+        match self.inner.getter.get(&rec.driver).await {
+            Ok(h) => match rec.driver_id.as_deref() {
+                Some(id) if !h.id.is_empty() && h.id != id => gone(orphan_text(rec, id)),
+                _ => Lookup::Driver(h),
+            },
+            Err(e) if e.kind() == ErrorKind::NotFound => Lookup::Gone(e),
+            Err(e) => match self.orphan_reason(rec).await {
+                Some(reason) => gone(reason),
+                None => Lookup::Failed(e),
+            },
+        }
+    }
+
+    /// The plugin the volume's reference is held on: by id when recorded, so an orphan's
+    /// release never touches a newer plugin of the same name.
+    fn reference_target(record: &VolumeRecord) -> &str {
+        record.driver_id.as_deref().unwrap_or(&record.driver)
+    }
 
     fn ready(&self, name: &str) -> Option<VolumeRecord> {
         lock(&self.inner.index)
@@ -666,7 +754,7 @@ impl VolumeService {
         if let Err(e) = self
             .inner
             .getter
-            .release(&record.driver, &record.holder())
+            .release(Self::reference_target(record), &record.holder())
             .await
         {
             tracing::error!(volume = %record.name, driver = %record.driver, error = %e, "cannot release the volume's plugin reference");
@@ -678,13 +766,30 @@ impl VolumeService {
     async fn finish_interrupted(&self, record: &VolumeRecord) -> Result<()> {
         self.inner
             .getter
-            .release(&record.driver, &holder(&record.name))
+            .release(Self::reference_target(record), &holder(&record.name))
             .await?;
         self.delete(&record.name).await?;
         lock(&self.inner.index).remove(&record.name);
         tracing::info!(volume = %record.name, state = ?record.state, "finished an interrupted volume operation");
         Ok(())
     }
+}
+
+/// What [`VolumeService::lookup`] found.
+enum Lookup {
+    /// The volume's driver, enabled.
+    Driver(DriverHandle),
+    /// The driver is gone for good: the volume is an orphan.
+    Gone(VolumeError),
+    /// The driver exists but cannot be used now (disabled, not a volume driver).
+    Failed(VolumeError),
+}
+
+fn orphan_text(rec: &VolumeRecord, id: &str) -> String {
+    format!(
+        "plugin {} (id {id}) that created this volume was removed; its data went with it",
+        rec.driver
+    )
 }
 
 fn status_error(text: String) -> serde_json::Map<String, serde_json::Value> {

@@ -82,6 +82,10 @@ pub struct VolumeRecord {
     pub name: String,
     /// The driver plugin's full name; also the plugin the reference `volume:<name>` is held on.
     pub driver: String,
+    /// The driver plugin's id when the volume was created (absent in records of older
+    /// plugind). A plugin of the same name with another id is not this volume's driver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver_id: Option<String>,
     /// Driver options.
     #[serde(default)]
     pub options: BTreeMap<String, String>,
@@ -248,6 +252,7 @@ mod tests {
             format_version: RECORD_FORMAT_VERSION,
             name: "v1".into(),
             driver: "vol:latest".into(),
+            driver_id: None,
             options: BTreeMap::from([("o".into(), "1".into())]),
             labels: BTreeMap::new(),
             created_at: "2026-11-26T13:19:00Z".into(),

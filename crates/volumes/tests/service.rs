@@ -26,7 +26,12 @@ use tokio::net::UnixListener;
 struct FakePlugin {
     socket: PathBuf,
     enabled: bool,
+    /// A new id per `add`, like a plugin created again after `rm -f`.
+    id: String,
 }
+
+/// (volume, action, attributes) of one published volume event.
+type LoggedEvent = (String, String, BTreeMap<String, String>);
 
 #[derive(Debug, Default)]
 struct FakeState {
@@ -36,6 +41,8 @@ struct FakeState {
     refs: BTreeMap<(String, String), u32>,
     acquires: u32,
     releases: u32,
+    next_id: u32,
+    events: Vec<LoggedEvent>,
 }
 
 /// The manager's plugin getter, in memory: names resolve with an implicit `:latest`.
@@ -46,13 +53,21 @@ struct FakeGetter {
 
 impl FakeGetter {
     fn add(&self, name: &str, socket: &Path) {
-        self.state.lock().unwrap().plugins.insert(
+        let mut s = self.state.lock().unwrap();
+        s.next_id += 1;
+        let id = format!("{:064x}", s.next_id);
+        s.plugins.insert(
             name.to_owned(),
             FakePlugin {
                 socket: socket.to_path_buf(),
                 enabled: true,
+                id,
             },
         );
+    }
+
+    fn events(&self) -> Vec<LoggedEvent> {
+        std::mem::take(&mut self.state.lock().unwrap().events)
     }
 
     /// `docker plugin rm -f`: the plugin and its references are gone.
@@ -128,6 +143,7 @@ impl FakeGetter {
         }
         Ok(DriverHandle {
             name: full.clone(),
+            id: p.id.clone(),
             client: PluginClient::new(&full, &p.socket),
         })
     }
@@ -148,7 +164,13 @@ impl PluginGetter for FakeGetter {
     async fn release(&self, driver: &str, holder: &str) -> Result<(), VolumeError> {
         let mut s = self.state.lock().unwrap();
         s.releases += 1;
-        let key = (driver.to_owned(), holder.to_owned());
+        // By id (what the service uses when it recorded one) or by name, like the manager.
+        let name = s
+            .plugins
+            .iter()
+            .find(|(_, p)| p.id == driver)
+            .map_or(driver.to_owned(), |(n, _)| n.clone());
+        let key = (name, holder.to_owned());
         if let Some(n) = s.refs.get_mut(&key) {
             *n -= 1;
             if *n == 0 {
@@ -160,6 +182,23 @@ impl PluginGetter for FakeGetter {
 
     async fn get(&self, driver: &str) -> Result<DriverHandle, VolumeError> {
         self.resolve(driver)
+    }
+
+    async fn plugin_exists(&self, id: &str) -> bool {
+        self.state
+            .lock()
+            .unwrap()
+            .plugins
+            .values()
+            .any(|p| p.id == id)
+    }
+
+    fn log_volume_event(&self, volume: &str, action: &str, attributes: BTreeMap<String, String>) {
+        self.state
+            .lock()
+            .unwrap()
+            .events
+            .push((volume.to_owned(), action.to_owned(), attributes));
     }
 }
 
@@ -795,4 +834,106 @@ async fn a_disabled_driver_blocks_remove_unless_forced() {
     assert_eq!(e.getter.refs("vol:latest", "v1"), 1);
     e.service.remove("v1", true).await.unwrap();
     assert_eq!(e.getter.refs("vol:latest", "v1"), 0);
+}
+
+fn event(volume: &str, action: &str, attributes: &[(&str, &str)]) -> LoggedEvent {
+    (volume.to_owned(), action.to_owned(), labels(attributes))
+}
+
+#[tokio::test]
+async fn volume_events_are_published_like_dockers() {
+    let e = env().await;
+    let driver = [("driver", "vol:latest")];
+    create(&e.service, "v1", "vol").await.unwrap();
+    create(&e.service, "v1", "vol").await.unwrap();
+    assert_eq!(
+        e.getter.events(),
+        [event("v1", "create", &driver)],
+        "a create of an existing volume is no event"
+    );
+    e.service.mount("v1", "c1").await.unwrap();
+    e.service.unmount("v1", "c1").await.unwrap();
+    e.service.remove("v1", false).await.unwrap();
+    let with_caller = [("container", "c1"), ("driver", "vol:latest")];
+    assert_eq!(
+        e.getter.events(),
+        [
+            event("v1", "mount", &with_caller),
+            event("v1", "unmount", &with_caller),
+            event("v1", "destroy", &driver),
+        ]
+    );
+    let anon = e
+        .service
+        .create(None, "vol", BTreeMap::new(), BTreeMap::new())
+        .await
+        .unwrap();
+    e.service.prune(&no_filters()).await.unwrap();
+    assert_eq!(
+        e.getter.events(),
+        [
+            event(&anon.name, "create", &driver),
+            event(&anon.name, "destroy", &driver),
+            event("", "prune", &[("reclaimed", "0")]),
+        ]
+    );
+    // Failures publish nothing.
+    assert!(create(&e.service, "v2", "missing").await.is_err());
+    assert!(e.service.remove("nope", false).await.is_err());
+    assert!(e.getter.events().is_empty());
+}
+
+/// `docker plugin rm -f` of a driver with volumes, then a new plugin of the same name: Docker
+/// sends the old volumes' calls to the new plugin (which answers "no such volume": 500) and the
+/// old references no longer protect anything. plugind treats them as orphans.
+#[tokio::test]
+async fn a_recreated_plugin_of_the_same_name_is_not_the_orphans_driver() {
+    let mut e = env().await;
+    for v in ["v1", "v2", "v3"] {
+        create(&e.service, v, "vol").await.unwrap();
+    }
+    assert!(e.plugin.data.join("v1").is_dir());
+    e.plugin.kill();
+    e.getter.remove_plugin("vol:latest");
+    let new = SamplePlugin::start(e.dir.path(), "vol-again");
+    e.getter.add("vol:latest", &new.socket);
+
+    let v = e.service.get("v1").await.unwrap();
+    let status = v.status.unwrap()["Error"].as_str().unwrap().to_owned();
+    assert!(status.contains("was removed"), "{status}");
+    assert_eq!(v.mountpoint, "");
+    let (vols, warnings) = e.service.list(&no_filters()).await.unwrap();
+    assert_eq!(names(&vols), ["v1", "v2", "v3"]);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert!(
+        e.getter.total_refs() == 0,
+        "no old volume holds the new plugin: it can be disabled"
+    );
+    let err = e.service.mount("v1", "c1").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+
+    // Removal answers at once without asking the new plugin, enabled or not.
+    e.service.remove("v1", false).await.unwrap();
+    e.getter.set_enabled("vol:latest", false);
+    e.service.remove("v2", false).await.unwrap();
+    e.getter.set_enabled("vol:latest", true);
+    // A create of an orphan's name makes a new volume on the new plugin.
+    let v3 = create(&e.service, "v3", "vol").await.unwrap();
+    assert_eq!(v3.driver, "vol:latest");
+    assert_eq!(e.getter.refs("vol:latest", "v3"), 1);
+    assert!(new.data.join("v3").is_dir());
+    assert!(!new.data.join("v1").exists());
+    assert!(e
+        .service
+        .get("v3")
+        .await
+        .unwrap()
+        .status
+        .is_none_or(|s| !s.contains_key("Error")));
+    e.service.remove("v3", false).await.unwrap();
+    assert_eq!(e.getter.total_refs(), 0);
+    assert_eq!(
+        names(&e.service.list(&no_filters()).await.unwrap().0),
+        Vec::<String>::new()
+    );
 }
