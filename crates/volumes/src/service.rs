@@ -381,9 +381,10 @@ impl VolumeService {
     /// a driver plugin that is gone is not called and adds no warning.
     pub async fn list(&self, filters: &VolumeFilters) -> Result<(Vec<Volume>, Vec<String>)> {
         filters.check(FilterUse::List)?;
+        let compiled = filters.compile();
         let records: Vec<VolumeRecord> = lock(&self.inner.index)
             .values()
-            .filter(|r| r.state == RecordState::Ready && filters.matches(r))
+            .filter(|r| r.state == RecordState::Ready && compiled.matches(r))
             .cloned()
             .collect();
         let drivers: std::collections::BTreeSet<String> =
