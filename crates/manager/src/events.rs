@@ -9,8 +9,9 @@
 //! - `create`: the plugin id, `name` = the stored reference with its tag (`vol:latest`);
 //! - `enable`, `disable`, `remove`: the plugin id, `name` = the reference exactly as the client
 //!   gave it (`vol`, `vol:latest`, an id prefix);
-//! - `pull` (install and upgrade): `Actor.ID` = the remote reference in familiar form, `name` =
-//!   the local name; `install` itself is `pull` followed by the client's own `enable`;
+//! - `pull`: `Actor.ID` = the remote reference in familiar form; `name` = the local name with
+//!   its tag for an install (`POST /plugins/pull`), the name as given in the URL for an upgrade;
+//!   `docker plugin install` is that `pull` followed by the client's own `enable`;
 //! - `set`, `push`, restore at start: no event.
 //!
 //! plugind adds `restart` and `failed` (supervision), named with the stored reference.
