@@ -174,10 +174,11 @@ fn events_report_the_lifecycle_with_since_and_until() {
     assert_eq!(
         lines,
         [
+            // create names the stored reference; the others the name as typed (moby).
             "create ev:latest",
-            "enable ev:latest",
-            "disable ev:latest",
-            "remove ev:latest"
+            "enable ev",
+            "disable ev",
+            "remove ev"
         ]
     );
 }

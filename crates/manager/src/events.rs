@@ -3,6 +3,18 @@
 //!
 //! The hub carries the events of plugins (published by the manager) and of volumes (published
 //! by the volume service through the same hub), so `/events` shows both in one order.
+//!
+//! Docker's rules for a plugin event's `Actor` (moby `plugin/backend_linux.go`,
+//! `LogPluginEvent(id, name, action)`), which publishers follow:
+//! - `create`: the plugin id, `name` = the stored reference with its tag (`vol:latest`);
+//! - `enable`, `disable`, `remove`: the plugin id, `name` = the reference exactly as the client
+//!   gave it (`vol`, `vol:latest`, an id prefix);
+//! - `pull`: `Actor.ID` = the remote reference in familiar form; `name` = the local name with
+//!   its tag for an install (`POST /plugins/pull`), the name as given in the URL for an upgrade;
+//!   `docker plugin install` is that `pull` followed by the client's own `enable`;
+//! - `set`, `push`, restore at start: no event.
+//!
+//! plugind adds `restart` and `failed` (supervision), named with the stored reference.
 
 use std::{
     collections::{BTreeMap, VecDeque},

@@ -48,6 +48,11 @@ pub trait PluginGetter: Send + Sync + std::fmt::Debug {
     async fn plugin_exists(&self, _id: &str) -> bool {
         true
     }
+    /// The id of the plugin on which `holder` holds a reference, if any; used once at open to
+    /// record the driver's id in volume records of an older plugind. The default knows none.
+    async fn reference_holder(&self, _holder: &str) -> Option<String> {
+        None
+    }
     /// Publishes a volume event (Docker's `LogVolumeEvent`: `Actor.ID` = the volume name) where
     /// the engine's events go. The default drops it.
     fn log_volume_event(

@@ -9,8 +9,9 @@
 //!   excludes a volume when every one of its values matches;
 //! - `driver` matches the recorded driver exactly; plugind also accepts the name without the
 //!   implicit `:latest` tag, because it records drivers by their full name;
-//! - `name` matches exactly or as a substring (Docker uses an unanchored regular expression;
-//!   plugind does not evaluate regular expressions, so metacharacters match literally);
+//! - `name` matches exactly, else as an unanchored regular expression (moby `Args.Match`; a
+//!   value that is not a valid expression matches only exactly). Rust's `regex` runs in linear
+//!   time and its compiled size is bounded, so a client's pattern cannot stall the service;
 //! - `dangling`: `true`/`1` = volumes nobody has mounted, `false`/`0` = mounted ones. plugind has
 //!   no containers: a volume is in use exactly while a caller holds a mount made through
 //!   [`crate::VolumeService::mount`];
@@ -151,36 +152,72 @@ impl VolumeFilters {
 
     /// True when `record` passes every filter.
     pub fn matches(&self, record: &VolumeRecord) -> bool {
-        if !self.driver.is_empty()
-            && !self
+        self.compile().matches(record)
+    }
+
+    /// The filters with their `name` expressions compiled once, for matching many records.
+    pub fn compile(&self) -> CompiledFilters<'_> {
+        let names = self
+            .name
+            .iter()
+            .filter_map(|n| {
+                regex::RegexBuilder::new(n)
+                    .size_limit(NAME_REGEX_SIZE_LIMIT)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        CompiledFilters {
+            filters: self,
+            names,
+        }
+    }
+}
+
+/// Bound on a compiled `name` expression (bytes); larger ones count as invalid.
+const NAME_REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// [`VolumeFilters`] ready to match records ([`VolumeFilters::compile`]).
+#[derive(Debug)]
+pub struct CompiledFilters<'a> {
+    filters: &'a VolumeFilters,
+    names: Vec<regex::Regex>,
+}
+
+impl CompiledFilters<'_> {
+    /// True when `record` passes every filter.
+    pub fn matches(&self, record: &VolumeRecord) -> bool {
+        let this = self.filters;
+        if !this.driver.is_empty()
+            && !this
                 .driver
                 .iter()
                 .any(|d| driver_matches(d, &record.driver))
         {
             return false;
         }
-        if !self.name.is_empty()
-            && !self
-                .name
-                .iter()
-                .any(|n| record.name == *n || record.name.contains(n.as_str()))
+        if !this.name.is_empty()
+            && !this.name.contains(&record.name)
+            && !self.names.iter().any(|re| re.is_match(&record.name))
         {
             return false;
         }
-        if !match_kv_list(&self.label, &record.labels) {
+        if !match_kv_list(&this.label, &record.labels) {
             return false;
         }
-        if !self.label_not.is_empty() && match_kv_list(&self.label_not, &record.labels) {
+        if !this.label_not.is_empty() && match_kv_list(&this.label_not, &record.labels) {
             return false;
         }
-        if let Some(dangling) = self.dangling {
+        if let Some(dangling) = this.dangling {
             if dangling != record.mounts.is_empty() {
                 return false;
             }
         }
         true
     }
+}
 
+impl VolumeFilters {
     /// True when prune may remove `record` (its `all` rule; the other filters apply too).
     pub(crate) fn prune_selects(&self, record: &VolumeRecord) -> bool {
         (self.all == Some(true) || record.labels.contains_key(ANONYMOUS_LABEL))
@@ -348,6 +385,12 @@ mod tests {
         assert!(f(r#"{"name":["pha"]}"#).matches(&a));
         assert!(!f(r#"{"name":["pha"]}"#).matches(&b));
         assert!(f(r#"{"name":["zzz","beta"]}"#).matches(&b));
+        // Values are unanchored regular expressions (moby `Args.Match`); invalid ones match
+        // only exactly.
+        assert!(f(r#"{"name":["^al.*-1$"]}"#).matches(&a));
+        assert!(!f(r#"{"name":["^lpha"]}"#).matches(&a));
+        assert!(!f(r#"{"name":["a.x"]}"#).matches(&a));
+        assert!(!f(r#"{"name":["("]}"#).matches(&a));
 
         assert!(f(r#"{"label":["env"]}"#).matches(&a));
         assert!(f(r#"{"label":["env=prod","team"]}"#).matches(&a));

@@ -64,6 +64,13 @@ impl PluginGetter for Manager {
             .is_ok_and(|view| view.record.id().as_str() == id)
     }
 
+    async fn reference_holder(&self, holder: &str) -> Option<String> {
+        self.list()
+            .into_iter()
+            .find(|v| v.record.state.references.contains_key(holder))
+            .map(|v| v.record.id().as_str().to_owned())
+    }
+
     fn log_volume_event(&self, volume: &str, action: &str, attributes: BTreeMap<String, String>) {
         self.events()
             .publish(PluginEvent::volume(action, volume, attributes));

@@ -35,6 +35,6 @@ pub mod volume;
 
 pub use driver::{DriverHandle, PluginGetter, VolumeConfig, CAPABILITY};
 pub use error::{Result, VolumeError, NAME_CHARS};
-pub use filters::{FilterUse, VolumeFilters};
+pub use filters::{CompiledFilters, FilterUse, VolumeFilters};
 pub use service::{OpenReport, PruneReport, VolumeService, DEFAULT_DRIVER};
 pub use volume::{Volume, VolumeRecord, ANONYMOUS_LABEL};

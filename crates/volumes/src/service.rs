@@ -155,6 +155,7 @@ impl VolumeService {
                 Err(e) => report.unfinished.push((record.name, e.to_string())),
             }
         }
+        service.record_driver_ids(&report.loaded).await;
         tracing::info!(
             loaded = report.loaded.len(),
             finished = report.finished.len(),
@@ -381,9 +382,10 @@ impl VolumeService {
     /// a driver plugin that is gone is not called and adds no warning.
     pub async fn list(&self, filters: &VolumeFilters) -> Result<(Vec<Volume>, Vec<String>)> {
         filters.check(FilterUse::List)?;
+        let compiled = filters.compile();
         let records: Vec<VolumeRecord> = lock(&self.inner.index)
             .values()
-            .filter(|r| r.state == RecordState::Ready && filters.matches(r))
+            .filter(|r| r.state == RecordState::Ready && compiled.matches(r))
             .cloned()
             .collect();
         let drivers: std::collections::BTreeSet<String> =
@@ -671,6 +673,29 @@ impl VolumeService {
     }
 
     // ----- helpers ---------------------------------------------------------------------------
+
+    /// Records of an older plugind lack their driver's id: take it from the plugin that holds
+    /// the volume's reference. A volume whose reference nobody holds keeps matching its driver
+    /// by name.
+    async fn record_driver_ids(&self, names: &[String]) {
+        for name in names {
+            let Some(mut rec) = self.ready(name).filter(|r| r.driver_id.is_none()) else {
+                continue;
+            };
+            let Some(id) = self.inner.getter.reference_holder(&rec.holder()).await else {
+                continue;
+            };
+            rec.driver_id = Some(id);
+            match self.save(&rec).await {
+                Ok(()) => {
+                    lock(&self.inner.index).insert(name.clone(), rec);
+                }
+                Err(e) => {
+                    tracing::warn!(volume = %name, error = %e, "cannot record the driver's id")
+                }
+            }
+        }
+    }
 
     fn event(&self, volume: &str, action: &str, attributes: &[(&str, &str)]) {
         let attributes = attributes

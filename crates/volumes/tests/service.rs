@@ -193,6 +193,15 @@ impl PluginGetter for FakeGetter {
             .any(|p| p.id == id)
     }
 
+    async fn reference_holder(&self, holder: &str) -> Option<String> {
+        let s = self.state.lock().unwrap();
+        s.refs
+            .keys()
+            .find(|(_, h)| h == holder)
+            .and_then(|(plugin, _)| s.plugins.get(plugin))
+            .map(|p| p.id.clone())
+    }
+
     fn log_volume_event(&self, volume: &str, action: &str, attributes: BTreeMap<String, String>) {
         self.state
             .lock()
@@ -936,4 +945,35 @@ async fn a_recreated_plugin_of_the_same_name_is_not_the_orphans_driver() {
         names(&e.service.list(&no_filters()).await.unwrap().0),
         Vec::<String>::new()
     );
+}
+
+/// Records written before plugind kept driver ids get the id of the plugin holding their
+/// reference at the next open, so the orphan rule covers them too.
+#[tokio::test]
+async fn open_records_the_driver_id_of_older_records() {
+    let mut e = env().await;
+    create(&e.service, "v1", "vol").await.unwrap();
+    let path = record_path(&e, "v1");
+    let mut old: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert!(old["DriverId"].is_string(), "{old}");
+    old.as_object_mut().unwrap().remove("DriverId");
+    std::fs::write(&path, old.to_string()).unwrap();
+    drop(e.service);
+    let service = VolumeService::open(&e.dir.path().join("state"), e.getter.clone(), config())
+        .await
+        .unwrap();
+    let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert!(rec["DriverId"].is_string(), "{rec}");
+    // Now a re-created plugin of the same name is not taken for its driver.
+    e.plugin.kill();
+    e.getter.remove_plugin("vol:latest");
+    let new = SamplePlugin::start(e.dir.path(), "vol-new");
+    e.getter.add("vol:latest", &new.socket);
+    let v = service.get("v1").await.unwrap();
+    assert!(v.status.unwrap()["Error"]
+        .as_str()
+        .unwrap()
+        .contains("was removed"));
+    service.remove("v1", false).await.unwrap();
 }
