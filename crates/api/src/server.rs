@@ -159,14 +159,15 @@ pub async fn serve(
         stop: stop_rx.clone(),
     });
     let mut conns = JoinSet::new();
+    // Accept failures since the last warning, and when that was: one line per interval.
     let mut accept_failures: u64 = 0;
+    let mut last_warning: Option<Instant> = None;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    accept_failures = 0;
                     if let Ok(permit) = Arc::clone(&served).try_acquire_owned() {
                         conns.spawn(serve_connection(
                             stream,
@@ -188,8 +189,10 @@ pub async fn serve(
                 // are free again.
                 Err(e) => {
                     accept_failures += 1;
-                    if accept_failures == 1 || accept_failures.is_power_of_two() {
+                    if last_warning.is_none_or(|t| t.elapsed() >= ACCEPT_WARNING_INTERVAL) {
                         tracing::warn!(error = %e, failures = accept_failures, "accepting an api connection failed");
+                        last_warning = Some(Instant::now());
+                        accept_failures = 0;
                     }
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
@@ -205,6 +208,8 @@ pub async fn serve(
 
 /// Pause after a failed `accept` (EMFILE, ENFILE, ENOBUFS).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// At most one warning about failing accepts per interval (with the count since the last).
+const ACCEPT_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 fn http1_builder(state: &State) -> http1::Builder {
     let mut builder = http1::Builder::new();
