@@ -162,12 +162,15 @@ pub async fn serve(
     // Accept failures since the last warning, and when that was: one line per interval.
     let mut accept_failures: u64 = 0;
     let mut last_warning: Option<Instant> = None;
+    // Most connections open at once since memory was last given back.
+    let mut peak: usize = 0;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
+                    peak = peak.max(conns.len() + 1);
                     if let Ok(permit) = Arc::clone(&served).try_acquire_owned() {
                         conns.spawn(serve_connection(
                             stream,
@@ -197,7 +200,14 @@ pub async fn serve(
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
             },
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            Some(_) = conns.join_next(), if !conns.is_empty() => {
+                // A burst of connections is over: give the heap it grew back to the system,
+                // so resident memory returns to its level before the burst.
+                if peak >= TRIM_AFTER_PEAK && conns.len() <= peak / 8 {
+                    peak = conns.len();
+                    tokio::task::spawn_blocking(plugind_manager::sys::limits::release_free_memory);
+                }
+            }
         }
     }
     drop(listener);
@@ -208,6 +218,8 @@ pub async fn serve(
 
 /// Pause after a failed `accept` (EMFILE, ENFILE, ENOBUFS).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// Connections open at once that count as a burst worth trimming the heap after.
+const TRIM_AFTER_PEAK: usize = 64;
 /// At most one warning about failing accepts per interval (with the count since the last).
 const ACCEPT_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
