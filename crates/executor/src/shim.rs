@@ -681,13 +681,15 @@ impl Inner {
                     shim_start_time: shim.map_or(0, |p| p.start_time),
                     runtime: runtime.to_owned(),
                 };
-                let path = self.config.task_dir(id).join("task.json");
-                let json = serde_json::to_vec(&record).expect("a TaskRecord always serialises");
-                // Replaced atomically but not fsynced: the exec root is a tmpfs in production and
-                // the record matters only as long as the task does, which a reboot ends anyway.
-                let tmp = path.with_extension("json.tmp");
-                fs::write(&tmp, &json).map_err(|e| ExecutorError::io("write", &tmp, e))?;
-                fs::rename(&tmp, &path).map_err(|e| ExecutorError::io("rename", &path, e))?;
+                if let Err(e) = self.write_task_record(id, &record) {
+                    // The task runs but could not be recorded (EMFILE, a full tmpfs): stop it
+                    // and its shim now, or it outlives this failure unseen and the next create
+                    // of this id finds it ("task ... already exists").
+                    drains.stop().await;
+                    self.abort_start(id, Some(&client), Some(&address), shim)
+                        .await;
+                    return Err(e);
+                }
                 self.register(Task {
                     id: id.to_owned(),
                     bundle: bundle.to_owned(),
@@ -734,6 +736,17 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// Writes `tasks/<id>/task.json`, replaced atomically but not fsynced: the exec root is a
+    /// tmpfs in production and the record matters only as long as the task does, which a
+    /// reboot ends anyway.
+    fn write_task_record(&self, id: &str, record: &TaskRecord) -> Result<()> {
+        let path = self.config.task_dir(id).join("task.json");
+        let json = serde_json::to_vec(record).expect("a TaskRecord always serialises");
+        let tmp = path.with_extension("json.tmp");
+        fs::write(&tmp, &json).map_err(|e| ExecutorError::io("write", &tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| ExecutorError::io("rename", &path, e))
     }
 
     /// Create + Start; a task that is already stopped when Start returns is an error.
