@@ -42,6 +42,15 @@ pub trait PluginBackend: Send + Sync + 'static {
     /// error is answered 500, as Docker does.
     async fn create(&self, name: &str, tar: Box<dyn Read + Send>) -> Result<(), BackendError>;
 
+    /// Checks the `?name=` of a create before its upload is read, so a taken name is answered
+    /// 409 (and an invalid one 500) at once instead of after the whole tar: the errors
+    /// [`PluginBackend::create`] would give for the name. `create` checks again (the name may
+    /// be taken in between). The default accepts every name.
+    async fn check_create_name(&self, name: &str) -> Result<(), BackendError> {
+        let _ = name;
+        Ok(())
+    }
+
     /// Starts a plugin and waits until it serves its socket; publishes `enable` with the name as
     /// given. `timeout` is the client timeout for later calls to the plugin (`None` = none).
     /// Already enabled is `FailedPrecondition` (409).

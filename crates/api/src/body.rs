@@ -1,11 +1,17 @@
 //! Request bodies: small JSON bodies read whole under a limit with moby's Content-Type rules,
 //! and create tars streamed into a blocking [`std::io::Read`] without ever being held in memory.
 
-use std::io::{self, Read};
+use std::{
+    io::{self, Read},
+    time::Duration,
+};
 
 use bytes::{Buf, Bytes};
 use http_body_util::BodyExt;
-use hyper::{body::Incoming, header, HeaderMap, StatusCode};
+use hyper::{
+    body::{Frame, Incoming},
+    header, HeaderMap, StatusCode,
+};
 use tokio::sync::mpsc;
 
 use crate::error::HttpError;
@@ -96,11 +102,37 @@ fn check_media_type(s: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Reads the whole body, failing with 413 beyond `limit` bytes.
-pub(crate) async fn read_limited(body: Incoming, limit: u64) -> Result<Bytes, HttpError> {
+/// The 408 of a body that sent nothing for `timeout`.
+pub(crate) fn timed_out(timeout: Duration) -> HttpError {
+    HttpError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        format!("timed out reading the request body: nothing received for {timeout:?}"),
+    )
+}
+
+/// The next frame of `body`, or `None` when the client sent nothing for `timeout`: a deadline
+/// per read, so an upload that keeps making progress is never cut off.
+async fn next_frame(
+    body: &mut Incoming,
+    timeout: Duration,
+) -> Option<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    tokio::time::timeout(timeout, body.frame()).await.ok()
+}
+
+/// Reads the whole body, failing with 413 beyond `limit` bytes and with 408 when the client
+/// sends nothing for `timeout`.
+pub(crate) async fn read_limited(
+    body: Incoming,
+    limit: u64,
+    timeout: Duration,
+) -> Result<Bytes, HttpError> {
     let mut body = body;
     let mut buf = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
+    loop {
+        let Some(next) = next_frame(&mut body, timeout).await else {
+            return Err(timed_out(timeout));
+        };
+        let Some(frame) = next else { break };
         let frame =
             frame.map_err(|e| HttpError::bad_request(format!("reading request body: {e}")))?;
         if let Ok(data) = frame.into_data() {
@@ -111,6 +143,28 @@ pub(crate) async fn read_limited(body: Incoming, limit: u64) -> Result<Bytes, Ht
         }
     }
     Ok(buf.freeze())
+}
+
+/// Reads and drops at most [`DRAIN_AFTER_CLOSE`] bytes of a body the handler answers without
+/// reading, in the background, so a client still sending a small body gets to read the answer
+/// (Go's server does the same); a bigger or stalled upload gets its connection closed.
+pub(crate) fn discard(body: Incoming, declared_length: Option<u64>, timeout: Duration) {
+    if declared_length.is_some_and(|n| n > DRAIN_AFTER_CLOSE) {
+        // Dropped unread: the connection is closed after the answer.
+        return;
+    }
+    tokio::spawn(async move {
+        let mut body = body;
+        let mut drained: u64 = 0;
+        while let Some(Some(Ok(frame))) = next_frame(&mut body, timeout).await {
+            if let Ok(data) = frame.into_data() {
+                drained += data.len() as u64;
+                if drained > DRAIN_AFTER_CLOSE {
+                    break;
+                }
+            }
+        }
+    });
 }
 
 /// A blocking reader over a request body fed by [`pump`].
@@ -143,26 +197,46 @@ pub(crate) enum PumpOutcome {
     TooLarge,
     /// The client broke off the upload; the reader got an error.
     Broken,
+    /// The client sent nothing for the body timeout; the reader got an error.
+    TimedOut,
 }
 
 /// Splits a request body into a blocking reader and the future that feeds it.
 pub(crate) fn bridge(
     body: Incoming,
     limit: u64,
+    timeout: Duration,
 ) -> (BodyReader, impl std::future::Future<Output = PumpOutcome>) {
     let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
     let reader = BodyReader {
         rx,
         current: Bytes::new(),
     };
-    (reader, pump(body, limit, tx))
+    (reader, pump(body, limit, timeout, tx))
 }
 
-async fn pump(mut body: Incoming, limit: u64, tx: mpsc::Sender<io::Result<Bytes>>) -> PumpOutcome {
+async fn pump(
+    mut body: Incoming,
+    limit: u64,
+    timeout: Duration,
+    tx: mpsc::Sender<io::Result<Bytes>>,
+) -> PumpOutcome {
     let mut total: u64 = 0;
     let mut reader_gone = false;
     let mut drained: u64 = 0;
-    while let Some(frame) = body.frame().await {
+    loop {
+        let Some(next) = next_frame(&mut body, timeout).await else {
+            if !reader_gone {
+                let _ = tx
+                    .send(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("request body sent nothing for {timeout:?}"),
+                    )))
+                    .await;
+            }
+            return PumpOutcome::TimedOut;
+        };
+        let Some(frame) = next else { break };
         let data = match frame {
             Ok(frame) => match frame.into_data() {
                 Ok(data) => data,

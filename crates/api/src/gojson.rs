@@ -2,38 +2,49 @@
 //! `json.Decoder`), so malformed bodies get Docker's exact 400 texts: `invalid JSON: invalid
 //! character 'i' looking for beginning of object key string`, `unexpected content after JSON`,
 //! `invalid JSON: json: cannot unmarshal object into Go value of type []string`, ...
+//!
+//! The scanner is iterative (an explicit stack of open containers, bounded by Go's
+//! `maxNestingDepth` of 10000), and decoding looks only at the top-level value and its direct
+//! elements, so no client-chosen nesting depth ever becomes recursion depth.
+
+/// Go's `encoding/json` `maxNestingDepth`: deeper values are a syntax error.
+const MAX_NESTING_DEPTH: usize = 10_000;
 
 /// Decodes the first JSON value of `body` as Go's `[]string` (`null` is an empty list).
 /// The error is the whole message moby sends.
 pub(crate) fn decode_string_list(body: &[u8]) -> Result<Vec<String>, String> {
-    let mut s = Scanner { b: body, i: 0 };
+    let mut s = Scanner {
+        b: body,
+        i: 0,
+        elements: Vec::new(),
+    };
     s.skip_space();
     if s.i == body.len() {
         return Err("invalid JSON: got EOF while reading request body".to_owned());
     }
     let start = s.i;
-    s.value(Ctx::Top)
-        .map_err(|e| format!("invalid JSON: {e}"))?;
-    let end = s.i;
+    s.value().map_err(|e| format!("invalid JSON: {e}"))?;
     // `Decoder.More`: anything but a closing bracket after the value is extra content.
     s.skip_space();
     if s.i < body.len() && !matches!(body[s.i], b']' | b'}') {
         return Err("unexpected content after JSON".to_owned());
     }
-    let value: serde_json::Value =
-        serde_json::from_slice(&body[start..end]).map_err(|e| format!("invalid JSON: {e}"))?;
-    match value {
-        serde_json::Value::Null => Ok(Vec::new()),
-        serde_json::Value::Array(items) => {
-            let mut out = Vec::with_capacity(items.len());
+    match body[start] {
+        b'n' => Ok(Vec::new()),
+        b'[' => {
+            let mut out = Vec::with_capacity(s.elements.len());
             let mut first_err = None;
-            for item in items {
-                match item {
-                    serde_json::Value::String(s) => out.push(s),
+            for &(from, to) in &s.elements {
+                let item = &body[from..to];
+                match item[0] {
+                    b'"' => out.push(
+                        serde_json::from_slice::<String>(item)
+                            .map_err(|e| format!("invalid JSON: {e}"))?,
+                    ),
                     // Go leaves a string untouched when decoding null into it.
-                    serde_json::Value::Null => out.push(String::new()),
+                    b'n' => out.push(String::new()),
                     other => {
-                        first_err.get_or_insert_with(|| unmarshal_error(&other, "string"));
+                        first_err.get_or_insert_with(|| unmarshal_error(other, "string"));
                         out.push(String::new());
                     }
                 }
@@ -43,33 +54,28 @@ pub(crate) fn decode_string_list(body: &[u8]) -> Result<Vec<String>, String> {
                 None => Ok(out),
             }
         }
-        other => Err(unmarshal_error(&other, "[]string")),
+        other => Err(unmarshal_error(other, "[]string")),
     }
 }
 
-fn unmarshal_error(value: &serde_json::Value, go_type: &str) -> String {
-    let kind = match value {
-        serde_json::Value::Object(_) => "object",
-        serde_json::Value::Array(_) => "array",
-        serde_json::Value::Number(_) => "number",
-        serde_json::Value::String(_) => "string",
-        serde_json::Value::Bool(_) => "bool",
-        serde_json::Value::Null => "null",
+/// Go's `UnmarshalTypeError` text for a value starting with `first`.
+fn unmarshal_error(first: u8, go_type: &str) -> String {
+    let kind = match first {
+        b'{' => "object",
+        b'[' => "array",
+        b'"' => "string",
+        b't' | b'f' => "bool",
+        b'n' => "null",
+        _ => "number",
     };
     format!("invalid JSON: json: cannot unmarshal {kind} into Go value of type {go_type}")
-}
-
-/// Where a value sits; decides Go's wording after it ends.
-#[derive(Clone, Copy)]
-enum Ctx {
-    Top,
-    Array,
-    ObjectValue,
 }
 
 struct Scanner<'a> {
     b: &'a [u8],
     i: usize,
+    /// Byte ranges of the top-level array's elements, filled by [`Scanner::value`].
+    elements: Vec<(usize, usize)>,
 }
 
 type ScanResult = Result<(), String>;
@@ -92,107 +98,108 @@ impl Scanner<'_> {
         format!("invalid character {} {context}", quote_char(c))
     }
 
-    fn value(&mut self, ctx: Ctx) -> ScanResult {
+    /// Scans one complete value without recursion: `open` holds the containers entered so far
+    /// (`[` or `{`). Records the spans of the top-level array's elements in `elements`.
+    fn value(&mut self) -> ScanResult {
+        let mut open: Vec<u8> = Vec::new();
         self.skip_space();
-        let c = self.peek()?;
-        match c {
-            b'{' => {
-                self.i += 1;
-                self.object()
+        let top_first = self.peek()?;
+        let top_is_array = top_first == b'[';
+        // Where the current element of the top-level array started.
+        let mut element_start = 0;
+        loop {
+            // Expecting the start of a value.
+            self.skip_space();
+            let c = self.peek()?;
+            if top_is_array && open.len() == 1 {
+                element_start = self.i;
             }
-            b'[' => {
-                self.i += 1;
-                self.array()
+            match c {
+                b'{' | b'[' => {
+                    self.i += 1;
+                    if open.len() == MAX_NESTING_DEPTH {
+                        return Err(Self::invalid(c, "exceeded max depth"));
+                    }
+                    open.push(c);
+                    self.skip_space();
+                    let close = if c == b'{' { b'}' } else { b']' };
+                    if self.peek()? != close {
+                        if c == b'{' {
+                            self.object_key()?;
+                        }
+                        continue;
+                    }
+                    self.i += 1;
+                    open.pop();
+                }
+                b'"' => self.string()?,
+                b'-' | b'0'..=b'9' => self.number()?,
+                b't' => self.literal(b"true")?,
+                b'f' => self.literal(b"false")?,
+                b'n' => self.literal(b"null")?,
+                _ => return Err(Self::invalid(c, "looking for beginning of value")),
             }
-            b'"' => {
-                self.string()?;
-                self.after_scalar(ctx)
+            // A value ended: close every container that ends here, up to the next element.
+            loop {
+                if top_is_array && open.len() == 1 {
+                    self.elements.push((element_start, self.i));
+                }
+                let Some(&container) = open.last() else {
+                    return self.after_top_level(top_first);
+                };
+                self.skip_space();
+                let next = self.peek()?;
+                match (container, next) {
+                    (_, b',') => {
+                        self.i += 1;
+                        if container == b'{' {
+                            self.object_key()?;
+                        }
+                        break;
+                    }
+                    (b'[', b']') | (b'{', b'}') => {
+                        self.i += 1;
+                        open.pop();
+                    }
+                    (b'[', _) => return Err(Self::invalid(next, "after array element")),
+                    _ => return Err(Self::invalid(next, "after object key:value pair")),
+                }
             }
-            b'-' | b'0'..=b'9' => {
-                self.number()?;
-                self.after_scalar(ctx)
-            }
-            b't' => {
-                self.literal(b"true")?;
-                self.after_scalar(ctx)
-            }
-            b'f' => {
-                self.literal(b"false")?;
-                self.after_scalar(ctx)
-            }
-            b'n' => {
-                self.literal(b"null")?;
-                self.after_scalar(ctx)
-            }
-            _ => Err(Self::invalid(c, "looking for beginning of value")),
         }
     }
 
-    /// A top-level scalar must be followed by space or the end (Go's `stateEndTop`).
-    fn after_scalar(&mut self, ctx: Ctx) -> ScanResult {
-        if let Ctx::Top = ctx {
-            if let Some(&c) = self.b.get(self.i) {
-                if !matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
-                    return Err(Self::invalid(c, "after top-level value"));
-                }
+    /// A top-level scalar must be followed by space or the end (Go's `stateEndTop`); after a
+    /// top-level object or array the decoder stops reading.
+    fn after_top_level(&self, first: u8) -> ScanResult {
+        if matches!(first, b'{' | b'[') {
+            return Ok(());
+        }
+        if let Some(&c) = self.b.get(self.i) {
+            if !matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
+                return Err(Self::invalid(c, "after top-level value"));
             }
         }
         Ok(())
     }
 
-    fn object(&mut self) -> ScanResult {
+    /// An object key and its colon.
+    fn object_key(&mut self) -> ScanResult {
         self.skip_space();
-        if self.peek()? == b'}' {
-            self.i += 1;
-            return Ok(());
+        let c = self.peek()?;
+        if c != b'"' {
+            return Err(Self::invalid(
+                c,
+                "looking for beginning of object key string",
+            ));
         }
-        loop {
-            self.skip_space();
-            let c = self.peek()?;
-            if c != b'"' {
-                return Err(Self::invalid(
-                    c,
-                    "looking for beginning of object key string",
-                ));
-            }
-            self.string()?;
-            self.skip_space();
-            let c = self.peek()?;
-            if c != b':' {
-                return Err(Self::invalid(c, "after object key"));
-            }
-            self.i += 1;
-            self.value(Ctx::ObjectValue)?;
-            self.skip_space();
-            match self.peek()? {
-                b',' => self.i += 1,
-                b'}' => {
-                    self.i += 1;
-                    return Ok(());
-                }
-                c => return Err(Self::invalid(c, "after object key:value pair")),
-            }
-        }
-    }
-
-    fn array(&mut self) -> ScanResult {
+        self.string()?;
         self.skip_space();
-        if self.peek()? == b']' {
-            self.i += 1;
-            return Ok(());
+        let c = self.peek()?;
+        if c != b':' {
+            return Err(Self::invalid(c, "after object key"));
         }
-        loop {
-            self.value(Ctx::Array)?;
-            self.skip_space();
-            match self.peek()? {
-                b',' => self.i += 1,
-                b']' => {
-                    self.i += 1;
-                    return Ok(());
-                }
-                c => return Err(Self::invalid(c, "after array element")),
-            }
-        }
+        self.i += 1;
+        Ok(())
     }
 
     fn string(&mut self) -> ScanResult {
@@ -325,6 +332,76 @@ mod tests {
         assert!(decode_string_list(b"[]").unwrap().is_empty());
         // Go's Decoder.More stops at a closing bracket, so this is accepted.
         assert_eq!(decode_string_list(br#"["x"]]"#).unwrap(), ["x"]);
+    }
+
+    #[test]
+    fn deep_nesting_is_scanned_without_recursion() {
+        // 5,000 levels (the issue's crash) and Go's limit itself are ordinary values.
+        for depth in [5_000, MAX_NESTING_DEPTH] {
+            let deep = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            assert_eq!(
+                err(&deep),
+                "invalid JSON: json: cannot unmarshal array into Go value of type string"
+            );
+            let unclosed = "[".repeat(depth);
+            assert_eq!(err(&unclosed), "invalid JSON: unexpected EOF");
+        }
+        let objects = format!("{}1{}", r#"{"a":"#.repeat(5_000), "}".repeat(5_000));
+        assert_eq!(
+            err(&objects),
+            "invalid JSON: json: cannot unmarshal object into Go value of type []string"
+        );
+        let nested = format!(r#"["ok", {}{}]"#, "[".repeat(9_000), "]".repeat(9_000));
+        assert_eq!(
+            err(&nested),
+            "invalid JSON: json: cannot unmarshal array into Go value of type string"
+        );
+        // One level more than Go allows is Go's syntax error.
+        let too_deep = "[".repeat(MAX_NESTING_DEPTH + 1);
+        assert_eq!(
+            err(&too_deep),
+            "invalid JSON: invalid character '[' exceeded max depth"
+        );
+        // A 1 MiB body (the JSON limit) of brackets runs in a test thread's small stack.
+        let huge = "[".repeat(1 << 20);
+        std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(move || decode_string_list(huge.as_bytes()).unwrap_err())
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn elements_keep_their_values_and_escapes() {
+        assert_eq!(
+            decode_string_list(br#"[ "a\"b" ,null, "\u00e9=1" ]"#).unwrap(),
+            ["a\"b", "", "\u{e9}=1"]
+        );
+        assert_eq!(
+            err(r#"[true]"#),
+            "invalid JSON: json: cannot unmarshal bool into Go value of type string"
+        );
+        assert_eq!(
+            err(r#""x""#),
+            "invalid JSON: json: cannot unmarshal string into Go value of type []string"
+        );
+        assert_eq!(
+            err("12"),
+            "invalid JSON: json: cannot unmarshal number into Go value of type []string"
+        );
+        assert_eq!(
+            err(r#"[{"a":1,}]"#),
+            "invalid JSON: invalid character '}' looking for beginning of object key string"
+        );
+        assert_eq!(
+            err(r#"[{"a":1 "b"}]"#),
+            "invalid JSON: invalid character '\"' after object key:value pair"
+        );
+        assert_eq!(
+            err("[1,]"),
+            "invalid JSON: invalid character ']' looking for beginning of value"
+        );
     }
 
     #[test]

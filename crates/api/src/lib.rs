@@ -8,7 +8,8 @@
 //!
 //! Layout: `server` (socket, accept loop, routing, version checks, common headers), `plugins`
 //! and `system` (the handlers), `filters` (Docker's `filters` parameter), `body` (size-limited
-//! and streamed request bodies), `gojson` (Go's JSON error texts), `query` (Go's query, bool,
+//! and streamed request bodies), `connection` (idle, header and write deadlines, the
+//! descriptor budget), `gojson` (Go's JSON error texts), `query` (Go's query, bool,
 //! integer and time parsing), `error` (the single kind -> status mapping).
 //!
 //! Architecture invariant: only this crate knows the HTTP protocol and Docker's wire quirks;
@@ -19,6 +20,7 @@
 
 mod backend;
 mod body;
+mod connection;
 mod error;
 mod filters;
 mod gojson;
@@ -34,9 +36,11 @@ pub use backend::{
     BackendError, BackendInfo, EventActor, EventMessage, EventSubscription, LogLine, LogSource,
     LogStream, LogsOptions, PluginBackend, PluginJson, PluginStatus, RuntimeInfo, Stage,
 };
+pub use connection::{connection_budget, reserved_descriptors};
 pub use error::ApiError;
 pub use manager_backend::{ManagerBackend, RuntimeFacts};
 pub use server::{
-    bind, serve, ServerOptions, API_VERSION, DEFAULT_CREATE_BODY_LIMIT, DEFAULT_JSON_BODY_LIMIT,
+    bind, serve, ServerOptions, API_VERSION, DEFAULT_BODY_TIMEOUT, DEFAULT_CREATE_BODY_LIMIT,
+    DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_JSON_BODY_LIMIT, DEFAULT_MAX_CONNECTIONS,
     MIN_API_VERSION,
 };

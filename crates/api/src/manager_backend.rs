@@ -15,6 +15,7 @@ use plugind_manager::{
     events::{EventHub, PluginEvent},
     executor::{rotated_log_path, LogEntry},
     store::{RunState, StoreError},
+    types::Reference,
     Manager, ManagerError, PluginView,
 };
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -161,6 +162,31 @@ impl PluginBackend for ManagerBackend {
             .await
             .map(drop)
             .map_err(to_error)
+    }
+
+    async fn check_create_name(&self, name: &str) -> Result<(), BackendError> {
+        // The checks `Manager::create` makes before it reads the tar, with its errors.
+        let reference = Reference::parse_normalized(name).map_err(|source| {
+            to_error(ManagerError::InvalidName {
+                name: name.to_owned(),
+                source,
+            })
+        })?;
+        if reference.digest().is_some() {
+            return Err(to_error(ManagerError::CanonicalName));
+        }
+        let stored_name = reference.with_default_tag().familiar_string();
+        if self
+            .manager
+            .list()
+            .iter()
+            .any(|p| p.record.name() == stored_name)
+        {
+            return Err(to_error(
+                StoreError::NameExists { name: stored_name }.into(),
+            ));
+        }
+        Ok(())
     }
 
     async fn enable(&self, name: &str, _timeout: Option<Duration>) -> Result<(), BackendError> {

@@ -104,7 +104,7 @@ pub(crate) async fn set(
     let args = if empty_body {
         Vec::new()
     } else {
-        let bytes = body::read_limited(req.into_body(), limit).await?;
+        let bytes = body::read_limited(req.into_body(), limit, state.options.body_timeout).await?;
         gojson::decode_string_list(&bytes).map_err(HttpError::bad_request)?
     };
     state
@@ -116,6 +116,7 @@ pub(crate) async fn set(
 }
 
 /// `POST /plugins/create?name=` with a tar body, streamed to the backend; 204 on success.
+/// The name is checked first: a taken or invalid name is answered before the upload is read.
 pub(crate) async fn create(
     state: &State,
     q: &Query,
@@ -126,11 +127,18 @@ pub(crate) async fn create(
         return Err(body::too_large(limit));
     }
     let name = q.get("name").to_owned();
-    let (reader, pump) = body::bridge(req.into_body(), limit);
+    let timeout = state.options.body_timeout;
+    if let Err(e) = state.backend.check_create_name(&name).await {
+        let declared = body::content_length(req.headers());
+        body::discard(req.into_body(), declared, timeout);
+        return Err(HttpError::backend(Endpoint::Create, e));
+    }
+    let (reader, pump) = body::bridge(req.into_body(), limit, timeout);
     let (outcome, result) = tokio::join!(pump, state.backend.create(&name, Box::new(reader)));
     match (outcome, result) {
         // The limit, not whatever the backend made of the reader's error, is the answer.
         (PumpOutcome::TooLarge, _) => Err(body::too_large(limit)),
+        (PumpOutcome::TimedOut, _) => Err(body::timed_out(timeout)),
         (_, Err(e)) => Err(HttpError::backend(Endpoint::Create, e)),
         (PumpOutcome::Broken, Ok(())) => Err(HttpError::bad_request(
             "request body was broken off before the end",

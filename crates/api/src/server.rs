@@ -8,6 +8,7 @@ use std::{
     os::unix::fs::{FileTypeExt, PermissionsExt},
     path::Path,
     sync::Arc,
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -16,12 +17,22 @@ use hyper::{
     body::Incoming, header, server::conn::http1, service::service_fn, Method, Request, Response,
     StatusCode,
 };
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
-use tokio::{net::UnixListener, sync::watch, task::JoinSet};
+use tokio::{
+    net::UnixListener,
+    sync::{watch, OwnedSemaphorePermit, Semaphore},
+    task::JoinSet,
+    time::Instant,
+};
 
 use crate::{
-    backend::PluginBackend, error::HttpError, plugins, query::Query, system, volumes, ApiError,
+    backend::PluginBackend,
+    connection::{Activity, TrackedBody, TrackedIo},
+    error::HttpError,
+    plugins,
+    query::Query,
+    system, volumes, ApiError,
 };
 
 /// The newest API version served; unprefixed requests are treated as this version.
@@ -32,6 +43,19 @@ pub const MIN_API_VERSION: &str = "1.24";
 pub const DEFAULT_CREATE_BODY_LIMIT: u64 = 4 << 30;
 /// Default limit of a JSON request body (1 MiB).
 pub const DEFAULT_JSON_BODY_LIMIT: u64 = 1 << 20;
+/// Default time a client has to send a request's head once it started sending it.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time an idle keep-alive connection stays open. Longer than the 90 s Go's and the
+/// docker CLI's clients keep idle connections, so the client closes first.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default time a request body may send nothing (or a response may not be read) before the
+/// connection is cut: a deadline per read, so long uploads that keep moving are never cut.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default cap of concurrent API connections (lowered to fit the descriptor limit).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Connections past the cap that may wait at once for their 503 answer; past this they are
+/// closed at once, so a flood costs no more descriptors than this.
+const MAX_REJECTING: usize = 64;
 
 /// Settings of the API server.
 #[derive(Debug, Clone)]
@@ -44,6 +68,14 @@ pub struct ServerOptions {
     pub create_body_limit: u64,
     /// The volume service behind `/volumes`; `None` answers those routes 501.
     pub volumes: Option<Arc<plugind_volumes::VolumeService>>,
+    /// Time to receive a request's head once its first byte arrived.
+    pub header_timeout: Duration,
+    /// Time an idle keep-alive connection stays open.
+    pub idle_timeout: Duration,
+    /// Time a request body may make no progress, and a response write may make none.
+    pub body_timeout: Duration,
+    /// Concurrent connections served; more are answered 503 and closed.
+    pub max_connections: usize,
 }
 
 impl ServerOptions {
@@ -54,6 +86,10 @@ impl ServerOptions {
             json_body_limit: DEFAULT_JSON_BODY_LIMIT,
             create_body_limit: DEFAULT_CREATE_BODY_LIMIT,
             volumes: None,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -104,6 +140,10 @@ pub fn bind(path: &Path) -> Result<UnixListener, ApiError> {
 
 /// Serves the API on `listener` until `shutdown` completes, then stops accepting, ends event
 /// and log streams, lets in-flight requests finish and returns.
+///
+/// At most `max_connections` connections are served at once; one more is answered 503 and
+/// closed. Every connection is closed when idle or when a client stalls (see
+/// [`ServerOptions`]); a failing `accept` (EMFILE) backs off instead of spinning.
 pub async fn serve(
     listener: UnixListener,
     backend: Arc<dyn PluginBackend>,
@@ -111,28 +151,63 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ApiError> {
     let (stop_tx, stop_rx) = watch::channel(false);
+    let served = Arc::new(Semaphore::new(options.max_connections.max(1)));
+    let rejecting = Arc::new(Semaphore::new(MAX_REJECTING));
     let state = Arc::new(State {
         backend,
         options,
         stop: stop_rx.clone(),
     });
     let mut conns = JoinSet::new();
+    // Accept failures since the last warning, and when that was: one line per interval.
+    let mut accept_failures: u64 = 0;
+    let mut last_warning: Option<Instant> = None;
+    // Most connections open at once since memory was last given back.
+    let mut peak: usize = 0;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    conns.spawn(serve_connection(stream, Arc::clone(&state), stop_rx.clone()));
+                    peak = peak.max(conns.len() + 1);
+                    if let Ok(permit) = Arc::clone(&served).try_acquire_owned() {
+                        conns.spawn(serve_connection(
+                            stream,
+                            Arc::clone(&state),
+                            stop_rx.clone(),
+                            permit,
+                        ));
+                    } else if let Ok(permit) = Arc::clone(&rejecting).try_acquire_owned() {
+                        conns.spawn(reject_connection(stream, Arc::clone(&state), permit));
+                    } else {
+                        // Even the 503 answers are at their cap: closing is the only answer
+                        // that costs nothing, and it never leaves the client hanging.
+                        drop(stream);
+                    }
                 }
                 // Per-connection failures (a client that went away, EMFILE) must not stop the
-                // server; back off briefly so a persistent EMFILE does not spin a core.
+                // server; back off briefly so a persistent EMFILE does not spin a core. The
+                // pending connection stays in the backlog and is accepted once descriptors
+                // are free again.
                 Err(e) => {
-                    tracing::warn!(error = %e, "accepting an api connection failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    accept_failures += 1;
+                    if last_warning.is_none_or(|t| t.elapsed() >= ACCEPT_WARNING_INTERVAL) {
+                        tracing::warn!(error = %e, failures = accept_failures, "accepting an api connection failed");
+                        last_warning = Some(Instant::now());
+                        accept_failures = 0;
+                    }
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
             },
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            Some(_) = conns.join_next(), if !conns.is_empty() => {
+                // A burst of connections is over: give the heap it grew back to the system,
+                // so resident memory returns to its level before the burst.
+                if peak >= TRIM_AFTER_PEAK && conns.len() <= peak / 8 {
+                    peak = conns.len();
+                    tokio::task::spawn_blocking(plugind_manager::sys::limits::release_free_memory);
+                }
+            }
         }
     }
     drop(listener);
@@ -141,31 +216,112 @@ pub async fn serve(
     Ok(())
 }
 
+/// Pause after a failed `accept` (EMFILE, ENFILE, ENOBUFS).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// Connections open at once that count as a burst worth trimming the heap after.
+const TRIM_AFTER_PEAK: usize = 64;
+/// At most one warning about failing accepts per interval (with the count since the last).
+const ACCEPT_WARNING_INTERVAL: Duration = Duration::from_secs(10);
+
+fn http1_builder(state: &State) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .title_case_headers(true)
+        .timer(TokioTimer::new())
+        // hyper starts this timer when a connection waits for a request head, idle or not;
+        // the watchdog enforces the idle and header deadlines separately, this bounds both.
+        .header_read_timeout(state.options.idle_timeout + state.options.header_timeout);
+    builder
+}
+
 async fn serve_connection(
     stream: tokio::net::UnixStream,
     state: Arc<State>,
     mut stop: watch::Receiver<bool>,
+    _permit: OwnedSemaphorePermit,
 ) {
+    let activity = Activity::new();
+    let io = TrackedIo::new(stream, Arc::clone(&activity), state.options.body_timeout);
+    let (header_timeout, idle_timeout) = (state.options.header_timeout, state.options.idle_timeout);
+    let builder = http1_builder(&state);
+    let requests = Arc::clone(&activity);
     let service = service_fn(move |req| {
         let state = Arc::clone(&state);
-        async move { Ok::<_, Infallible>(handle(&state, req).await) }
+        let in_flight = requests.begin();
+        async move {
+            let resp = handle(&state, req).await;
+            // The request counts as in flight until its body is written or abandoned.
+            Ok::<_, Infallible>(resp.map(|body| TrackedBody::new(body, in_flight)))
+        }
     });
-    let conn = http1::Builder::new()
-        .title_case_headers(true)
-        .serve_connection(TokioIo::new(stream), service);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
-    tokio::select! {
-        res = conn.as_mut() => {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "api connection ended with an error");
+    let mut changes = activity.subscribe();
+    loop {
+        let deadline = activity.deadline(header_timeout, idle_timeout);
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, "api connection ended with an error");
+                }
+                return;
+            }
+            () = stopped(&mut stop) => break,
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            () = sleep_until_some(deadline) => {
+                // The state may have changed just now; close only if the deadline still holds.
+                if activity
+                    .deadline(header_timeout, idle_timeout)
+                    .is_some_and(|d| d <= Instant::now())
+                {
+                    tracing::debug!("closing an idle or stalled api connection");
+                    return;
+                }
             }
         }
-        () = stopped(&mut stop) => {
-            conn.as_mut().graceful_shutdown();
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "api connection ended with an error");
-            }
-        }
+    }
+    conn.as_mut().graceful_shutdown();
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "api connection ended with an error");
+    }
+}
+
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A connection past the cap: its request is answered 503 with Docker's JSON error, and the
+/// connection is closed.
+async fn reject_connection(
+    stream: tokio::net::UnixStream,
+    state: Arc<State>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let limit = state.options.max_connections;
+    let activity = Activity::new();
+    let io = TrackedIo::new(stream, activity, state.options.body_timeout);
+    let mut builder = http1_builder(&state);
+    builder
+        .keep_alive(false)
+        .header_read_timeout(state.options.header_timeout);
+    let service = service_fn(move |_req| async move {
+        Ok::<_, Infallible>(error_response(
+            HttpError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("too many API connections (limit {limit}), try again later"),
+            ),
+            true,
+        ))
+    });
+    if let Err(e) = builder.serve_connection(TokioIo::new(io), service).await {
+        tracing::debug!(error = %e, "rejected api connection ended with an error");
     }
 }
 

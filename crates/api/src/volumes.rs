@@ -50,7 +50,12 @@ pub(crate) async fn create(
     let svc = service(state)?;
     let is_empty = body::declared_empty(req.headers());
     body::check_json_content_type(req.headers(), is_empty)?;
-    let bytes = body::read_limited(req.into_body(), state.options.json_body_limit).await?;
+    let bytes = body::read_limited(
+        req.into_body(),
+        state.options.json_body_limit,
+        state.options.body_timeout,
+    )
+    .await?;
     let request: VolumeCreateRequest = if bytes.is_empty() {
         VolumeCreateRequest::default()
     } else {

@@ -720,3 +720,263 @@ async fn raw_wire_format_matches_go() {
     }
     assert_eq!(body, "{\"message\":\"plugin \\\"nope\\\" not found\"}\n");
 }
+
+/// A raw connection to the server, for clients that misbehave on purpose.
+async fn raw(s: &Server) -> tokio::net::UnixStream {
+    tokio::net::UnixStream::connect(&s.sock).await.unwrap()
+}
+
+/// Everything the server sends until it closes the connection. A generous bound turns a hang
+/// (the defect) into a failure instead of a stuck test; passing never depends on it.
+async fn read_until_closed(stream: &mut tokio::net::UnixStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        stream.read_to_end(&mut out),
+    )
+    .await
+    .expect("the server never closed the connection")
+    .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn send_raw(stream: &mut tokio::net::UnixStream, bytes: &[u8]) {
+    use tokio::io::AsyncWriteExt;
+    stream.write_all(bytes).await.unwrap();
+}
+
+fn short_timeouts(o: &mut plugind_api::ServerOptions) {
+    o.header_timeout = std::time::Duration::from_millis(300);
+    o.idle_timeout = std::time::Duration::from_millis(500);
+    o.body_timeout = std::time::Duration::from_millis(500);
+}
+
+#[tokio::test]
+async fn json_nested_5000_deep_is_400_and_the_server_stays_up() {
+    let s = Server::start().await;
+    s.backend.add("vol:latest", VOLUME_CONFIG, false);
+    let json = [("Content-Type", "application/json")];
+    let arrays = format!("{}{}", "[".repeat(5_000), "]".repeat(5_000));
+    let objects = format!("{}1{}", r#"{"a":"#.repeat(5_000), "}".repeat(5_000));
+    for name in ["vol", "nope"] {
+        let path = format!("/plugins/{name}/set");
+        s.call("POST", &path, &json, arrays.as_bytes())
+            .await
+            .assert_error(
+                400,
+                "invalid JSON: json: cannot unmarshal array into Go value of type string",
+            );
+        s.call("POST", &path, &json, objects.as_bytes())
+            .await
+            .assert_error(
+                400,
+                "invalid JSON: json: cannot unmarshal object into Go value of type []string",
+            );
+        s.call("POST", &path, &json, "[".repeat(5_000).as_bytes())
+            .await
+            .assert_error(400, "invalid JSON: unexpected EOF");
+        // Past Go's own nesting limit: Go's syntax error.
+        s.call("POST", &path, &json, "[".repeat(10_001).as_bytes())
+            .await
+            .assert_error(
+                400,
+                "invalid JSON: invalid character '[' exceeded max depth",
+            );
+    }
+    // JSON in the `filters` parameter of every route that takes one.
+    let deep_filter = esc(&format!(
+        r#"{{"enabled":{}{}}}"#,
+        "[".repeat(5_000),
+        "]".repeat(5_000)
+    ));
+    for route in ["/plugins", "/events"] {
+        let r = s.get(&format!("{route}?filters={deep_filter}")).await;
+        assert_eq!(r.status, 400, "{route}: {}", r.text());
+    }
+    assert_eq!(s.get("/_ping").await.status, 200);
+    assert!(s.backend.calls.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn stalled_heads_and_idle_connections_are_closed() {
+    let s = Server::start_with(short_timeouts).await;
+    // Half a request head, then nothing: closed without an answer, as Go does.
+    let mut half = raw(&s).await;
+    send_raw(&mut half, b"GET /_ping HTTP/1.1\r\nHost: x\r\nX-Slow: ").await;
+    assert_eq!(read_until_closed(&mut half).await, "");
+    // Connected, never a byte: closed once idle.
+    let mut silent = raw(&s).await;
+    assert_eq!(read_until_closed(&mut silent).await, "");
+    // A keep-alive connection after its answer: closed once idle.
+    let mut kept = raw(&s).await;
+    send_raw(&mut kept, b"GET /_ping HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let answer = read_until_closed(&mut kept).await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\nOK"), "{answer}");
+    // New clients are answered all along.
+    assert_eq!(s.get("/_ping").await.status, 200);
+}
+
+#[tokio::test]
+async fn stalled_bodies_are_cut_off_with_408() {
+    let s = Server::start_with(short_timeouts).await;
+    s.backend.add("vol:latest", VOLUME_CONFIG, false);
+    let mut set = raw(&s).await;
+    send_raw(
+        &mut set,
+        b"POST /plugins/vol/set HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n[\"DEBUG=",
+    )
+    .await;
+    let answer = read_until_closed(&mut set).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{answer}"
+    );
+    assert!(
+        answer.ends_with(
+            "{\"message\":\"timed out reading the request body: nothing received for 500ms\"}\n"
+        ),
+        "{answer}"
+    );
+    let mut create = raw(&s).await;
+    send_raw(
+        &mut create,
+        b"POST /plugins/create?name=slow HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n",
+    )
+    .await;
+    send_raw(&mut create, &plugin_tar(VOLUME_CONFIG, 0)[..1024]).await;
+    let answer = read_until_closed(&mut create).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{answer}"
+    );
+    assert_eq!(s.backend.names(), ["vol:latest"]);
+    assert!(s.backend.calls.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn uploads_that_keep_moving_are_never_cut_off() {
+    let s = Server::start_with(short_timeouts).await;
+    let tar = plugin_tar(VOLUME_CONFIG, 64 * 1024);
+    // Each piece arrives well within the body timeout, the whole upload takes several times
+    // the timeout: the deadline is per read, not per request.
+    let pieces: Vec<Bytes> = tar
+        .chunks(tar.len().div_ceil(20))
+        .map(Bytes::copy_from_slice)
+        .collect();
+    let stream = futures::stream::unfold(pieces.into_iter(), |mut it| async move {
+        let piece = it.next()?;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        Some((
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(piece)),
+            it,
+        ))
+    });
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(raw(&s).await))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let resp = sender
+        .send_request(
+            Request::post("/plugins/create?name=slow/upload")
+                .header("Host", "x")
+                .body(http_body_util::StreamBody::new(stream))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    assert_eq!(s.backend.names(), ["slow/upload:latest"]);
+}
+
+#[tokio::test]
+async fn event_streams_outlive_the_idle_timeout() {
+    let s = Server::start_with(short_timeouts).await;
+    let resp = s
+        .send(
+            Request::get("/events")
+                .header("Host", "x")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    // Several idle timeouts with nothing to send: the stream is a request in flight.
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    s.backend.publish(EventMessage::plugin(
+        "enable",
+        "ab",
+        "late:latest",
+        now_nanos(),
+    ));
+    let ev = next_line(&mut body)
+        .await
+        .expect("the stream is still open");
+    assert_eq!(ev["Actor"]["Attributes"]["name"], "late:latest");
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_get_503_and_slots_come_back() {
+    let s = Server::start_with(|o| o.max_connections = 2).await;
+    let held = [raw(&s).await, raw(&s).await];
+    // Let the server take both before the third arrives.
+    let mut probe = raw(&s).await;
+    send_raw(&mut probe, b"GET /_ping HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let answer = read_until_closed(&mut probe).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("\r\nContent-Type: application/json\r\n"),
+        "{answer}"
+    );
+    assert!(
+        answer.ends_with("{\"message\":\"too many API connections (limit 2), try again later\"}\n"),
+        "{answer}"
+    );
+    drop(held);
+    // The slots are free again once the server has seen the closes; a well-formed client is
+    // then served (polling, since the close is noticed asynchronously).
+    loop {
+        let r = s.get("/_ping").await;
+        if r.status == 200 {
+            break;
+        }
+        assert_eq!(r.status, 503);
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn create_with_a_taken_name_is_409_before_the_upload() {
+    let s = Server::start().await;
+    s.backend.add("local/vol:latest", VOLUME_CONFIG, false);
+    let mut conn = raw(&s).await;
+    // 100 MB announced, 1 KiB sent, then the client waits for the answer.
+    send_raw(
+        &mut conn,
+        b"POST /plugins/create?name=local/vol HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n",
+    )
+    .await;
+    send_raw(&mut conn, &[0u8; 1024]).await;
+    let answer = read_until_closed(&mut conn).await;
+    assert!(answer.starts_with("HTTP/1.1 409 Conflict\r\n"), "{answer}");
+    assert!(
+        answer.ends_with("{\"message\":\"plugin local/vol:latest already exists\"}\n"),
+        "{answer}"
+    );
+    // An invalid name is answered as create answers it, also before the upload.
+    let mut conn = raw(&s).await;
+    send_raw(
+        &mut conn,
+        b"POST /plugins/create?name=Bad HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n",
+    )
+    .await;
+    let answer = read_until_closed(&mut conn).await;
+    assert!(answer.starts_with("HTTP/1.1 500 "), "{answer}");
+    assert!(s.backend.calls.lock().unwrap().is_empty());
+}

@@ -72,6 +72,20 @@ pub struct Cli {
     /// Mount, 1 min for the others). A hung plugin never holds a volume request longer.
     #[arg(long, value_name = "SECONDS", default_value = "0")]
     pub volume_timeout: u64,
+    /// Most API connections served at once; more are answered 503. Lowered at start to fit
+    /// the descriptor limit with room left for plugins.
+    #[arg(long, value_name = "N", default_value_t = plugind_api::DEFAULT_MAX_CONNECTIONS)]
+    pub api_max_connections: usize,
+    /// Seconds a client has to send a request's head once it started it.
+    #[arg(long, value_name = "SECONDS", default_value_t = plugind_api::DEFAULT_HEADER_TIMEOUT.as_secs())]
+    pub api_header_timeout: u64,
+    /// Seconds an idle keep-alive API connection stays open.
+    #[arg(long, value_name = "SECONDS", default_value_t = plugind_api::DEFAULT_IDLE_TIMEOUT.as_secs())]
+    pub api_idle_timeout: u64,
+    /// Seconds a request body may send nothing, or a client may read nothing of its answer,
+    /// before the connection is cut (per read: uploads that keep moving are never cut).
+    #[arg(long, value_name = "SECONDS", default_value_t = plugind_api::DEFAULT_BODY_TIMEOUT.as_secs())]
+    pub api_body_timeout: u64,
     /// Which options were given on the command line (filled by [`Cli::parse_from`]).
     #[arg(skip)]
     explicit: Vec<String>,
@@ -143,6 +157,10 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     create_body_limit: Option<u64>,
     volume_timeout: Option<u64>,
+    api_max_connections: Option<usize>,
+    api_header_timeout: Option<u64>,
+    api_idle_timeout: Option<u64>,
+    api_body_timeout: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -189,6 +207,14 @@ pub struct Config {
     pub volume_timeout: Option<Duration>,
     /// The file the settings were read from, if any (re-read on SIGHUP).
     pub config_file: Option<PathBuf>,
+    /// API connections served at once (before fitting it to the descriptor limit).
+    pub api_max_connections: usize,
+    /// Time to send a request head once started.
+    pub api_header_timeout: Duration,
+    /// Time an idle API connection stays open.
+    pub api_idle_timeout: Duration,
+    /// Time a request body or a response write may make no progress.
+    pub api_body_timeout: Duration,
 }
 
 impl Config {
@@ -277,6 +303,30 @@ impl Config {
                 secs => Some(Duration::from_secs(secs)),
             },
             config_file: cli.config_file.clone(),
+            api_max_connections: pick(
+                cli,
+                "api_max_connections",
+                &cli.api_max_connections,
+                file.api_max_connections,
+            ),
+            api_header_timeout: Duration::from_secs(pick(
+                cli,
+                "api_header_timeout",
+                &cli.api_header_timeout,
+                file.api_header_timeout,
+            )),
+            api_idle_timeout: Duration::from_secs(pick(
+                cli,
+                "api_idle_timeout",
+                &cli.api_idle_timeout,
+                file.api_idle_timeout,
+            )),
+            api_body_timeout: Duration::from_secs(pick(
+                cli,
+                "api_body_timeout",
+                &cli.api_body_timeout,
+                file.api_body_timeout,
+            )),
         };
         config.validate()?;
         Ok(config)
@@ -303,6 +353,18 @@ impl Config {
         }
         if self.create_body_limit == 0 {
             bail!("--create-body-limit must be greater than 0");
+        }
+        if self.api_max_connections == 0 {
+            bail!("--api-max-connections must be greater than 0");
+        }
+        for (what, value) in [
+            ("--api-header-timeout", self.api_header_timeout),
+            ("--api-idle-timeout", self.api_idle_timeout),
+            ("--api-body-timeout", self.api_body_timeout),
+        ] {
+            if value.is_zero() {
+                bail!("{what} must be greater than 0");
+            }
         }
         Ok(())
     }
@@ -394,6 +456,23 @@ mod tests {
         assert_eq!(c.log_level, LogLevel::Info);
         assert_eq!(c.log_format, LogFormat::Text);
         assert_eq!(c.create_body_limit, plugind_api::DEFAULT_CREATE_BODY_LIMIT);
+        assert_eq!(c.api_max_connections, plugind_api::DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(c.api_header_timeout, plugind_api::DEFAULT_HEADER_TIMEOUT);
+        assert_eq!(c.api_idle_timeout, plugind_api::DEFAULT_IDLE_TIMEOUT);
+        assert_eq!(c.api_body_timeout, plugind_api::DEFAULT_BODY_TIMEOUT);
+    }
+
+    #[test]
+    fn api_limits_from_file_and_flags() {
+        let c = with_file(
+            "api-max-connections = 10\napi-idle-timeout = 7\napi-body-timeout = 9",
+            &["--api-header-timeout", "2", "--api-max-connections", "20"],
+        )
+        .unwrap();
+        assert_eq!(c.api_max_connections, 20);
+        assert_eq!(c.api_header_timeout, Duration::from_secs(2));
+        assert_eq!(c.api_idle_timeout, Duration::from_secs(7));
+        assert_eq!(c.api_body_timeout, Duration::from_secs(9));
     }
 
     #[test]
@@ -524,6 +603,8 @@ mod tests {
         assert!(err(&["--add-runtime", "bad name=/x"]).contains("invalid runtime name"));
         assert!(err(&["--add-runtime", "crun="]).contains("empty path"));
         assert!(err(&["--create-body-limit", "0"]).contains("greater than 0"));
+        assert!(err(&["--api-max-connections", "0"]).contains("greater than 0"));
+        assert!(err(&["--api-idle-timeout", "0"]).contains("--api-idle-timeout must be"));
         let e = format!("{:#}", with_file("rooot = \"/x\"", &[]).unwrap_err());
         assert!(
             e.contains("invalid config file") && e.contains("rooot"),
@@ -558,6 +639,10 @@ mod tests {
             "--log-format",
             "--debug",
             "--create-body-limit",
+            "--api-max-connections",
+            "--api-header-timeout",
+            "--api-idle-timeout",
+            "--api-body-timeout",
             "/var/lib/plugind",
             "/run/plugind",
             "unix:///run/plugind/plugind.sock",

@@ -27,9 +27,17 @@ fn main() -> ExitCode {
         }
     };
     logging::init(config.log_level, config.log_format);
+    // Before any thread starts, so every thread and child sees the raised limit.
+    let nofile = match plugind_manager::sys::limits::raise_nofile_limit() {
+        Ok(limit) => Some(limit),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the descriptor limit");
+            None
+        }
+    };
     let result = tokio::runtime::Runtime::new()
         .context("cannot start the async runtime")
-        .and_then(|rt| rt.block_on(run(&args, config)));
+        .and_then(|rt| rt.block_on(run(&args, config, nofile)));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -39,7 +47,11 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(args: &[OsString], config: Config) -> anyhow::Result<()> {
+async fn run(
+    args: &[OsString],
+    config: Config,
+    nofile: Option<plugind_manager::sys::limits::NofileLimit>,
+) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
@@ -52,6 +64,10 @@ async fn run(args: &[OsString], config: Config) -> anyhow::Result<()> {
     let mut options = plugind_api::ServerOptions::new(env!("CARGO_PKG_VERSION"));
     options.create_body_limit = config.create_body_limit;
     options.volumes = Some(volumes);
+    options.header_timeout = config.api_header_timeout;
+    options.idle_timeout = config.api_idle_timeout;
+    options.body_timeout = config.api_body_timeout;
+    options.max_connections = api_max_connections(&config, nofile);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(plugind_api::serve(listener, backend, options, async {
         let _ = stop_rx.await;
@@ -81,6 +97,33 @@ async fn run(args: &[OsString], config: Config) -> anyhow::Result<()> {
             config.shutdown_timeout
         ),
     }
+}
+
+/// The configured connection cap, lowered to what fits under the descriptor limit with room
+/// for plugin work (a daemon at its descriptor limit cannot start plugins or answer anyone).
+fn api_max_connections(
+    config: &Config,
+    nofile: Option<plugind_manager::sys::limits::NofileLimit>,
+) -> usize {
+    let Some(limit) = nofile else {
+        return config.api_max_connections;
+    };
+    let budget = plugind_api::connection_budget(limit.soft);
+    if budget < config.api_max_connections {
+        tracing::warn!(
+            configured = config.api_max_connections,
+            used = budget,
+            nofile = limit.soft,
+            reserved = plugind_api::reserved_descriptors(limit.soft),
+            "API connection cap lowered to fit the descriptor limit"
+        );
+    }
+    tracing::debug!(
+        nofile = limit.soft,
+        max_connections = budget.min(config.api_max_connections),
+        "descriptor limit"
+    );
+    budget.min(config.api_max_connections)
 }
 
 /// SIGHUP: re-read flags and file; a bad file keeps the running configuration.

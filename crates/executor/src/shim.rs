@@ -804,13 +804,15 @@ impl Inner {
                 // A crash here leaves a running task that restore cannot adopt (no record of
                 // its identity): only `destroy` can reclaim it (tests).
                 plugind_sys::failpoint::hit("executor-task-started-unrecorded");
-                let path = self.config.task_dir(id).join("task.json");
-                let json = serde_json::to_vec(&record).expect("a TaskRecord always serialises");
-                // Replaced atomically but not fsynced: the exec root is a tmpfs in production and
-                // the record matters only as long as the task does, which a reboot ends anyway.
-                let tmp = path.with_extension("json.tmp");
-                fs::write(&tmp, &json).map_err(|e| ExecutorError::io("write", &tmp, e))?;
-                fs::rename(&tmp, &path).map_err(|e| ExecutorError::io("rename", &path, e))?;
+                if let Err(e) = self.write_task_record(id, &record) {
+                    // The task runs but could not be recorded (EMFILE, a full tmpfs): stop it
+                    // and its shim now, or it outlives this failure unseen and the next create
+                    // of this id finds it ("task ... already exists").
+                    drains.stop().await;
+                    self.abort_start(id, Some(&client), Some(&address), shim)
+                        .await;
+                    return Err(e);
+                }
                 self.register(Task {
                     id: id.to_owned(),
                     bundle: bundle.to_owned(),
@@ -857,6 +859,19 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// Writes `tasks/<id>/task.json`, replaced atomically but not fsynced: the exec root is a
+    /// tmpfs in production and the record matters only as long as the task does, which a
+    /// reboot ends anyway.
+    fn write_task_record(&self, id: &str, record: &TaskRecord) -> Result<()> {
+        let path = self.config.task_dir(id).join("task.json");
+        let json = serde_json::to_vec(record).expect("a TaskRecord always serialises");
+        // Replaced atomically but not fsynced: the exec root is a tmpfs in production and
+        // the record matters only as long as the task does, which a reboot ends anyway.
+        let tmp = path.with_extension("json.tmp");
+        fs::write(&tmp, &json).map_err(|e| ExecutorError::io("write", &tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| ExecutorError::io("rename", &path, e))
     }
 
     /// Create + Start; a task that is already stopped when Start returns is an error.

@@ -445,3 +445,44 @@ async fn death_of_a_shim_is_noticed_cleaned_up_and_reported_as_exit() {
     ex.shutdown().await;
     env.assert_clean(&[sock]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs root, runc and containerd-shim-runc-v2"]
+async fn a_task_that_cannot_be_recorded_is_stopped_and_can_be_created_again() {
+    // Recording a started task fails (here: a directory where its temp file goes; under a
+    // descriptor shortage: EMFILE). The task and its shim must go, so that the next create of
+    // the same id is not refused with "task ... already exists".
+    let env = Env::new();
+    let (ex, _rx) = env.executor(&Runtimes::runc()).await;
+    let id = env.id("unrecorded");
+    let bundle = env.bundle(&id, &["/bin/busybox", "sleep", "1000"], |_| {});
+    let blocker = env
+        .exec_root()
+        .join("tasks")
+        .join(&id)
+        .join("task.json.tmp");
+    std::fs::create_dir_all(&blocker).unwrap();
+    let create = || CreateTask {
+        id: id.clone(),
+        bundle: bundle.clone(),
+        runtime: None,
+    };
+    let err = ex
+        .create(create())
+        .await
+        .expect_err("the record cannot be written");
+    assert!(err.to_string().contains("task.json.tmp"), "{err}");
+    assert!(ex.state(&id).await.expect_err("not kept").is_not_found());
+    assert!(
+        common::processes_with(&env.namespace).is_empty(),
+        "the started task and its shim are stopped"
+    );
+    // Failing the start removed the task directory, the blocker with it.
+    let _ = std::fs::remove_dir_all(&blocker);
+    let st = ex.create(create()).await.expect("created again");
+    assert_eq!(st.status, TaskStatus::Running);
+    ex.kill(&id, Duration::from_secs(5)).await.expect("kill");
+    ex.delete(&id).await.expect("delete");
+    ex.shutdown().await;
+    env.assert_clean(&[]);
+}

@@ -30,4 +30,7 @@ pub mod manager;
 pub use error::{ManagerError, Result};
 pub use manager::{Manager, ManagerConfig, PluginHandle, PluginView, RestoreReport};
 /// Re-exported so consumers (api, volumes, daemon) use exactly the versions the manager uses.
-pub use {plugind_executor as executor, plugind_store as store, plugind_types as types};
+pub use {
+    plugind_executor as executor, plugind_store as store, plugind_sys as sys,
+    plugind_types as types,
+};

@@ -5,6 +5,7 @@
 //!
 //! Modules:
 //! - [`fs`]: crash-safe file updates (write temp, fsync, rename, fsync dir) and dir fsync;
+//! - [`limits`]: the descriptor limit (`RLIMIT_NOFILE`), raised to the hard limit at start;
 //! - [`lock`]: exclusive advisory locks (`flock`) on files: the state-root lock that keeps two
 //!   daemons off one root, and per-ingest writer locks in the blob store;
 //! - [`mount`]: mount, unmount and `/proc/self/mountinfo` parsing;
@@ -20,6 +21,7 @@
 mod error;
 pub mod failpoint;
 pub mod fs;
+pub mod limits;
 pub mod lock;
 pub mod mount;
 pub mod probe;

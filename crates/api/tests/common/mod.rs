@@ -175,6 +175,23 @@ impl PluginBackend for Fake {
         Ok(plugins[i].clone())
     }
 
+    async fn check_create_name(&self, name: &str) -> Result<(), BackendError> {
+        let r = Reference::parse_normalized(name).map_err(|e| {
+            BackendError::new(
+                ErrorKind::InvalidArgument,
+                format!("failed to parse reference {name}: {e}"),
+            )
+        })?;
+        let full = r.with_default_tag().familiar_string();
+        if self.plugins.lock().unwrap().iter().any(|p| p.name == full) {
+            return Err(BackendError::new(
+                ErrorKind::AlreadyExists,
+                format!("plugin {full} already exists"),
+            ));
+        }
+        Ok(())
+    }
+
     async fn create(&self, name: &str, tar: Box<dyn Read + Send>) -> Result<(), BackendError> {
         let r = Reference::parse_normalized(name).map_err(|e| {
             BackendError::new(
