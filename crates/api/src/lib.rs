@@ -21,6 +21,8 @@ mod backend;
 mod body;
 mod error;
 mod filters;
+#[doc(hidden)]
+pub mod fuzzing;
 mod gojson;
 mod manager_backend;
 mod plugins;

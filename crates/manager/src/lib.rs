@@ -22,6 +22,8 @@ pub mod backoff;
 pub mod client;
 mod error;
 pub mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod layer;
 pub mod manager;
 
