@@ -7,7 +7,8 @@
 //! - `bench`: the benchmarks of design.md's budgets, printed as ratios against baselines
 //!   measured in the same run;
 //! - `plugin`: build the sample volume plugin as a static binary and package it;
-//! - `demo`: the main job, end to end.
+//! - `demo`: the main job, end to end;
+//! - `fuzz`: run a cargo-fuzz target (nightly) against its seed corpus.
 //!
 //! xtask depends on no workspace crate: it drives cargo and the system's tools.
 
@@ -15,6 +16,7 @@ mod bench;
 mod ci;
 mod daemon;
 mod demo;
+mod fuzz;
 mod plugin;
 mod setup;
 mod util;
@@ -47,6 +49,18 @@ enum Task {
     Plugin,
     /// Build everything, start plugind, install and use the sample plugin, show the state.
     Demo,
+    /// Fuzz a target of fuzz/ (libFuzzer; needs nightly and cargo-fuzz) and report execs and
+    /// crashes.
+    Fuzz {
+        /// A file stem of fuzz/fuzz_targets/, or `all`.
+        target: String,
+        /// Seconds to run (each target, for `all`).
+        #[arg(long, default_value_t = 60)]
+        time: u64,
+        /// Parallel fuzzing processes (libFuzzer `-fork`).
+        #[arg(long, default_value_t = 1)]
+        jobs: u32,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,5 +75,6 @@ fn main() -> anyhow::Result<()> {
             println!("plugin tar:       {}", out.tar.display());
         }),
         Task::Demo => demo::run(),
+        Task::Fuzz { target, time, jobs } => fuzz::run(&target, time, jobs),
     }
 }

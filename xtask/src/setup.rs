@@ -1,4 +1,5 @@
-//! `cargo xtask setup`: install what the tests need, only when it is missing.
+//! `cargo xtask setup`: install what the tests need, only when it is missing (cargo-fuzz
+//! only where a nightly toolchain exists).
 
 use std::process::Command;
 
@@ -43,6 +44,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
     } else {
         install_cargo_deny()?;
     }
+    crate::fuzz::ensure_cargo_fuzz()?;
     install_docker_sdk()
 }
 

@@ -23,6 +23,8 @@ mod body;
 mod connection;
 mod error;
 mod filters;
+#[doc(hidden)]
+pub mod fuzzing;
 mod gojson;
 mod manager_backend;
 mod plugins;

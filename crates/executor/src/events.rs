@@ -25,12 +25,17 @@ use containerd_shim_protos::{
 
 use crate::{shim::Inner, types::TaskEvent, ExitInfo};
 
-/// Converts a protobuf timestamp; Go's zero time (and anything before 1970) means "unset".
+/// Converts a protobuf timestamp; Go's zero time (and anything before 1970) means "unset", and
+/// so does a time the platform cannot represent (`SystemTime + Duration` would panic on it:
+/// found by the `shim_event` fuzz target).
 pub(crate) fn time_of(ts: Option<&Timestamp>) -> Option<SystemTime> {
     let ts = ts?;
     let secs = u64::try_from(ts.seconds).ok().filter(|s| *s > 0)?;
-    let nanos = u32::try_from(ts.nanos).unwrap_or(0);
-    Some(UNIX_EPOCH + Duration::new(secs, nanos))
+    let nanos = u32::try_from(ts.nanos)
+        .ok()
+        .filter(|n| *n < 1_000_000_000)
+        .unwrap_or(0);
+    UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
 }
 
 fn parse<M: Message>(any: &Any) -> Option<M> {
@@ -155,6 +160,31 @@ mod tests {
         a.type_url = format!("containerd.events.{name}");
         a.value = m.write_to_bytes().expect("encode");
         a
+    }
+
+    #[test]
+    fn unrepresentable_times_are_unset_not_a_panic() {
+        let ts = |seconds: i64, nanos: i32| {
+            let mut t = Timestamp::new();
+            t.seconds = seconds;
+            t.nanos = nanos;
+            t
+        };
+        let max = UNIX_EPOCH.checked_add(Duration::from_secs(i64::MAX.unsigned_abs()));
+        assert_eq!(time_of(Some(&ts(i64::MAX, 1_999_999_999))), max);
+        assert_eq!(
+            time_of(Some(&ts(i64::MAX, 999_999_999))),
+            max.and_then(|m| m.checked_add(Duration::from_nanos(999_999_999)))
+        );
+        assert_eq!(
+            time_of(Some(&ts(5, 2_000_000_000))),
+            Some(UNIX_EPOCH + Duration::from_secs(5)),
+            "out-of-range nanos are dropped"
+        );
+        assert_eq!(
+            time_of(Some(&ts(5, 7))),
+            Some(UNIX_EPOCH + Duration::new(5, 7))
+        );
     }
 
     #[test]

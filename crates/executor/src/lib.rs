@@ -34,6 +34,8 @@
 mod client;
 mod error;
 mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 mod logs;
 
 pub use logs::{rotated_path as rotated_log_path, LogEntry};

@@ -24,6 +24,8 @@ pub mod client;
 pub mod engine_id;
 mod error;
 pub mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod layer;
 pub mod manager;
 

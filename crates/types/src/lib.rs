@@ -19,6 +19,8 @@
 pub mod config;
 mod digest;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod id;
 mod reference;
 pub mod time;

@@ -28,6 +28,8 @@
 pub mod driver;
 mod error;
 pub mod filters;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod getter;
 pub mod records;
 pub mod service;

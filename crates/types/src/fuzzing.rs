@@ -1,0 +1,46 @@
+//! Entry points for the fuzz targets in `fuzz/` and for the seed-corpus test on stable
+//! (`tests/tests/fuzz_corpora.rs`): each takes arbitrary bytes, runs a parser of untrusted
+//! input and checks what must hold for every input. A panic is a bug.
+
+use crate::{
+    config::{PluginConfig, PluginSettings},
+    Reference,
+};
+
+/// A plugin `config.json`: parse, validate, and re-read plugind's own serialisation to the
+/// same value.
+pub fn config_json(data: &[u8]) {
+    let Ok(config) = PluginConfig::from_json(data) else {
+        return;
+    };
+    let _ = config.validate();
+    let _ = PluginSettings::initial(&config).validate();
+    let _ = config.interface.socket_name();
+    let out = serde_json::to_vec(&config).expect("a parsed config serialises");
+    let again = PluginConfig::from_json(&out).expect("plugind re-reads its own config");
+    assert_eq!(again, config, "config round trip");
+}
+
+/// A reference as given to create/install: parse, and re-parse every rendering to the same
+/// reference.
+pub fn reference(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(reference) = Reference::parse_normalized(text) else {
+        return;
+    };
+    let full = reference.full_string();
+    let again = Reference::parse_normalized(&full).expect("full string re-parses");
+    assert_eq!(again.full_string(), full);
+    let familiar = reference.familiar_string();
+    let again = Reference::parse_normalized(&familiar).expect("familiar string re-parses");
+    assert_eq!(again.full_string(), full);
+    let tagged = reference.with_default_tag();
+    let _ = (
+        tagged.familiar_name(),
+        tagged.full_name(),
+        tagged.domain(),
+        tagged.path(),
+    );
+}
