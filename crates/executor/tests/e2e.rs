@@ -335,6 +335,12 @@ async fn task_failing_at_start_reports_status_and_stderr() {
         ),
         "{err}"
     );
+    // The runtime's own reason is in the message (issue 10, defect 8).
+    let text = err.to_string();
+    assert!(
+        text.contains("no such file or directory") && text.contains("/nonexistent"),
+        "{text}"
+    );
     // Bad requests are refused before anything starts.
     let err = ex
         .create(CreateTask {
