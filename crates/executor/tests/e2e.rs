@@ -158,6 +158,7 @@ async fn lifecycle(runtime: Option<&str>) {
         .iter()
         .any(|l| l.ends_with("stdout hello")));
     ex.shutdown().await;
+    assert_eq!(ex.background_tasks(), 0, "shutdown joins the watchers");
     env.assert_clean(&[sock]);
 }
 
