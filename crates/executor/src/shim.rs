@@ -1815,6 +1815,45 @@ mod tests {
         assert_eq!(lock(&inner.background).len(), 0);
     }
 
+    /// Issue 10, defect 9: with a bounded channel to the manager, a full channel holds the
+    /// executor back (its queue fills, then `publish` waits) and every exit still arrives.
+    #[tokio::test]
+    async fn a_full_event_channel_holds_events_back_and_drops_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let inner = test_inner(dir.path(), Arc::new(tx));
+        let ids: Vec<String> = (0..50).map(|i| format!("t{i}")).collect();
+        for id in &ids {
+            lock(&inner.book).begin(id);
+            inner.register(shimless_task(id));
+        }
+        let publisher = {
+            let inner = inner.clone();
+            let ids = ids.clone();
+            tokio::spawn(async move {
+                for (n, id) in ids.iter().enumerate() {
+                    inner.publish(init_exit(id, 1000 + n as u32, 0)).await;
+                }
+            })
+        };
+        // 50 exits cannot fit in a channel of 1 and a queue of 16: the publisher must wait.
+        for _ in 0..200 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!publisher.is_finished(), "events were not held back");
+        let mut got = std::collections::BTreeSet::new();
+        while got.len() < ids.len() {
+            match rx.recv().await {
+                Some(TaskEvent::Exited { id, .. }) => {
+                    got.insert(id);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        publisher.await.unwrap();
+        assert_eq!(got.len(), 50, "an exit was dropped");
+    }
+
     #[test]
     fn exit_bookkeeping_stays_bounded() {
         let mut book = Book::default();
