@@ -70,6 +70,47 @@ fn sighup_reloads_runtimes() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // The reload says what it applied: a `daemon` `reload` event, as dockerd sends.
+    let (_, events) = d
+        .request(
+            "GET",
+            &format!("/events?since=0&until={}", unix_now() + 1),
+            None,
+        )
+        .unwrap();
+    let reload = events
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["Type"] == "daemon" && e["Action"] == "reload")
+        .unwrap_or_else(|| panic!("no reload event in {events}"));
+    assert_eq!(
+        reload["Actor"]["Attributes"]["applied"], "runtimes",
+        "{reload}"
+    );
+    assert_eq!(
+        reload["Actor"]["Attributes"]["runtimes"], "fast,runc",
+        "{reload}"
+    );
+    // A setting that needs a restart is named as such, and not applied.
+    std::fs::write(
+        &file,
+        "plugin-start-timeout = 30\n[runtimes.fast]\npath = \"/usr/sbin/runc\"\nargs = [\"--debug\"]\n",
+    )
+    .unwrap();
+    Command::new("kill")
+        .args(["-HUP", &d.pid().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.log().contains("take effect only after a restart") {
+        assert!(
+            Instant::now() < deadline,
+            "no restart warning:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(d.log().contains("plugin-start-timeout"), "{}", d.log());
     // The new runtime's wrapper script exists, named by its content hash.
     let scripts: Vec<_> = std::fs::read_dir(d.dir.join("run/runtimes"))
         .unwrap()
@@ -82,6 +123,46 @@ fn sighup_reloads_runtimes() {
             .any(|n| n.starts_with("fast-") && n.len() > 60),
         "{scripts:?}"
     );
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Issue 10, defect 9: `docker plugin enable --timeout N` is the deadline of plugind's later
+/// calls to that plugin, as in Docker: with no volume deadline configured (Docker's 2 min), a
+/// call to a hung plugin ends after N seconds.
+#[test]
+#[ignore = "needs root, runc, containerd-shim-runc-v2, the docker CLI and the packaged sample plugin"]
+fn enable_timeout_is_the_deadline_of_later_plugin_calls() {
+    let d = Daemon::start(false);
+    d.docker_ok(&[
+        "plugin",
+        "create",
+        "slow/vol",
+        &sample_plugin_dir().to_string_lossy(),
+    ]);
+    d.docker_ok(&["plugin", "enable", "--timeout", "2", "slow/vol"]);
+    d.docker_ok(&["volume", "create", "-d", "slow/vol", "s1"]);
+    let pid = d
+        .docker_ok(&["plugin", "inspect", "-f", "{{.PluginD.Pid}}", "slow/vol"])
+        .trim()
+        .to_owned();
+    Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    let err = d.docker_err(&["volume", "create", "-d", "slow/vol", "s2"]);
+    Command::new("kill").args(["-CONT", &pid]).status().unwrap();
+    assert!(
+        err.contains("slow/vol") && err.contains("did not answer within 2s"),
+        "{err}"
+    );
+    // A timeout the API refuses changes nothing.
+    let (status, body) = d
+        .request("POST", "/plugins/slow/vol/enable?timeout=x", None)
+        .unwrap();
+    assert_eq!(status, 400, "{body}");
 }
 
 #[test]

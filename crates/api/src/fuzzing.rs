@@ -88,5 +88,5 @@ pub fn json_body(data: &[u8]) {
     let _ = body::content_length(&headers);
     let _ = body::check_json_content_type(&headers, empty);
     let _ = gojson::decode_string_list(body_bytes);
-    let _ = serde_json::from_slice::<VolumeCreateRequest>(body_bytes);
+    let _ = VolumeCreateRequest::parse(body_bytes);
 }

@@ -85,6 +85,25 @@ impl ManagerBackend {
         self
     }
 
+    /// Publishes a `daemon` event (dockerd's `LogDaemonEventWithAttributes`, e.g. `reload`):
+    /// the actor is the daemon's id, and `name` (the host name) is added to `attributes`.
+    pub fn publish_daemon_event(&self, action: &str, mut attributes: BTreeMap<String, String>) {
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        attributes.insert("name".to_owned(), hostname.trim().to_owned());
+        let time_nano = crate::system::now_nanos() as i64;
+        self.events.publish(EventMessage {
+            r#type: "daemon".to_owned(),
+            action: action.to_owned(),
+            actor: crate::backend::EventActor {
+                id: self.info().id,
+                attributes,
+            },
+            scope: "local".to_owned(),
+            time: time_nano.div_euclid(1_000_000_000),
+            time_nano,
+        });
+    }
+
     /// The wrapped manager.
     pub fn manager(&self) -> &Manager {
         &self.manager
@@ -189,10 +208,10 @@ impl PluginBackend for ManagerBackend {
         Ok(())
     }
 
-    async fn enable(&self, name: &str, _timeout: Option<Duration>) -> Result<(), BackendError> {
+    async fn enable(&self, name: &str, timeout: Option<Duration>) -> Result<(), BackendError> {
         // Docker's `timeout` is the client timeout of later calls to the plugin, not a bound on
         // start-up; readiness uses the manager's own deadline.
-        self.manager.enable(name, None).await.map_err(to_error)
+        self.manager.enable(name, timeout).await.map_err(to_error)
     }
 
     async fn disable(&self, name: &str, force: bool) -> Result<(), BackendError> {

@@ -55,23 +55,34 @@ pub(crate) async fn remove(
     Ok(empty(StatusCode::OK))
 }
 
-/// `POST /plugins/{name}/enable?timeout=`: a missing or non-integer timeout is moby 28's 500.
+/// `POST /plugins/{name}/enable?timeout=`: the timeout (seconds, 0 = none) becomes the deadline
+/// of every later call to the plugin. A missing or non-integer timeout is a 400 with Go's
+/// `strconv.Atoi` text (moby master; moby 28 answered 500); a negative one is a 400 with the
+/// docker CLI's text (moby takes it as "none"; docs/compat.md).
 pub(crate) async fn enable(
     state: &State,
     name: &str,
     q: &Query,
 ) -> Result<Response<Body>, HttpError> {
-    let secs = atoi(q.get("timeout")).map_err(HttpError::internal)?;
-    let timeout = u64::try_from(secs)
-        .ok()
-        .filter(|s| *s > 0)
-        .map(Duration::from_secs);
+    let timeout = enable_timeout(q.get("timeout")).map_err(HttpError::bad_request)?;
     state
         .backend
         .enable(name, timeout)
         .await
         .map_err(|e| HttpError::backend(Endpoint::Other, e))?;
     Ok(empty(StatusCode::OK))
+}
+
+/// The `timeout` of an enable: `None` for 0.
+fn enable_timeout(raw: &str) -> Result<Option<Duration>, String> {
+    let secs = atoi(raw)?;
+    if secs < 0 {
+        return Err(format!("negative timeout {secs} is invalid"));
+    }
+    Ok(u64::try_from(secs)
+        .ok()
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs))
 }
 
 /// `POST /plugins/{name}/disable?force=`.
@@ -188,4 +199,29 @@ pub(crate) async fn logs(
         header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enable_timeouts_parse_like_docker() {
+        assert_eq!(enable_timeout("0"), Ok(None));
+        assert_eq!(enable_timeout("30"), Ok(Some(Duration::from_secs(30))));
+        assert_eq!(enable_timeout("+5"), Ok(Some(Duration::from_secs(5))));
+        assert_eq!(
+            enable_timeout(""),
+            Err(r#"strconv.Atoi: parsing "": invalid syntax"#.to_owned())
+        );
+        assert_eq!(
+            enable_timeout("1.5"),
+            Err(r#"strconv.Atoi: parsing "1.5": invalid syntax"#.to_owned())
+        );
+        assert_eq!(
+            enable_timeout("-1"),
+            Err("negative timeout -1 is invalid".to_owned())
+        );
+        assert!(enable_timeout("99999999999999999999").is_err());
+    }
 }

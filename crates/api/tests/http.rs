@@ -245,13 +245,16 @@ async fn enable_disable_remove_state_rules() {
     s.backend.add("vol:latest", VOLUME_CONFIG, false);
     s.backend
         .add("bad:latest", r#"{"Entrypoint":["/fail"]}"#, false);
-    // moby 28 requires an integer timeout and answers its parse error untyped.
+    // An integer timeout is required; a bad one is a 400 (moby master; moby 28 answered 500).
     s.call("POST", "/v1.45/plugins/vol/enable", &[], b"")
         .await
-        .assert_error(500, r#"strconv.Atoi: parsing "": invalid syntax"#);
+        .assert_error(400, r#"strconv.Atoi: parsing "": invalid syntax"#);
     s.call("POST", "/v1.45/plugins/vol/enable?timeout=abc", &[], b"")
         .await
-        .assert_error(500, r#"strconv.Atoi: parsing "abc": invalid syntax"#);
+        .assert_error(400, r#"strconv.Atoi: parsing "abc": invalid syntax"#);
+    s.call("POST", "/v1.45/plugins/vol/enable?timeout=-1", &[], b"")
+        .await
+        .assert_error(400, "negative timeout -1 is invalid");
     assert!(s.backend.calls.lock().unwrap().is_empty());
     let r = s
         .call("POST", "/v1.45/plugins/vol/enable?timeout=30", &[], b"")

@@ -86,6 +86,10 @@ pub struct Cli {
     /// before the connection is cut (per read: uploads that keep moving are never cut).
     #[arg(long, value_name = "SECONDS", default_value_t = plugind_api::DEFAULT_BODY_TIMEOUT.as_secs())]
     pub api_body_timeout: u64,
+    /// Seconds an enabled plugin may take to accept connections on its socket before its start
+    /// fails (Docker's fixed value: 12.5).
+    #[arg(long, value_name = "SECONDS", default_value = "12.5")]
+    pub plugin_start_timeout: f64,
     /// Which options were given on the command line (filled by [`Cli::parse_from`]).
     #[arg(skip)]
     explicit: Vec<String>,
@@ -161,6 +165,7 @@ struct FileConfig {
     api_header_timeout: Option<u64>,
     api_idle_timeout: Option<u64>,
     api_body_timeout: Option<u64>,
+    plugin_start_timeout: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -205,6 +210,8 @@ pub struct Config {
     pub create_body_limit: u64,
     /// Deadline of every volume-driver call; `None` keeps Docker's per-call deadlines.
     pub volume_timeout: Option<Duration>,
+    /// How long a plugin may take to open its socket after its task started.
+    pub plugin_start_timeout: Duration,
     /// The file the settings were read from, if any (re-read on SIGHUP).
     pub config_file: Option<PathBuf>,
     /// API connections served at once (before fitting it to the descriptor limit).
@@ -215,6 +222,79 @@ pub struct Config {
     pub api_idle_timeout: Duration,
     /// Time a request body or a response write may make no progress.
     pub api_body_timeout: Duration,
+}
+
+/// What a SIGHUP changed: settings applied at once, and settings that differ from the running
+/// ones but take effect only after a restart (named as in the TOML file).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadDiff {
+    /// Changed and applied.
+    pub applied: Vec<&'static str>,
+    /// Changed, but the running daemon keeps its value until it is restarted.
+    pub needs_restart: Vec<&'static str>,
+}
+
+impl ReloadDiff {
+    /// Compares the running configuration with a re-read one.
+    pub fn between(running: &Config, new: &Config) -> ReloadDiff {
+        let mut diff = ReloadDiff::default();
+        let mut check = |changed: bool, name: &'static str, live: bool| {
+            if changed {
+                if live {
+                    diff.applied.push(name);
+                } else {
+                    diff.needs_restart.push(name);
+                }
+            }
+        };
+        check(running.runtimes != new.runtimes, "runtimes", true);
+        check(
+            running.default_runtime != new.default_runtime,
+            "default-runtime",
+            true,
+        );
+        check(
+            running.shutdown_timeout != new.shutdown_timeout,
+            "shutdown-timeout",
+            true,
+        );
+        check(running.root != new.root, "root", false);
+        check(running.exec_root != new.exec_root, "exec-root", false);
+        check(running.socket != new.socket, "host", false);
+        check(
+            running.live_restore != new.live_restore,
+            "live-restore",
+            false,
+        );
+        check(running.log_level != new.log_level, "log-level", false);
+        check(running.log_format != new.log_format, "log-format", false);
+        check(
+            running.create_body_limit != new.create_body_limit,
+            "create-body-limit",
+            false,
+        );
+        check(
+            running.volume_timeout != new.volume_timeout,
+            "volume-timeout",
+            false,
+        );
+        check(
+            running.plugin_start_timeout != new.plugin_start_timeout,
+            "plugin-start-timeout",
+            false,
+        );
+        diff
+    }
+
+    /// The running configuration after the reload: `new`'s applied settings, `running`'s others.
+    pub fn apply(running: &Config, new: &Config) -> Config {
+        Config {
+            runtimes: new.runtimes.clone(),
+            default_runtime: new.default_runtime.clone(),
+            shutdown_timeout: new.shutdown_timeout,
+            ..running.clone()
+        }
+    }
 }
 
 impl Config {
@@ -301,6 +381,19 @@ impl Config {
             ) {
                 0 => None,
                 secs => Some(Duration::from_secs(secs)),
+            },
+            plugin_start_timeout: {
+                let secs = pick(
+                    cli,
+                    "plugin_start_timeout",
+                    &cli.plugin_start_timeout,
+                    file.plugin_start_timeout,
+                );
+                // Bounded so that the Duration cannot overflow and a typo cannot mean "forever".
+                if !(secs > 0.0 && secs <= 3600.0) {
+                    bail!("--plugin-start-timeout must be more than 0 and at most 3600 seconds, got {secs}");
+                }
+                Duration::from_secs_f64(secs)
             },
             config_file: cli.config_file.clone(),
             api_max_connections: pick(
@@ -473,6 +566,63 @@ mod tests {
         assert_eq!(c.api_header_timeout, Duration::from_secs(2));
         assert_eq!(c.api_idle_timeout, Duration::from_secs(7));
         assert_eq!(c.api_body_timeout, Duration::from_secs(9));
+        assert_eq!(c.plugin_start_timeout, Duration::from_millis(12_500));
+    }
+
+    #[test]
+    fn plugin_start_timeout_from_flag_or_file() {
+        let c = with_file("plugin-start-timeout = 2.5", &[]).unwrap();
+        assert_eq!(c.plugin_start_timeout, Duration::from_millis(2500));
+        let c = with_file(
+            "plugin-start-timeout = 2.5",
+            &["--plugin-start-timeout", "40"],
+        )
+        .unwrap();
+        assert_eq!(c.plugin_start_timeout, Duration::from_secs(40));
+        for bad in ["0", "-1", "NaN", "1e9"] {
+            let arg = format!("--plugin-start-timeout={bad}");
+            let e = format!("{:#}", Config::load(&cli(&[&arg])).unwrap_err());
+            assert!(e.contains("--plugin-start-timeout must be"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn reload_reports_applied_and_restart_only_settings() {
+        let running = Config::load(&cli(&[])).unwrap();
+        assert_eq!(
+            ReloadDiff::between(&running, &running),
+            ReloadDiff::default()
+        );
+        let new = Config::load(&cli(&[
+            "--add-runtime",
+            "crun=/usr/bin/crun",
+            "--shutdown-timeout",
+            "3",
+            "--live-restore",
+            "--root",
+            "/srv/p",
+            "--plugin-start-timeout",
+            "30",
+        ]))
+        .unwrap();
+        let diff = ReloadDiff::between(&running, &new);
+        assert_eq!(diff.applied, ["runtimes", "shutdown-timeout"]);
+        assert_eq!(
+            diff.needs_restart,
+            ["root", "live-restore", "plugin-start-timeout"]
+        );
+        let after = ReloadDiff::apply(&running, &new);
+        assert!(after.runtimes.contains_key("crun"));
+        assert_eq!(after.shutdown_timeout, Duration::from_secs(3));
+        assert_eq!(
+            after.root, running.root,
+            "not applied: still the running value"
+        );
+        assert!(!after.live_restore);
+        // The next reload with the same file still reports what waits for a restart.
+        let again = ReloadDiff::between(&after, &new);
+        assert!(again.applied.is_empty());
+        assert_eq!(again.needs_restart.len(), 3);
     }
 
     #[test]
@@ -643,6 +793,7 @@ mod tests {
             "--api-header-timeout",
             "--api-idle-timeout",
             "--api-body-timeout",
+            "--plugin-start-timeout",
             "/var/lib/plugind",
             "/run/plugind",
             "unix:///run/plugind/plugind.sock",

@@ -12,7 +12,7 @@ use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
-    config::{Cli, Config},
+    config::{Cli, Config, ReloadDiff},
     wiring::Lifecycle,
 };
 
@@ -73,11 +73,13 @@ async fn run(
         let _ = stop_rx.await;
     }));
     tracing::info!(socket = %config.socket.display(), root = %config.root.display(), "plugind serving");
+    // The settings in force: SIGHUP updates those it can apply.
+    let mut config = config;
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => reload(args, &*lifecycle).await,
+            _ = hup.recv() => config = reload(args, &config, &*lifecycle).await,
             res = &mut server => return Ok(res.context("api server task failed")??),
         }
     }
@@ -126,20 +128,62 @@ fn api_max_connections(
     budget.min(config.api_max_connections)
 }
 
-/// SIGHUP: re-read flags and file; a bad file keeps the running configuration.
-async fn reload(args: &[OsString], lifecycle: &dyn Lifecycle) {
+/// SIGHUP: re-read flags and file, apply what can change at run time, and say what was applied
+/// and what waits for a restart (log line and `daemon` `reload` event). A bad file keeps the
+/// running configuration. Returns the configuration now in force.
+async fn reload(args: &[OsString], running: &Config, lifecycle: &dyn Lifecycle) -> Config {
     let loaded = Cli::parse_from(args.to_vec())
         .map_err(anyhow::Error::from)
         .and_then(|cli| Config::load(&cli));
-    let outcome = match loaded {
-        Ok(config) => lifecycle.reload(&config).await,
-        Err(e) => Err(e),
+    let new = match loaded {
+        Ok(new) => new,
+        Err(e) => {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "reload failed; keeping the running configuration"
+            );
+            return running.clone();
+        }
     };
-    match outcome {
-        Ok(()) => tracing::info!("configuration reloaded"),
-        Err(e) => tracing::error!(
+    if let Err(e) = lifecycle.reload(&new).await {
+        tracing::error!(
             error = format!("{e:#}"),
             "reload failed; keeping the running configuration"
-        ),
+        );
+        return running.clone();
     }
+    let diff = ReloadDiff::between(running, &new);
+    let in_force = ReloadDiff::apply(running, &new);
+    tracing::info!(
+        applied = %diff.applied.join(","),
+        needs_restart = %diff.needs_restart.join(","),
+        "configuration reloaded"
+    );
+    if !diff.needs_restart.is_empty() {
+        tracing::warn!(
+            settings = %diff.needs_restart.join(","),
+            "changed settings take effect only after a restart of plugind"
+        );
+    }
+    lifecycle.reloaded(reload_attributes(&in_force, &diff));
+    in_force
+}
+
+/// Attributes of the `reload` event: the reloadable settings now in force (dockerd lists its
+/// own the same way), and plugind's lists of applied and restart-only changes.
+fn reload_attributes(
+    config: &Config,
+    diff: &ReloadDiff,
+) -> std::collections::BTreeMap<String, String> {
+    let runtimes: Vec<&str> = config.runtimes.keys().map(String::as_str).collect();
+    std::collections::BTreeMap::from([
+        ("default-runtime".to_owned(), config.default_runtime.clone()),
+        ("runtimes".to_owned(), runtimes.join(",")),
+        (
+            "shutdown-timeout".to_owned(),
+            config.shutdown_timeout.as_secs().to_string(),
+        ),
+        ("applied".to_owned(), diff.applied.join(",")),
+        ("needs-restart".to_owned(), diff.needs_restart.join(",")),
+    ])
 }

@@ -22,12 +22,19 @@ use crate::config::Config;
 /// containerd namespace of plugind's shims; keeps their runc state apart from containerd's.
 const NAMESPACE: &str = "plugind";
 
+/// Task events waiting between the executor and the manager. When full, the executor's queue
+/// waits (and then the shims retry): events are held back, never dropped.
+const TASK_EVENT_CAPACITY: usize = 1024;
+
 /// What the daemon asks of the manager besides the API calls.
 #[async_trait]
 pub trait Lifecycle: Send + Sync {
     /// Applies a re-read configuration (SIGHUP); only runtimes and the default runtime change
     /// at run time.
     async fn reload(&self, config: &Config) -> anyhow::Result<()>;
+
+    /// Announces a finished reload as a `daemon` `reload` event (as dockerd does).
+    fn reloaded(&self, attributes: std::collections::BTreeMap<String, String>);
 
     /// Stops the manager. With live restore plugins keep running; otherwise they are stopped.
     async fn shutdown(&self) -> anyhow::Result<()>;
@@ -48,12 +55,13 @@ pub async fn build_backend(config: &Config) -> anyhow::Result<Wiring> {
     let mut executor_config = ExecutorConfig::new(&config.exec_root, NAMESPACE);
     executor_config.shim_binary = find_program("containerd-shim-runc-v2")
         .context("containerd-shim-runc-v2 not found (Debian package `containerd`)")?;
-    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (events_tx, events_rx) = tokio::sync::mpsc::channel(TASK_EVENT_CAPACITY);
     let executor = ShimExecutor::new(executor_config, &runtimes(config)?, Arc::new(events_tx))
         .await
         .context("starting the executor")?;
     let mut manager_config = ManagerConfig::new(&config.root, &config.exec_root);
     manager_config.live_restore = config.live_restore;
+    manager_config.default_ready_timeout = config.plugin_start_timeout;
     let (manager, report) = Manager::start(manager_config, Arc::new(executor.clone()), events_rx)
         .await
         .context("starting the plugin manager")?;
@@ -105,6 +113,10 @@ impl Lifecycle for Wired {
             .context("reloading runtimes")?;
         self.backend.set_runtimes(runtime_facts(config));
         Ok(())
+    }
+
+    fn reloaded(&self, attributes: std::collections::BTreeMap<String, String>) {
+        self.backend.publish_daemon_event("reload", attributes);
     }
 
     async fn shutdown(&self) -> anyhow::Result<()> {

@@ -274,6 +274,9 @@ pub(crate) struct Inner {
     book: Mutex<Book>,
     queue: KeyedQueue<String>,
     handler: Arc<dyn EventHandler>,
+    /// Tasks the executor spawned (shim watchers, clean-ups after a dead shim), joined at
+    /// shutdown.
+    background: Mutex<tokio::task::JoinSet<()>>,
 }
 
 /// The executor over `containerd-shim-runc-v2`. Cheap to clone.
@@ -622,6 +625,46 @@ impl Inner {
         }
     }
 
+    /// Runs `job` in the executor's set of background tasks (joined at shutdown); finished ones
+    /// are reaped here, so the set holds only live tasks.
+    fn spawn_background(
+        &self,
+        job: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> tokio::task::AbortHandle {
+        let mut set = lock(&self.background);
+        while let Some(done) = set.try_join_next() {
+            if let Err(e) = done {
+                if e.is_panic() {
+                    tracing::error!(error = %e, "executor background task panicked");
+                }
+            }
+        }
+        set.spawn(job)
+    }
+
+    /// Waits for the executor's background tasks (watchers were aborted above; a clean-up after
+    /// a dead shim finishes) up to the call deadline, then aborts what is left.
+    async fn join_background(&self) {
+        let mut set = std::mem::take(&mut *lock(&self.background));
+        let joined = tokio::time::timeout(self.config.rpc_timeout, async {
+            while let Some(done) = set.join_next().await {
+                if let Err(e) = done {
+                    if e.is_panic() {
+                        tracing::error!(error = %e, "executor background task panicked");
+                    }
+                }
+            }
+        })
+        .await;
+        if joined.is_err() {
+            tracing::warn!(
+                left = set.len(),
+                "executor tasks still running at shutdown: aborted"
+            );
+            set.shutdown().await;
+        }
+    }
+
     /// Detaches a task and ends its generation: a later task with this id starts with a clean
     /// book, so its exit is delivered even if its init gets the same pid back.
     fn forget(&self, id: &str) {
@@ -634,13 +677,13 @@ impl Inner {
     fn register(&self, task: Task) -> Arc<Task> {
         let task = Arc::new(task);
         if let Some(client) = task.client.clone() {
-            let watcher = tokio::spawn(watch(
+            let watcher = self.spawn_background(watch(
                 self.me.clone(),
                 Arc::downgrade(&task),
                 task.id.clone(),
                 client,
             ));
-            *lock(&task.watcher) = Some(watcher.abort_handle());
+            *lock(&task.watcher) = Some(watcher);
         }
         if let Some(old) = lock(&self.tasks).insert(task.id.clone(), task.clone()) {
             old.stop_watcher();
@@ -1274,6 +1317,7 @@ impl ShimExecutor {
             starting: Mutex::new(HashSet::new()),
             book: Mutex::new(Book::default()),
             handler,
+            background: Mutex::new(tokio::task::JoinSet::new()),
             config,
         });
         let sock = inner.config.events_socket();
@@ -1356,6 +1400,13 @@ impl ShimExecutor {
                 d.stop().await;
             }
         }
+        self.inner.join_background().await;
+    }
+
+    /// Number of background tasks still held (for tests).
+    #[doc(hidden)]
+    pub fn background_tasks(&self) -> usize {
+        lock(&self.inner.background).len()
     }
 }
 
@@ -1693,7 +1744,8 @@ async fn watch(
             Err(e) => {
                 tracing::debug!(task = %id, error = %e, "watch failed");
                 // Not awaited under an abort handle that delete may fire: detach the cleanup.
-                tokio::spawn(async move { inner.shim_died(&task).await });
+                let me = inner.clone();
+                me.spawn_background(async move { inner.shim_died(&task).await });
                 return;
             }
         }
@@ -1744,6 +1796,7 @@ mod tests {
             book: Mutex::new(Book::default()),
             queue: KeyedQueue::new(16),
             handler,
+            background: Mutex::new(tokio::task::JoinSet::new()),
         })
     }
 
@@ -1813,6 +1866,71 @@ mod tests {
         assert_eq!(rx.recv().await, Some(marker));
         inner.forget("t");
         assert_eq!(lock(&inner.book).size(), 0);
+    }
+
+    /// Issue 10, defect 9: tasks the executor spawns are joined at shutdown, and finished ones
+    /// do not pile up.
+    #[tokio::test]
+    async fn background_tasks_are_reaped_and_joined() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let inner = test_inner(dir.path(), Arc::new(tx));
+        for _ in 0..100 {
+            inner.spawn_background(async {});
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            lock(&inner.background).len() < 100,
+            "finished tasks are reaped"
+        );
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = done.clone();
+        inner.spawn_background(async move {
+            tokio::task::yield_now().await;
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        inner.join_background().await;
+        assert!(done.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(lock(&inner.background).len(), 0);
+    }
+
+    /// Issue 10, defect 9: with a bounded channel to the manager, a full channel holds the
+    /// executor back (its queue fills, then `publish` waits) and every exit still arrives.
+    #[tokio::test]
+    async fn a_full_event_channel_holds_events_back_and_drops_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let inner = test_inner(dir.path(), Arc::new(tx));
+        let ids: Vec<String> = (0..50).map(|i| format!("t{i}")).collect();
+        for id in &ids {
+            lock(&inner.book).begin(id);
+            inner.register(shimless_task(id));
+        }
+        let publisher = {
+            let inner = inner.clone();
+            let ids = ids.clone();
+            tokio::spawn(async move {
+                for (n, id) in ids.iter().enumerate() {
+                    inner.publish(init_exit(id, 1000 + n as u32, 0)).await;
+                }
+            })
+        };
+        // 50 exits cannot fit in a channel of 1 and a queue of 16: the publisher must wait.
+        for _ in 0..200 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!publisher.is_finished(), "events were not held back");
+        let mut got = std::collections::BTreeSet::new();
+        while got.len() < ids.len() {
+            match rx.recv().await {
+                Some(TaskEvent::Exited { id, .. }) => {
+                    got.insert(id);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        publisher.await.unwrap();
+        assert_eq!(got.len(), 50, "an exit was dropped");
     }
 
     #[test]

@@ -158,6 +158,7 @@ async fn lifecycle(runtime: Option<&str>) {
         .iter()
         .any(|l| l.ends_with("stdout hello")));
     ex.shutdown().await;
+    assert_eq!(ex.background_tasks(), 0, "shutdown joins the watchers");
     env.assert_clean(&[sock]);
 }
 
@@ -334,6 +335,12 @@ async fn task_failing_at_start_reports_status_and_stderr() {
             } | ExecutorError::TaskExited { .. }
         ),
         "{err}"
+    );
+    // The runtime's own reason is in the message (issue 10, defect 8).
+    let text = err.to_string();
+    assert!(
+        text.contains("no such file or directory") && text.contains("/nonexistent"),
+        "{text}"
     );
     // Bad requests are refused before anything starts.
     let err = ex

@@ -83,6 +83,9 @@ pub struct PluginClient {
     name: String,
     socket: PathBuf,
     max_answer_bytes: usize,
+    /// The plugin's own deadline (`enable?timeout=`, Docker's client timeout): no call lasts
+    /// longer, whatever deadline the caller gives.
+    timeout: Option<Duration>,
 }
 
 impl PluginClient {
@@ -92,7 +95,20 @@ impl PluginClient {
             name: name.to_owned(),
             socket: socket.to_path_buf(),
             max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
+            timeout: None,
         }
+    }
+
+    /// Caps every call at `timeout` (`None` or zero: no cap beyond the caller's deadline), as
+    /// Docker's plugin client does with the timeout given at enable.
+    pub fn with_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = timeout.filter(|t| !t.is_zero());
+        self
+    }
+
+    /// The plugin's own call deadline, if one was given at enable.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
     }
 
     /// The same client reading at most `limit` bytes of an answer; a longer answer is a
@@ -116,6 +132,7 @@ impl PluginClient {
         body: Option<&serde_json::Value>,
         timeout: Duration,
     ) -> Result<serde_json::Value, PluginCallError> {
+        let timeout = self.timeout.map_or(timeout, |cap| cap.min(timeout));
         match tokio::time::timeout(timeout, self.call_inner(method, body)).await {
             Ok(r) => r,
             Err(_) => Err(PluginCallError::Timeout {
@@ -435,5 +452,27 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, PluginCallError::Timeout { .. }), "{e}");
         assert!(e.to_string().contains("slow"));
+
+        // The plugin's enable timeout caps a call whose own deadline is longer (issue 10,
+        // defect 9: `enable?timeout=` was ignored).
+        let capped =
+            PluginClient::new("slow", &sock).with_timeout(Some(Duration::from_millis(200)));
+        let e = capped
+            .call("VolumeDriver.Create", None, Duration::from_secs(3600))
+            .await
+            .unwrap_err();
+        match e {
+            PluginCallError::Timeout { timeout, .. } => {
+                assert_eq!(timeout, Duration::from_millis(200))
+            }
+            other => panic!("not a timeout: {other}"),
+        }
+        assert_eq!(
+            PluginClient::new("p", &sock)
+                .with_timeout(Some(Duration::ZERO))
+                .timeout(),
+            None,
+            "zero means no cap, as in Docker"
+        );
     }
 }

@@ -30,7 +30,10 @@ pub mod layer;
 pub mod manager;
 
 pub use error::{ManagerError, Result};
-pub use manager::{Manager, ManagerConfig, PluginHandle, PluginView, RestoreReport};
+pub use manager::{
+    Manager, ManagerConfig, PluginHandle, PluginView, RestoreReport, TaskEventReceiver,
+    DOCKER_START_DEADLINE,
+};
 /// Re-exported so consumers (api, volumes, daemon) use exactly the versions the manager uses.
 pub use {
     plugind_executor as executor, plugind_store as store, plugind_sys as sys,

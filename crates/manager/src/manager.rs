@@ -16,15 +16,17 @@ use std::{
 
 use plugind_blobstore::BlobStore;
 use plugind_bundle::Bundle;
-use plugind_executor::{CreateTask, Executor, ExitInfo, TaskEvent};
+use plugind_executor::{CreateTask, Executor, ExitInfo};
 use plugind_queue::KeyedQueue;
 use plugind_store::{PluginRecord, RunState, Store};
 use plugind_sys::lock::LockFile;
 use plugind_types::{config::PluginConfig, config::PluginRootfs, PluginId, Reference};
-use tokio::sync::{mpsc, watch, Mutex as AsyncMutex};
+use tokio::sync::{watch, Mutex as AsyncMutex};
 
 mod restore;
 mod supervise;
+
+pub use supervise::TaskEventReceiver;
 
 use crate::{
     backoff::RestartPolicy,
@@ -33,6 +35,10 @@ use crate::{
     events::{EventHub, PluginEvent},
     layer::{self, LayerLimits},
 };
+
+/// Docker's start deadline for a plugin's socket (`pluginPostStart`: a first dial after 500 ms,
+/// then up to three more 3 s apart, failing 3 s after the last).
+pub const DOCKER_START_DEADLINE: Duration = Duration::from_millis(12_500);
 
 /// Everything the manager needs to know; built by the daemon from its configuration.
 #[derive(Debug, Clone)]
@@ -45,7 +51,8 @@ pub struct ManagerConfig {
     pub live_restore: bool,
     /// Grace between SIGTERM and SIGKILL when stopping a plugin (Docker: 10 s).
     pub stop_grace: Duration,
-    /// How long enable waits for the plugin's socket when the caller gives no timeout.
+    /// How long a start (enable, restart, restore) waits for the plugin's socket before it
+    /// fails: Docker dials after 0.5 s and then every 3 s, giving up after 12.5 s.
     pub default_ready_timeout: Duration,
     /// Restart policy for unexpected exits.
     pub restart: RestartPolicy,
@@ -58,14 +65,14 @@ pub struct ManagerConfig {
 }
 
 impl ManagerConfig {
-    /// Defaults for the given roots: no live restore, 10 s grace, 30 s ready timeout.
+    /// Defaults for the given roots: no live restore, 10 s grace, Docker's 12.5 s start deadline.
     pub fn new(root: &Path, exec_root: &Path) -> Self {
         ManagerConfig {
             root: root.to_path_buf(),
             exec_root: exec_root.to_path_buf(),
             live_restore: false,
             stop_grace: Duration::from_secs(10),
-            default_ready_timeout: Duration::from_secs(30),
+            default_ready_timeout: DOCKER_START_DEADLINE,
             restart: RestartPolicy::DEFAULT,
             layer_limits: LayerLimits::DEFAULT,
             max_plugin_answer_bytes: crate::client::DEFAULT_MAX_ANSWER_BYTES,
@@ -137,6 +144,9 @@ struct Live {
     /// Bumped on every enable/disable so a stale restart timer does nothing.
     generation: u64,
     implements: Option<Vec<String>>,
+    /// `enable?timeout=`: the deadline of every later call to the plugin (Docker's client
+    /// timeout); kept across restarts of the task, not across restarts of plugind (as Docker).
+    call_timeout: Option<Duration>,
 }
 
 struct Inner {
@@ -157,6 +167,10 @@ struct Inner {
     /// the client's upload); sweeps treat these as live.
     pending_blobs: StdMutex<HashMap<plugind_types::Digest, usize>>,
     shutting_down: std::sync::atomic::AtomicBool,
+    /// Tasks the manager spawned (event loop, restart timers, blob sweeps), joined at shutdown.
+    background: StdMutex<tokio::task::JoinSet<()>>,
+    /// Tells the event loop to stop (at shutdown).
+    stop_events: watch::Sender<bool>,
     /// Held for the manager's lifetime: two daemons must never share one root.
     _root_lock: LockFile,
 }
@@ -213,11 +227,12 @@ impl Manager {
     /// Opens the state root (taking its lock), reloads records, and restores plugins: with
     /// live restore, running plugins are re-attached; plugins desired enabled but not running
     /// are started. `events` is the receiving end of the channel given to the executor as its
-    /// event handler.
+    /// event handler (bounded in the daemon, so a slow manager holds events back, never drops
+    /// them).
     pub async fn start(
         config: ManagerConfig,
         executor: Arc<dyn Executor>,
-        events: mpsc::UnboundedReceiver<TaskEvent>,
+        events: impl Into<TaskEventReceiver>,
     ) -> Result<(Manager, RestoreReport)> {
         // Opening walks and repairs the roots (fsyncs, removals): off the async workers.
         let opened = {
@@ -238,10 +253,12 @@ impl Manager {
                 gc: std::sync::RwLock::new(()),
                 pending_blobs: StdMutex::new(HashMap::new()),
                 shutting_down: std::sync::atomic::AtomicBool::new(false),
+                background: StdMutex::new(tokio::task::JoinSet::new()),
+                stop_events: watch::channel(false).0,
                 _root_lock: root_lock,
             }),
         };
-        manager.spawn_event_loop(events);
+        manager.spawn_event_loop(events.into());
         // Partial ingests of killed creates, and blobs they committed without a record: no
         // create of this run exists yet, so nothing is in flight and no grace is needed (a
         // grace period would restart with every restart and never expire).
@@ -588,9 +605,10 @@ impl Manager {
 
     // ----- enable ------------------------------------------------------------------------
 
-    /// Enables a plugin: starts its task and waits until its socket accepts a connection
-    /// (`timeout`, default from the config). On failure the task is stopped, the observed
-    /// state says why, and the desired state is unchanged.
+    /// Enables a plugin: starts its task and waits until its socket accepts a connection (the
+    /// start deadline of the config). `timeout` is Docker's `enable?timeout=`: the deadline of
+    /// every later call to the plugin (`None` or zero: the callers' own deadlines). On failure
+    /// the task is stopped, the observed state says why, and the desired state is unchanged.
     pub async fn enable(&self, name: &str, timeout: Option<Duration>) -> Result<()> {
         let (_held, record) = self.lock_plugin(name).await?;
         let id = record.id().clone();
@@ -604,10 +622,9 @@ impl Manager {
             let l = live.entry(id.clone()).or_default();
             l.generation += 1;
             l.fast_failures = 0;
+            l.call_timeout = timeout.filter(|t| !t.is_zero());
         }
-        let timeout = timeout
-            .filter(|t| !t.is_zero())
-            .unwrap_or(self.inner.config.default_ready_timeout);
+        let timeout = self.inner.config.default_ready_timeout;
         match self.start_task(&record, timeout).await {
             Ok(pid) => {
                 // A crash here leaves a running task whose record says disabled: the next start
@@ -1037,7 +1054,9 @@ impl Manager {
         lock(&self.inner.live).remove(&id);
         lock(&self.inner.locks).remove(&id);
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.sweep_blobs());
+        self.spawn_background(async move {
+            let _ = tokio::task::spawn_blocking(move || this.sweep_blobs()).await;
+        });
         self.publish_as("remove", &record, name);
         Ok(())
     }
@@ -1128,11 +1147,15 @@ impl Manager {
 
     fn handle(&self, record: &PluginRecord) -> Result<PluginHandle> {
         let socket = self.socket_path(record)?;
+        let call_timeout = lock(&self.inner.live)
+            .get(record.id())
+            .and_then(|l| l.call_timeout);
         Ok(PluginHandle {
             id: record.id().clone(),
             name: record.name().to_owned(),
             client: PluginClient::new(record.name(), &socket)
-                .with_max_answer_bytes(self.inner.config.max_plugin_answer_bytes),
+                .with_max_answer_bytes(self.inner.config.max_plugin_answer_bytes)
+                .with_timeout(call_timeout),
         })
     }
 }

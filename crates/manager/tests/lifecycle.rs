@@ -326,6 +326,61 @@ async fn create_enable_use_disable_remove() {
     m.shutdown().await;
 }
 
+/// Issue 10, defects 8 and 9: a start that fails says the runtime's own reason; a plugin that
+/// never opens its socket fails at the configured start deadline; `enable`'s timeout becomes
+/// the deadline of later calls to the plugin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, runc, containerd-shim-runc-v2 and the packaged sample plugin"]
+async fn enable_failures_say_why_and_enable_timeout_caps_calls() {
+    let world = World::new();
+    let mut config = world.config(false);
+    config.default_ready_timeout = Duration::from_secs(1);
+    let m = world.manager_with(config).await;
+
+    world
+        .create(&m, "noentry", |c| {
+            c["entrypoint"] = serde_json::json!(["/no-such-binary"]);
+        })
+        .await;
+    let text = m.enable("noentry", None).await.unwrap_err().to_string();
+    // runc's reason, not only "Create of task failed".
+    assert!(
+        text.contains("no such file or directory") && text.contains("no-such-binary"),
+        "{text}"
+    );
+    match m.inspect("noentry").unwrap().record.state.observed.state {
+        RunState::Failed { reason } => assert!(reason.contains("no-such-binary"), "{reason}"),
+        other => panic!("not failed: {other:?}"),
+    }
+    m.remove("noentry", true).await.unwrap();
+
+    world
+        .create(&m, "mute", |c| {
+            c["args"]["value"] = serde_json::json!(["--listen-delay-ms", "600000"]);
+        })
+        .await;
+    let text = m.enable("mute", None).await.unwrap_err().to_string();
+    assert!(
+        text.contains("did not accept connections within 1s"),
+        "{text}"
+    );
+    assert!(running_pid(&m, "mute").is_none());
+    m.remove("mute", true).await.unwrap();
+
+    world.create(&m, "capped", |_| {}).await;
+    m.enable("capped", Some(Duration::from_secs(7)))
+        .await
+        .unwrap();
+    let handle = m.get_enabled("capped", "volumedriver").unwrap();
+    assert_eq!(handle.client.timeout(), Some(Duration::from_secs(7)));
+    m.disable("capped", false).await.unwrap();
+    m.enable("capped", Some(Duration::ZERO)).await.unwrap();
+    let handle = m.get_enabled("capped", "volumedriver").unwrap();
+    assert_eq!(handle.client.timeout(), None, "0 means none, as in Docker");
+    m.remove("capped", true).await.unwrap();
+    m.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root, runc, containerd-shim-runc-v2 and the packaged sample plugin"]
 async fn enable_of_a_plugin_that_exits_fails_with_status_and_stderr() {

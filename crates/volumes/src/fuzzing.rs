@@ -13,6 +13,7 @@ pub fn driver_answer(data: &[u8]) {
     with_plugin_answer(data, |client| async move {
         let handle = DriverHandle {
             name: "fuzz".to_owned(),
+            id: String::new(),
             client,
         };
         let config = VolumeConfig::uniform(Duration::from_secs(5));

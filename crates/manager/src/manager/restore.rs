@@ -300,6 +300,8 @@ impl Manager {
             });
             futures::future::join_all(stops).await;
         }
+        // No restart may start after this, and nothing the manager spawned outlives it.
+        self.join_background(self.inner.config.stop_grace).await;
         self.inner
             .queue
             .shutdown(plugind_queue::ShutdownMode::Drain)

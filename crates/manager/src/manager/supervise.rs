@@ -2,7 +2,7 @@
 //! plugins that exit unexpectedly (capped, jittered backoff; "failed" after repeated fast
 //! failures, while the plugin stays desired-enabled).
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use plugind_executor::TaskEvent;
 use plugind_store::RunState;
@@ -11,13 +11,101 @@ use tokio::sync::mpsc;
 
 use super::{exit_record, lock, Manager};
 
+/// The receiving end of the executor's event channel. The daemon uses a bounded channel (a full
+/// channel holds the executor's event queue back, which holds the shims back: nothing is
+/// dropped); tests may use an unbounded one.
+#[derive(Debug)]
+pub enum TaskEventReceiver {
+    /// A bounded channel (`mpsc::channel`).
+    Bounded(mpsc::Receiver<TaskEvent>),
+    /// An unbounded channel (`mpsc::unbounded_channel`).
+    Unbounded(mpsc::UnboundedReceiver<TaskEvent>),
+}
+
+impl TaskEventReceiver {
+    async fn recv(&mut self) -> Option<TaskEvent> {
+        match self {
+            TaskEventReceiver::Bounded(r) => r.recv().await,
+            TaskEventReceiver::Unbounded(r) => r.recv().await,
+        }
+    }
+}
+
+impl From<mpsc::Receiver<TaskEvent>> for TaskEventReceiver {
+    fn from(r: mpsc::Receiver<TaskEvent>) -> Self {
+        TaskEventReceiver::Bounded(r)
+    }
+}
+
+impl From<mpsc::UnboundedReceiver<TaskEvent>> for TaskEventReceiver {
+    fn from(r: mpsc::UnboundedReceiver<TaskEvent>) -> Self {
+        TaskEventReceiver::Unbounded(r)
+    }
+}
+
+/// Resolves once shutdown has begun.
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    // An error means the manager is gone: stopped as well.
+    let _ = stop.wait_for(|s| *s).await;
+}
+
 impl Manager {
     // ----- events and supervision ----------------------------------------------------------
 
-    pub(super) fn spawn_event_loop(&self, mut events: mpsc::UnboundedReceiver<TaskEvent>) {
+    /// Runs `task` in the manager's set of background tasks, which shutdown joins. Finished
+    /// tasks are reaped here, so the set holds only live ones.
+    pub(super) fn spawn_background(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let mut set = lock(&self.inner.background);
+        while let Some(done) = set.try_join_next() {
+            if let Err(e) = done {
+                if e.is_panic() {
+                    tracing::error!(error = %e, "manager background task panicked");
+                }
+            }
+        }
+        set.spawn(task);
+    }
+
+    /// Number of background tasks still held (for tests).
+    #[doc(hidden)]
+    pub fn background_tasks(&self) -> usize {
+        lock(&self.inner.background).len()
+    }
+
+    /// Stops the event loop and restart timers and waits up to `deadline` for every background
+    /// task; what is still running then is aborted.
+    pub(super) async fn join_background(&self, deadline: Duration) {
+        self.inner.stop_events.send_replace(true);
+        let mut set = std::mem::take(&mut *lock(&self.inner.background));
+        let joined = tokio::time::timeout(deadline, async {
+            while let Some(done) = set.join_next().await {
+                if let Err(e) = done {
+                    if e.is_panic() {
+                        tracing::error!(error = %e, "manager background task panicked");
+                    }
+                }
+            }
+        })
+        .await;
+        if joined.is_err() {
+            tracing::warn!(
+                left = set.len(),
+                "manager tasks still running at shutdown: aborted"
+            );
+            set.shutdown().await;
+        }
+    }
+
+    pub(super) fn spawn_event_loop(&self, mut events: TaskEventReceiver) {
         let weak = Arc::downgrade(&self.inner);
-        tokio::spawn(async move {
-            while let Some(event) = events.recv().await {
+        let mut stop = self.inner.stop_events.subscribe();
+        self.spawn_background(async move {
+            loop {
+                let event = tokio::select! {
+                    event = events.recv() => event,
+                    () = stopped(&mut stop) => None,
+                };
+                let Some(event) = event else { break };
                 let Some(inner) = weak.upgrade() else { break };
                 let manager = Manager { inner };
                 let Ok(id) = PluginId::parse(event.id()) else {
@@ -123,7 +211,8 @@ impl Manager {
             )
         };
         let this = self.clone();
-        tokio::spawn(async move {
+        let mut stop = self.inner.stop_events.subscribe();
+        self.spawn_background(async move {
             if decision.failed {
                 let reason = format!(
                     "plugin keeps failing (last: {why}); retrying every {:?}",
@@ -138,8 +227,10 @@ impl Manager {
                     this.publish("failed", &record);
                 }
             }
-            tokio::time::sleep(decision.delay).await;
-            this.restart(id, generation).await;
+            tokio::select! {
+                _ = tokio::time::sleep(decision.delay) => this.restart(id, generation).await,
+                () = stopped(&mut stop) => {}
+            }
         });
     }
 
@@ -189,5 +280,125 @@ impl Manager {
                 self.schedule_restart(id, Duration::ZERO, reason);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        path::PathBuf,
+        sync::atomic::{AtomicBool, Ordering},
+    };
+
+    use async_trait::async_trait;
+    use plugind_executor::{
+        CreateTask, Executor, ExecutorError, ExitInfo, RestoreOutcome, TaskState, TaskStats,
+    };
+
+    use super::*;
+    use crate::ManagerConfig;
+
+    /// An executor that knows no task: enough for a manager with no plugin running.
+    struct NoTasks;
+
+    fn none<T>(id: &str) -> plugind_executor::Result<T> {
+        Err(ExecutorError::NotFound { id: id.to_owned() })
+    }
+
+    #[async_trait]
+    impl Executor for NoTasks {
+        async fn create(&self, req: CreateTask) -> plugind_executor::Result<TaskState> {
+            none(&req.id)
+        }
+        async fn signal(&self, id: &str, _: u32) -> plugind_executor::Result<()> {
+            none(id)
+        }
+        async fn kill(&self, id: &str, _: Duration) -> plugind_executor::Result<ExitInfo> {
+            none(id)
+        }
+        async fn delete(&self, id: &str) -> plugind_executor::Result<ExitInfo> {
+            none(id)
+        }
+        async fn destroy(&self, _: &str, _: &std::path::Path) -> plugind_executor::Result<()> {
+            Ok(())
+        }
+        fn leftovers(&self) -> Vec<String> {
+            Vec::new()
+        }
+        async fn state(&self, id: &str) -> plugind_executor::Result<TaskState> {
+            none(id)
+        }
+        async fn restore(&self, _: Vec<(String, PathBuf)>) -> Vec<RestoreOutcome> {
+            Vec::new()
+        }
+        async fn pids(&self, id: &str) -> plugind_executor::Result<Vec<u32>> {
+            none(id)
+        }
+        async fn stats(&self, id: &str) -> plugind_executor::Result<TaskStats> {
+            none(id)
+        }
+        async fn pause(&self, id: &str) -> plugind_executor::Result<()> {
+            none(id)
+        }
+        async fn resume(&self, id: &str) -> plugind_executor::Result<()> {
+            none(id)
+        }
+        async fn exec(
+            &self,
+            id: &str,
+            _: &str,
+            _: &oci_spec::runtime::Process,
+        ) -> plugind_executor::Result<u32> {
+            none(id)
+        }
+        async fn wait(
+            &self,
+            id: &str,
+            _: Option<&str>,
+            _: Duration,
+        ) -> plugind_executor::Result<ExitInfo> {
+            none(id)
+        }
+        async fn delete_exec(&self, id: &str, _: &str) -> plugind_executor::Result<ExitInfo> {
+            none(id)
+        }
+        fn log_tail(&self, id: &str, _: usize) -> plugind_executor::Result<Vec<String>> {
+            none(id)
+        }
+        fn log_path(&self, id: &str) -> PathBuf {
+            PathBuf::from(id)
+        }
+    }
+
+    /// Issue 10, defect 9: tasks the manager spawns (event loop, restart timers, sweeps) are
+    /// joined at shutdown instead of being left running.
+    #[tokio::test]
+    async fn shutdown_joins_background_tasks_and_cancels_restart_timers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ManagerConfig::new(&dir.path().join("root"), &dir.path().join("run"));
+        // A restart timer that would fire long after the test.
+        config.restart.initial = Duration::from_secs(3600);
+        config.restart.max = Duration::from_secs(3600);
+        let (tx, rx) = mpsc::channel(4);
+        let (manager, _) = Manager::start(config, Arc::new(NoTasks), rx).await.unwrap();
+        assert_eq!(manager.background_tasks(), 1, "the event loop");
+
+        let finished = Arc::new(AtomicBool::new(false));
+        let flag = finished.clone();
+        manager.spawn_background(async move {
+            tokio::task::yield_now().await;
+            flag.store(true, Ordering::SeqCst);
+        });
+        let id = PluginId::from_bytes([7; 32]);
+        manager.schedule_restart(id, Duration::ZERO, "test".into());
+
+        manager.shutdown().await;
+        assert!(
+            finished.load(Ordering::SeqCst),
+            "a background task was not joined"
+        );
+        assert_eq!(manager.background_tasks(), 0);
+        // The event loop is gone: its receiver was dropped.
+        assert!(tx.is_closed(), "the event loop still runs");
     }
 }
