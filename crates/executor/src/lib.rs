@@ -35,7 +35,9 @@ mod error;
 mod events;
 mod logs;
 
-pub use logs::{rotated_path as rotated_log_path, LogEntry};
+pub use logs::{
+    read_log_tail, remove_log_files, rotated_path as rotated_log_path, LogEntry, LogTail,
+};
 mod runtime;
 mod shim;
 mod types;

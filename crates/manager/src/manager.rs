@@ -811,6 +811,14 @@ impl Manager {
         self.inner.store.finish_remove(&removing)?;
         lock(&self.inner.live).remove(&id);
         lock(&self.inner.locks).remove(&id);
+        // The plugin's output goes with it: it may hold secrets, and it fills the exec root.
+        let log = self.inner.executor.log_path(id.as_str());
+        let removed = tokio::task::spawn_blocking(move || {
+            if let Err(e) = plugind_executor::remove_log_files(&log) {
+                tracing::warn!(path = %log.display(), error = %e, "cannot delete plugin log");
+            }
+        });
+        let _ = removed.await;
         let this = self.clone();
         tokio::task::spawn_blocking(move || this.sweep_blobs());
         self.publish("remove", &record);
