@@ -62,13 +62,16 @@ impl LayerLimits {
     }
 
     /// Generous limits for real plugins (8 GiB, one million entries, 1 MiB config, paths of
-    /// `PATH_MAX` bytes and 256 levels; Docker has none, its bounds are the disk's).
+    /// `PATH_MAX` bytes and 128 levels). Docker has none. The depth bound matters for time as
+    /// well as for walkers: unpacking an entry costs path checks that grow with the square of
+    /// its depth (measured, debug build: 1,000 files at depth 20 in 0.7 s, at depth 128 in
+    /// 5.9 s, at depth 256 in 14 s; a 1,000-deep chain alone in 59 s).
     pub const DEFAULT: LayerLimits = LayerLimits {
         max_config_bytes: 1 << 20,
         max_unpacked_bytes: 8 << 30,
         max_entries: 1_000_000,
         max_path_bytes: 4096,
-        max_path_depth: 256,
+        max_path_depth: 128,
     };
 }
 
