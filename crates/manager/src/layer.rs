@@ -1008,7 +1008,7 @@ mod tests {
                 err,
                 LayerError::PathTooLong {
                     what: "levels",
-                    limit: 256,
+                    limit: 128,
                     ..
                 }
             ),
