@@ -36,7 +36,8 @@ mod events;
 mod logs;
 
 pub use logs::{
-    read_log_tail, remove_log_files, rotated_path as rotated_log_path, LogEntry, LogTail,
+    read_log_tail, remove_log_files, rotated_path as rotated_log_path, sweep_log_files, LogEntry,
+    LogTail,
 };
 mod runtime;
 mod shim;

@@ -142,6 +142,30 @@ pub fn remove_log_files(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Deletes the log files in `dir` (`<id>.log`, `<id>.log.1`) whose id `keep` refuses: the
+/// output of plugins removed while plugind was down, or by a removal a crash cut short. Other
+/// files are left alone. Returns what was deleted.
+pub fn sweep_log_files(dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(id) = name
+            .strip_suffix(".log")
+            .or_else(|| name.strip_suffix(".log.1"))
+        else {
+            continue;
+        };
+        if !keep(id) && fs::remove_file(e.path()).is_ok() {
+            removed.push(e.path());
+        }
+    }
+    removed
+}
+
 /// One line of a task log file: `<unix seconds>.<millis> <stdout|stderr>[/<exec id>] <text>`.
 /// The executor writes this format; readers (the API's log route) parse it with
 /// [`LogEntry::parse`] so that the format lives in one place.
@@ -608,6 +632,30 @@ mod tests {
         remove_log_files(&p).expect("remove");
         assert!(!p.exists() && !rotated_path(&p).exists());
         remove_log_files(&p).expect("missing files are fine");
+    }
+
+    #[test]
+    fn sweep_deletes_only_logs_of_unknown_ids() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in [
+            "live.log",
+            "live.log.1",
+            "gone.log",
+            "gone.log.1",
+            "other.txt",
+        ] {
+            fs::write(dir.path().join(name), b"x").expect("write");
+        }
+        let mut removed = sweep_log_files(dir.path(), |id| id == "live");
+        removed.sort();
+        assert_eq!(
+            removed,
+            vec![dir.path().join("gone.log"), dir.path().join("gone.log.1")]
+        );
+        for kept in ["live.log", "live.log.1", "other.txt"] {
+            assert!(dir.path().join(kept).exists(), "{kept}");
+        }
+        assert!(sweep_log_files(&dir.path().join("missing"), |_| false).is_empty());
     }
 
     /// `tail=N` reads from the end: a file whose first 64 GiB are a hole (reading it whole

@@ -216,6 +216,15 @@ impl Manager {
             }
         }
         plugind_bundle::Bundle::sweep_deleting(&config.bundles_dir())?;
+        // Output of plugins that are gone (removed while down, or a crash cut the removal).
+        if let Some(logs) = executor.log_path("x").parent() {
+            for p in plugind_executor::sweep_log_files(logs, |id| {
+                // Only files named by a plugin id are ours to judge.
+                PluginId::parse(id).map_or(true, |id| store.get(&id).is_some())
+            }) {
+                tracing::info!(path = %p.display(), "deleted the log of a removed plugin");
+            }
+        }
         let manager = Manager {
             inner: Arc::new(Inner {
                 config,

@@ -700,6 +700,36 @@ async fn a_deep_rootfs_within_limits_is_removed() {
     m.shutdown().await;
 }
 
+/// Logs of plugins removed while plugind was down (or whose removal a crash cut short) are
+/// deleted at start; those of known plugins, and files not named by a plugin id, stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, runc, containerd-shim-runc-v2 and the packaged sample plugin"]
+async fn logs_of_removed_plugins_are_swept_at_start() {
+    let world = World::new();
+    let m = world.manager(false).await;
+    let id = world.create(&m, "kept", |_| {}).await;
+    m.shutdown().await;
+    drop(m);
+    let logs = world.dir.join("run/logs");
+    fs::create_dir_all(&logs).unwrap();
+    let gone = "ab".repeat(32);
+    for name in [
+        format!("{id}.log"),
+        format!("{gone}.log"),
+        format!("{gone}.log.1"),
+        "notes.log".to_owned(),
+    ] {
+        fs::write(logs.join(name), b"x\n").unwrap();
+    }
+    let m = world.manager(false).await;
+    assert!(logs.join(format!("{id}.log")).exists());
+    assert!(logs.join("notes.log").exists());
+    assert!(!logs.join(format!("{gone}.log")).exists());
+    assert!(!logs.join(format!("{gone}.log.1")).exists());
+    m.remove("kept", false).await.unwrap();
+    m.shutdown().await;
+}
+
 /// A tar whose names are written verbatim (tar-rs' builder refuses `..`).
 fn raw_tar(entries: &[(&str, u8, &[u8], &str)]) -> Vec<u8> {
     let mut out = Vec::new();
