@@ -373,10 +373,7 @@ impl<R: Read> TarGuard<R> {
                 data = &data[k..];
                 if self.skip == 0 {
                     if let Some((buf, _)) = self.pax.take() {
-                        self.pax_size = tar::PaxExtensions::new(&buf)
-                            .filter_map(Result::ok)
-                            .find(|e| e.key() == Ok("size"))
-                            .and_then(|e| e.value().ok()?.parse().ok());
+                        self.pax_size = pax_size(&buf);
                     }
                 }
                 continue;
@@ -406,15 +403,19 @@ impl<R: Read> TarGuard<R> {
             return Ok(());
         };
         let path = || String::from_utf8_lossy(&header.path_bytes()).into_owned();
-        let metadata = kind.is_gnu_longname()
+        // As tar-rs: a PAX size applies to the next member that is not an extension header,
+        // and long names and PAX headers are only read as such in GNU or ustar headers.
+        let extension = kind.is_gnu_longname()
             || kind.is_gnu_longlink()
             || kind.is_pax_local_extensions()
             || kind.is_pax_global_extensions();
-        let size = if metadata {
+        let recognized = header.as_gnu().is_some() || header.as_ustar().is_some();
+        let size = if extension {
             declared
         } else {
             self.pax_size.take().unwrap_or(declared)
         };
+        let metadata = extension && recognized;
         if kind.is_gnu_sparse() {
             let real = header
                 .as_gnu()
@@ -431,7 +432,7 @@ impl<R: Read> TarGuard<R> {
                 limit: MAX_TAR_METADATA,
             }));
         }
-        if kind.is_pax_local_extensions() {
+        if kind.is_pax_local_extensions() && recognized {
             self.pax = Some((Vec::with_capacity(size as usize), size));
         }
         self.skip = size.div_ceil(512).saturating_mul(512);
@@ -443,6 +444,20 @@ impl<R: Read> TarGuard<R> {
         }
         Ok(())
     }
+}
+
+/// The `size` of a PAX header's records, read exactly as tar-rs reads it (its
+/// `pax_extensions_value`: the first `size` record; none after a malformed record), so the
+/// guard and the reader never disagree on where the next header is.
+fn pax_size(records: &[u8]) -> Option<u64> {
+    for record in tar::PaxExtensions::new(records) {
+        let record = record.ok()?;
+        if record.key() != Ok("size") {
+            continue;
+        }
+        return record.value().ok()?.parse().ok();
+    }
+    None
 }
 
 impl<R: Read> Read for TarGuard<R> {
@@ -952,6 +967,29 @@ mod tests {
         out.extend_from_slice(h.as_bytes());
         out.resize(out.len() + 1024, 0);
         let err = import_create_tar(&blobs, "big", &out[..], &LayerLimits::DEFAULT).unwrap_err();
+        assert!(
+            matches!(err, LayerError::TooLarge { what: "bytes", .. }),
+            "{err}"
+        );
+
+        // The same declared through a PAX `size` (the ustar header says 0).
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        b.append_data(&mut h, "config.json", &b"{}"[..]).unwrap();
+        let huge = (1u64 << 40).to_string();
+        b.append_pax_extensions([("size", huge.as_bytes())])
+            .unwrap();
+        let mut pax = b.into_inner().unwrap();
+        pax.truncate(pax.len() - 1024);
+        let mut h = tar::Header::new_ustar();
+        h.set_path("rootfs/huge").unwrap();
+        h.set_mode(0o644);
+        h.set_size(0);
+        h.set_cksum();
+        pax.extend_from_slice(h.as_bytes());
+        pax.resize(pax.len() + 4096, 0);
+        let err = import_create_tar(&blobs, "pax", &pax[..], &LayerLimits::DEFAULT).unwrap_err();
         assert!(
             matches!(err, LayerError::TooLarge { what: "bytes", .. }),
             "{err}"
