@@ -13,7 +13,7 @@ use std::{
 use async_trait::async_trait;
 use plugind_manager::{
     events::{EventHub, PluginEvent},
-    executor::{rotated_log_path, LogEntry},
+    executor::{read_log_tail, LogEntry},
     store::{RunState, StoreError},
     types::Reference,
     Manager, ManagerError, PluginView,
@@ -279,19 +279,17 @@ fn to_log_line(line: &str) -> LogLine {
 /// The last lines of the log (rotated generation `<path>.1` first), then, with `follow`, new
 /// lines as they are written (checked every 100 ms; a rotation restarts at the new file).
 async fn follow_log(path: PathBuf, options: LogsOptions) -> LogStream {
-    let rotated = rotated_log_path(&path);
-    let mut text = tokio::fs::read_to_string(&rotated)
-        .await
-        .unwrap_or_default();
-    let current = tokio::fs::read(&path).await.unwrap_or_default();
-    let offset = current.len() as u64;
-    text.push_str(&String::from_utf8_lossy(&current));
-    let mut lines: VecDeque<LogLine> = text.lines().map(to_log_line).collect();
-    if let Some(n) = options.tail {
-        while lines.len() > n {
-            lines.pop_front();
-        }
-    }
+    // Read from the end of the files (not whole), on the blocking pool.
+    let tail = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || read_log_tail(&path, options.tail))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default()
+    };
+    let offset = tail.offset;
+    let lines: VecDeque<LogLine> = tail.lines.iter().map(|l| to_log_line(l)).collect();
     struct State {
         path: PathBuf,
         pending: VecDeque<LogLine>,

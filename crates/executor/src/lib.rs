@@ -38,7 +38,10 @@ mod events;
 pub mod fuzzing;
 mod logs;
 
-pub use logs::{rotated_path as rotated_log_path, LogEntry};
+pub use logs::{
+    read_log_tail, remove_log_files, rotated_path as rotated_log_path, sweep_log_files, LogEntry,
+    LogTail,
+};
 mod runtime;
 mod shim;
 mod types;

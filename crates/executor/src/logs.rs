@@ -4,14 +4,20 @@
 //! EOF when the writer goes away, never blocks on open, and a restarted executor can reopen the
 //! same named FIFOs, which kept whatever was buffered. Each FIFO has a tokio task that reads it
 //! continuously, so a plugin that writes a lot never blocks on a full pipe while plugind runs.
+//!
+//! A plugin's output is hostile too: the log file is private (0600) and size-bounded, its writes
+//! run on the blocking pool (never on an async worker), the copy into plugind's own log is
+//! rate-limited per stream (a line says how many were dropped), and tails are read from the end
+//! of the file instead of reading it whole.
 
 use std::{
     collections::VecDeque,
     fs::{self, File, OpenOptions},
-    io::{BufRead, BufReader, Write},
+    io::{Read, Seek, SeekFrom, Write},
+    os::unix::fs::{OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use tokio::{io::AsyncReadExt, net::unix::pipe, sync::watch, task::JoinHandle};
@@ -22,6 +28,14 @@ use crate::error::{ExecutorError, Result};
 const TAIL_LINES: usize = 20;
 /// A line longer than this is cut and written in pieces, so memory stays bounded.
 const MAX_LINE: usize = 16 * 1024;
+/// Mode of task log files: plugin output may hold secrets.
+const LOG_MODE: u32 = 0o600;
+/// Lines of one stream copied into plugind's own log at once before the rate applies.
+const TRACE_BURST: u32 = 200;
+/// Lines per second of one stream copied into plugind's own log after the burst.
+const TRACE_LINES_PER_SEC: u32 = 50;
+/// Block size of backward tail reads.
+const TAIL_BLOCK: u64 = 64 * 1024;
 
 /// Which stream a FIFO carries; decides the tracing level and the log-file tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,11 +68,7 @@ pub(crate) struct LogFile {
 impl LogFile {
     /// Opens (appending) `path`; it rotates when it would grow past `limit` bytes.
     pub(crate) fn open(path: &Path, limit: u64) -> Result<LogFile> {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| ExecutorError::io("open log", path, e))?;
+        let file = open_private_append(path).map_err(|e| ExecutorError::io("open log", path, e))?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         Ok(LogFile {
             path: path.to_owned(),
@@ -93,12 +103,7 @@ impl LogFile {
         if let Err(e) = fs::rename(&self.path, &old) {
             tracing::warn!(path = %self.path.display(), error = %e, "cannot rotate task log");
         }
-        match OpenOptions::new()
-            .create(true)
-            .append(true)
-            .truncate(false)
-            .open(&self.path)
-        {
+        match open_private_append(&self.path) {
             Ok(f) => {
                 self.file = Some(f);
                 self.size = 0;
@@ -108,6 +113,57 @@ impl LogFile {
             }
         }
     }
+}
+
+/// Opens `path` for appending, creating it 0600; an existing file (from an older plugind) is
+/// made 0600 too.
+fn open_private_append(path: &Path) -> std::io::Result<File> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(LOG_MODE)
+        .open(path)?;
+    if file.metadata()?.permissions().mode() & 0o777 != LOG_MODE {
+        file.set_permissions(fs::Permissions::from_mode(LOG_MODE))?;
+    }
+    Ok(file)
+}
+
+/// Deletes a task's log file and its rotated generation (on plugin removal); missing files are
+/// fine.
+pub fn remove_log_files(path: &Path) -> std::io::Result<()> {
+    for p in [path.to_owned(), rotated_path(path)] {
+        match fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the log files in `dir` (`<id>.log`, `<id>.log.1`) whose id `keep` refuses: the
+/// output of plugins removed while plugind was down, or by a removal a crash cut short. Other
+/// files are left alone. Returns what was deleted.
+pub fn sweep_log_files(dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(id) = name
+            .strip_suffix(".log")
+            .or_else(|| name.strip_suffix(".log.1"))
+        else {
+            continue;
+        };
+        if !keep(id) && fs::remove_file(e.path()).is_ok() {
+            removed.push(e.path());
+        }
+    }
+    removed
 }
 
 /// One line of a task log file: `<unix seconds>.<millis> <stdout|stderr>[/<exec id>] <text>`.
@@ -169,26 +225,79 @@ pub fn rotated_path(path: &Path) -> PathBuf {
 }
 
 /// The last `n` lines of a rotated log (`<path>.1` then `<path>`); missing files count as empty.
+/// Reads backwards from the end in blocks: a tail of a few lines costs a few blocks, however
+/// large the file.
 pub(crate) fn read_tail(path: &Path, n: usize) -> Result<Vec<String>> {
-    let mut tail = VecDeque::with_capacity(n.min(4096));
-    for p in [rotated_path(path), path.to_owned()] {
-        let f = match File::open(&p) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(ExecutorError::io("open log", &p, e)),
-        };
-        for line in BufReader::new(f).lines() {
-            let line = line.map_err(|e| ExecutorError::io("read log", &p, e))?;
-            if n == 0 {
-                continue;
-            }
-            if tail.len() == n {
-                tail.pop_front();
-            }
-            tail.push_back(line);
-        }
+    Ok(read_log_tail(path, Some(n))?.lines)
+}
+
+/// What [`read_log_tail`] read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogTail {
+    /// The lines, oldest first, without their newlines.
+    pub lines: Vec<String>,
+    /// The size of the current generation when it was read: where following it continues.
+    pub offset: u64,
+}
+
+/// The last `n` lines (all of them with `None`) of a rotated log, `<path>.1` then `<path>`,
+/// read from the end of the files; missing files count as empty. Blocking: call it from the
+/// blocking pool.
+pub fn read_log_tail(path: &Path, n: Option<usize>) -> Result<LogTail> {
+    let want = n.unwrap_or(usize::MAX);
+    let (mut lines, offset) = tail_of_file(path, want)?;
+    if lines.len() < want {
+        let (mut older, _) = tail_of_file(&rotated_path(path), want - lines.len())?;
+        older.append(&mut lines);
+        lines = older;
     }
-    Ok(tail.into())
+    Ok(LogTail { lines, offset })
+}
+
+/// The last `n` lines of one file and its size; a last line without its newline counts.
+fn tail_of_file(path: &Path, n: usize) -> Result<(Vec<String>, u64)> {
+    let mut f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
+        Err(e) => return Err(ExecutorError::io("open log", path, e)),
+    };
+    let io = |e| ExecutorError::io("read log", path, e);
+    let len = f.seek(SeekFrom::End(0)).map_err(io)?;
+    if n == 0 {
+        return Ok((Vec::new(), len));
+    }
+    // Read blocks backwards until the data holds `n` line ends before the last line's end.
+    let mut start = len;
+    let mut data: Vec<u8> = Vec::new();
+    loop {
+        let ends = data
+            .iter()
+            .take(data.len().saturating_sub(1))
+            .filter(|&&b| b == b'\n')
+            .count();
+        if start == 0 || ends >= n {
+            break;
+        }
+        let block = TAIL_BLOCK.min(start);
+        start -= block;
+        f.seek(SeekFrom::Start(start)).map_err(io)?;
+        let mut chunk = vec![0u8; block as usize];
+        f.read_exact(&mut chunk).map_err(io)?;
+        chunk.append(&mut data);
+        data = chunk;
+    }
+    let body = data.strip_suffix(b"\n").unwrap_or(&data);
+    let mut lines: Vec<String> = body
+        .rsplit(|&b| b == b'\n')
+        .take(n)
+        .map(|l| String::from_utf8_lossy(l).into_owned())
+        .collect();
+    // The loop stopped at the file's start or with `n` whole lines after the first line end.
+    lines.reverse();
+    if data.is_empty() {
+        lines.clear();
+    }
+    Ok((lines, len))
 }
 
 /// A task's log file, shared by the drains writing into it.
@@ -280,6 +389,11 @@ async fn drain(
         log,
         tail,
         partial: Vec::new(),
+        pending: Vec::new(),
+        trace_budget: TokenBucket::new(TRACE_BURST, TRACE_LINES_PER_SEC),
+        traced: 0,
+        last_report: None,
+        reported_dropped: 0,
     };
     // Small: one buffer per stream per task stays resident, and reads loop until empty.
     let mut buf = vec![0u8; 4 * 1024];
@@ -290,6 +404,7 @@ async fn drain(
                     break;
                 }
                 sink.push(&buf[..n]);
+                sink.write_pending().await;
             }
             break;
         }
@@ -297,7 +412,10 @@ async fn drain(
             biased;
             r = rx.read(&mut buf) => match r {
                 Ok(0) => break,
-                Ok(n) => sink.push(&buf[..n]),
+                Ok(n) => {
+                    sink.push(&buf[..n]);
+                    sink.write_pending().await;
+                }
                 Err(e) => {
                     tracing::warn!(task = %sink.task, error = %e, "reading task output failed");
                     break;
@@ -308,6 +426,52 @@ async fn drain(
         }
     }
     sink.flush_partial();
+    sink.report_dropped();
+    sink.write_pending().await;
+}
+
+/// A token bucket over lines: `burst` at once, then `per_sec` a second.
+#[derive(Debug)]
+struct TokenBucket {
+    tokens: f64,
+    burst: f64,
+    per_sec: f64,
+    last: Option<Instant>,
+    /// Lines refused since the last report.
+    dropped: u64,
+}
+
+impl TokenBucket {
+    fn new(burst: u32, per_sec: u32) -> Self {
+        TokenBucket {
+            tokens: f64::from(burst),
+            burst: f64::from(burst),
+            per_sec: f64::from(per_sec),
+            last: None,
+            dropped: 0,
+        }
+    }
+
+    /// Takes a token at `now`; counts the line as dropped when there is none.
+    fn take(&mut self, now: Instant) -> bool {
+        if let Some(last) = self.last {
+            let refill = now.saturating_duration_since(last).as_secs_f64() * self.per_sec;
+            self.tokens = (self.tokens + refill).min(self.burst);
+        }
+        self.last = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            self.dropped += 1;
+            false
+        }
+    }
+
+    /// The count of dropped lines to report (and resets it).
+    fn take_dropped(&mut self) -> u64 {
+        std::mem::take(&mut self.dropped)
+    }
 }
 
 struct LineSink {
@@ -317,6 +481,17 @@ struct LineSink {
     log: Option<Arc<Mutex<LogFile>>>,
     tail: Tail,
     partial: Vec<u8>,
+    /// Log-file lines not yet written: written by [`LineSink::write_pending`] on the blocking
+    /// pool, one batch per read.
+    pending: Vec<String>,
+    /// Limits the copy of this stream into plugind's own log.
+    trace_budget: TokenBucket,
+    /// Lines copied into plugind's own log (for tests).
+    traced: u64,
+    /// When dropped lines were last reported.
+    last_report: Option<Instant>,
+    /// Dropped lines reported so far (for tests).
+    reported_dropped: u64,
 }
 
 impl LineSink {
@@ -338,16 +513,71 @@ impl LineSink {
         }
     }
 
+    /// Writes the pending log-file lines on the blocking pool (the file write must not run on
+    /// an async worker); waiting for it keeps the lines in order and pushes back on the plugin
+    /// when the disk is slow.
+    async fn write_pending(&mut self) {
+        let Some(log) = &self.log else {
+            return;
+        };
+        if self.pending.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.pending);
+        let log = log.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            if let Ok(mut f) = log.lock() {
+                for line in &batch {
+                    f.write_line(line);
+                }
+            }
+        })
+        .await;
+        if let Err(e) = written {
+            tracing::warn!(task = %self.task, error = %e, "writing task log failed");
+        }
+    }
+
+    /// Says in plugind's log how many lines of this stream the rate limit kept out of it.
+    fn report_dropped(&mut self) {
+        let dropped = self.trace_budget.take_dropped();
+        self.reported_dropped += dropped;
+        if dropped > 0 {
+            let exec = self.exec_id.as_deref().unwrap_or("");
+            tracing::warn!(
+                task = %self.task,
+                exec = exec,
+                stream = self.stream.tag(),
+                dropped,
+                "{dropped} lines of plugin output were not copied into plugind's log (rate limit); the plugin's log file has them"
+            );
+        }
+    }
+
     fn emit(&mut self) {
         let line = String::from_utf8_lossy(&self.partial).into_owned();
         self.partial.clear();
-        let exec = self.exec_id.as_deref().unwrap_or("");
-        match self.stream {
-            Stream::Stdout => tracing::info!(task = %self.task, exec = exec, "{line}"),
-            Stream::Stderr => tracing::error!(task = %self.task, exec = exec, "{line}"),
-            Stream::Shim => tracing::debug!(task = %self.task, "shim: {line}"),
+        let now = Instant::now();
+        if self.trace_budget.take(now) {
+            // A line gets through after drops: say how many went missing (at most once a
+            // second, so the reports do not become the flood).
+            if self.trace_budget.dropped > 0
+                && self
+                    .last_report
+                    .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1))
+            {
+                self.last_report = Some(now);
+                self.report_dropped();
+            }
+            self.traced += 1;
+            let exec = self.exec_id.as_deref().unwrap_or("");
+            match self.stream {
+                Stream::Stdout => tracing::info!(task = %self.task, exec = exec, "{line}"),
+                Stream::Stderr => tracing::error!(task = %self.task, exec = exec, "{line}"),
+                Stream::Shim => tracing::debug!(task = %self.task, "shim: {line}"),
+            }
         }
-        if let Some(log) = &self.log {
+        if self.log.is_some() {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default();
@@ -363,9 +593,7 @@ impl LineSink {
             }
             entry.push(' ');
             entry.push_str(&line);
-            if let Ok(mut f) = log.lock() {
-                f.write_line(&entry);
-            }
+            self.pending.push(entry);
         }
         if let Ok(mut t) = self.tail.lock() {
             if t.len() == TAIL_LINES {
@@ -379,6 +607,147 @@ impl LineSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_files_are_private_and_removed_with_their_generation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("t.log");
+        let mut log = LogFile::open(&p, 30).expect("open");
+        for i in 0..10 {
+            log.write_line(&format!("line number {i}"));
+        }
+        for f in [&p, &rotated_path(&p)] {
+            let mode = fs::metadata(f).expect("stat").permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", f.display());
+        }
+        // A world-readable file left by an older plugind is made private when reopened.
+        let old = dir.path().join("old.log");
+        fs::write(&old, b"x\n").expect("write");
+        fs::set_permissions(&old, fs::Permissions::from_mode(0o644)).expect("chmod");
+        drop(LogFile::open(&old, 1 << 20).expect("open"));
+        assert_eq!(
+            fs::metadata(&old).expect("stat").permissions().mode() & 0o777,
+            0o600
+        );
+        remove_log_files(&p).expect("remove");
+        assert!(!p.exists() && !rotated_path(&p).exists());
+        remove_log_files(&p).expect("missing files are fine");
+    }
+
+    #[test]
+    fn sweep_deletes_only_logs_of_unknown_ids() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in [
+            "live.log",
+            "live.log.1",
+            "gone.log",
+            "gone.log.1",
+            "other.txt",
+        ] {
+            fs::write(dir.path().join(name), b"x").expect("write");
+        }
+        let mut removed = sweep_log_files(dir.path(), |id| id == "live");
+        removed.sort();
+        assert_eq!(
+            removed,
+            vec![dir.path().join("gone.log"), dir.path().join("gone.log.1")]
+        );
+        for kept in ["live.log", "live.log.1", "other.txt"] {
+            assert!(dir.path().join(kept).exists(), "{kept}");
+        }
+        assert!(sweep_log_files(&dir.path().join("missing"), |_| false).is_empty());
+    }
+
+    /// `tail=N` reads from the end: a file whose first 64 GiB are a hole (reading it whole
+    /// would take minutes and its one "line" would not fit in memory) answers at once.
+    #[test]
+    fn tail_reads_from_the_end_of_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("t.log");
+        let f = File::create(&p).expect("create");
+        f.set_len(64 << 30).expect("sparse file");
+        drop(f);
+        let mut f = OpenOptions::new().append(true).open(&p).expect("open");
+        f.write_all(b"\n").expect("write");
+        for i in 0..100_000 {
+            writeln!(f, "line {i}").expect("write");
+        }
+        write!(f, "unterminated").expect("write");
+        drop(f);
+        let t = read_log_tail(&p, Some(3)).expect("tail");
+        assert_eq!(t.lines, vec!["line 99998", "line 99999", "unterminated"]);
+        assert_eq!(t.offset, fs::metadata(&p).expect("stat").len());
+        assert!(read_log_tail(&p, Some(0)).expect("tail").lines.is_empty());
+        // Spanning generations, and whole small files.
+        let q = dir.path().join("q.log");
+        fs::write(rotated_path(&q), b"a\nb\n").expect("write");
+        fs::write(&q, b"c\n").expect("write");
+        assert_eq!(read_tail(&q, 2).expect("tail"), vec!["b", "c"]);
+        assert_eq!(read_tail(&q, 10).expect("tail"), vec!["a", "b", "c"]);
+        assert_eq!(
+            read_log_tail(&q, None).expect("all").lines,
+            vec!["a", "b", "c"]
+        );
+        // A tail longer than one read block.
+        let r = dir.path().join("r.log");
+        let long = "y".repeat(100_000);
+        fs::write(&r, format!("first\n{long}\nlast\n")).expect("write");
+        assert_eq!(
+            read_tail(&r, 2).expect("tail"),
+            vec![long.clone(), "last".into()]
+        );
+        assert_eq!(read_tail(&r, 3).expect("tail")[0], "first");
+    }
+
+    #[test]
+    fn token_bucket_allows_a_burst_then_the_rate() {
+        let mut b = TokenBucket::new(3, 2);
+        let t0 = Instant::now();
+        assert!((0..3).all(|_| b.take(t0)));
+        assert!(!b.take(t0) && !b.take(t0));
+        assert_eq!(b.take_dropped(), 2);
+        assert_eq!(b.take_dropped(), 0);
+        // Half a second at 2 lines/s: one more line.
+        let t1 = t0 + Duration::from_millis(500);
+        assert!(b.take(t1));
+        assert!(!b.take(t1));
+        // A long pause refills only up to the burst.
+        let t2 = t1 + Duration::from_secs(3600);
+        assert!((0..3).all(|_| b.take(t2)));
+        assert!(!b.take(t2));
+    }
+
+    /// A flood of plugin output reaches the log file whole, but plugind's own log only at
+    /// the rate, with the dropped lines counted and reported.
+    #[test]
+    fn a_flood_is_rate_limited_in_the_daemon_log_but_kept_in_the_file() {
+        let log = Arc::new(Mutex::new(
+            LogFile::open(&tempfile::tempdir().expect("tmp").path().join("l"), 1 << 30)
+                .expect("open"),
+        ));
+        let mut sink = LineSink {
+            stream: Stream::Stderr,
+            task: "t".into(),
+            exec_id: None,
+            log: Some(log),
+            tail: Tail::default(),
+            partial: Vec::new(),
+            pending: Vec::new(),
+            trace_budget: TokenBucket::new(TRACE_BURST, TRACE_LINES_PER_SEC),
+            traced: 0,
+            last_report: None,
+            reported_dropped: 0,
+        };
+        let lines = 20_000u64;
+        for i in 0..lines {
+            sink.push(format!("spam {i}\n").as_bytes());
+        }
+        sink.report_dropped();
+        assert_eq!(sink.pending.len() as u64, lines, "the file gets every line");
+        assert!(sink.traced >= u64::from(TRACE_BURST));
+        assert!(sink.traced < lines / 2, "traced {}", sink.traced);
+        assert_eq!(sink.traced + sink.reported_dropped, lines);
+    }
 
     #[test]
     fn log_entries_parse_what_emit_writes() {

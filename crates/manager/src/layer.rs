@@ -62,13 +62,16 @@ impl LayerLimits {
     }
 
     /// Generous limits for real plugins (8 GiB, one million entries, 1 MiB config, paths of
-    /// `PATH_MAX` bytes and 256 levels; Docker has none, its bounds are the disk's).
+    /// `PATH_MAX` bytes and 128 levels). Docker has none. The depth bound matters for time as
+    /// well as for walkers: unpacking an entry costs path checks that grow with the square of
+    /// its depth (measured, debug build: 1,000 files at depth 20 in 0.7 s, at depth 128 in
+    /// 5.9 s, at depth 256 in 14 s; a 1,000-deep chain alone in 59 s).
     pub const DEFAULT: LayerLimits = LayerLimits {
         max_config_bytes: 1 << 20,
         max_unpacked_bytes: 8 << 30,
         max_entries: 1_000_000,
         max_path_bytes: 4096,
-        max_path_depth: 256,
+        max_path_depth: 128,
     };
 }
 
@@ -212,7 +215,17 @@ fn rewrite_create_tar<R: Read, W: Write>(
     layer: &mut tar::Builder<W>,
     limits: &LayerLimits,
 ) -> Result<(Option<Vec<u8>>, bool), LayerError> {
-    let mut archive = tar::Archive::new(input);
+    let refused = RefusedBy::default();
+    let mut archive = tar::Archive::new(TarGuard::new(input, refused.clone()));
+    let result = rewrite_entries(&mut archive, layer, limits);
+    refused.take().map_or(result, Err)
+}
+
+fn rewrite_entries<R: Read, W: Write>(
+    archive: &mut tar::Archive<R>,
+    layer: &mut tar::Builder<W>,
+    limits: &LayerLimits,
+) -> Result<(Option<Vec<u8>>, bool), LayerError> {
     let mut config = None;
     let mut found_rootfs = false;
     let mut entries = 0u64;
@@ -295,12 +308,178 @@ fn rewrite_create_tar<R: Read, W: Write>(
                 .append_link(&mut header, inner, &target)
                 .map_err(LayerError::Tar)?;
         } else {
+            // The size the reader used (a PAX `size` overrides the header's): the layer's
+            // header must say what follows it, or the layer parses differently from the input.
+            header.set_size(entry.size());
             layer
                 .append_data(&mut header, inner, &mut entry)
                 .map_err(LayerError::Tar)?;
         }
     }
     Ok((config, found_rootfs))
+}
+
+/// The most bytes of a metadata member (GNU long name or link, PAX header) read: tar-rs reads
+/// them whole into memory, whatever size they declare.
+const MAX_TAR_METADATA: u64 = 1 << 20;
+
+/// Where [`TarGuard`] leaves the typed reason it refused a stream for (the tar reader only
+/// passes on an `io::Error`).
+#[derive(Debug, Clone, Default)]
+struct RefusedBy(std::rc::Rc<std::cell::RefCell<Option<LayerError>>>);
+
+impl RefusedBy {
+    fn set(&self, e: LayerError) -> io::Error {
+        let text = e.to_string();
+        *self.0.borrow_mut() = Some(e);
+        io::Error::new(io::ErrorKind::InvalidData, text)
+    }
+
+    fn take(&self) -> Option<LayerError> {
+        self.0.borrow_mut().take()
+    }
+}
+
+/// Follows the tar stream's headers as the bytes go by, before the tar reader sees them, and
+/// fails the read of a header the reader would act on without a budget: a metadata member (GNU
+/// long name/link, PAX) over [`MAX_TAR_METADATA`] (read whole into memory by tar-rs) and a GNU
+/// sparse member (whose extension headers and holes tar-rs would process).
+struct TarGuard<R> {
+    inner: R,
+    refused: RefusedBy,
+    header: [u8; 512],
+    header_fill: usize,
+    /// Bytes of the current member (data and padding) still to pass.
+    skip: u64,
+    /// Data of a PAX header being collected (its `size` key applies to the next member).
+    pax: Option<(Vec<u8>, u64)>,
+    /// The size the last PAX header set for the next member.
+    pax_size: Option<u64>,
+    /// The end-of-archive block was seen: the reader stops there, and so do we.
+    done: bool,
+}
+
+impl<R: Read> TarGuard<R> {
+    fn new(inner: R, refused: RefusedBy) -> Self {
+        TarGuard {
+            inner,
+            refused,
+            header: [0; 512],
+            header_fill: 0,
+            skip: 0,
+            pax: None,
+            pax_size: None,
+            done: false,
+        }
+    }
+
+    fn follow(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() && !self.done {
+            if self.skip > 0 {
+                let k = usize::try_from(self.skip)
+                    .unwrap_or(usize::MAX)
+                    .min(data.len());
+                if let Some((buf, want)) = &mut self.pax {
+                    let room = usize::try_from(*want).unwrap_or(usize::MAX) - buf.len();
+                    buf.extend_from_slice(&data[..k.min(room)]);
+                }
+                self.skip -= k as u64;
+                data = &data[k..];
+                if self.skip == 0 {
+                    if let Some((buf, _)) = self.pax.take() {
+                        self.pax_size = pax_size(&buf);
+                    }
+                }
+                continue;
+            }
+            let k = (512 - self.header_fill).min(data.len());
+            self.header[self.header_fill..self.header_fill + k].copy_from_slice(&data[..k]);
+            self.header_fill += k;
+            data = &data[k..];
+            if self.header_fill == 512 {
+                self.header_fill = 0;
+                self.on_header()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn on_header(&mut self) -> io::Result<()> {
+        if self.header.iter().all(|&b| b == 0) {
+            self.done = true;
+            return Ok(());
+        }
+        let header = tar::Header::from_byte_slice(&self.header);
+        let kind = header.entry_type();
+        // A size the reader cannot parse fails it the same way; stop following.
+        let Ok(declared) = header.entry_size() else {
+            self.done = true;
+            return Ok(());
+        };
+        let path = || String::from_utf8_lossy(&header.path_bytes()).into_owned();
+        // As tar-rs: a PAX size applies to the next member that is not an extension header,
+        // and long names and PAX headers are only read as such in GNU or ustar headers.
+        let extension = kind.is_gnu_longname()
+            || kind.is_gnu_longlink()
+            || kind.is_pax_local_extensions()
+            || kind.is_pax_global_extensions();
+        let recognized = header.as_gnu().is_some() || header.as_ustar().is_some();
+        let size = if extension {
+            declared
+        } else {
+            self.pax_size.take().unwrap_or(declared)
+        };
+        let metadata = extension && recognized;
+        if kind.is_gnu_sparse() {
+            let real = header
+                .as_gnu()
+                .and_then(|g| g.real_size().ok())
+                .unwrap_or(size);
+            return Err(self.refused.set(LayerError::Sparse {
+                path: shorten(&path()),
+                size: real,
+            }));
+        }
+        if metadata && size > MAX_TAR_METADATA {
+            return Err(self.refused.set(LayerError::TooLarge {
+                what: "bytes of tar metadata in one member",
+                limit: MAX_TAR_METADATA,
+            }));
+        }
+        if kind.is_pax_local_extensions() && recognized {
+            self.pax = Some((Vec::with_capacity(size as usize), size));
+        }
+        self.skip = size.div_ceil(512).saturating_mul(512);
+        if self.skip == 0 {
+            if let Some((buf, _)) = self.pax.take() {
+                debug_assert!(buf.is_empty());
+                self.pax_size = None;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `size` of a PAX header's records, read exactly as tar-rs reads it (its
+/// `pax_extensions_value`: the first `size` record; none after a malformed record), so the
+/// guard and the reader never disagree on where the next header is.
+fn pax_size(records: &[u8]) -> Option<u64> {
+    for record in tar::PaxExtensions::new(records) {
+        let record = record.ok()?;
+        if record.key() != Ok("size") {
+            continue;
+        }
+        return record.value().ok()?.parse().ok();
+    }
+    None
+}
+
+impl<R: Read> Read for TarGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.follow(&buf[..n])?;
+        Ok(n)
+    }
 }
 
 /// Checks one entry before any of its data is read: not sparse, path within the limits, and its
@@ -389,15 +568,25 @@ pub fn unpack_layer(
     limits: &LayerLimits,
 ) -> Result<(), LayerError> {
     let reader = blobs.reader(digest)?;
-    let mut archive = tar::Archive::new(GzDecoder::new(io::BufReader::with_capacity(
-        1 << 20,
-        reader,
-    )));
+    let refused = RefusedBy::default();
+    let mut archive = tar::Archive::new(TarGuard::new(
+        GzDecoder::new(io::BufReader::with_capacity(1 << 20, reader)),
+        refused.clone(),
+    ));
     archive.set_preserve_permissions(true);
     archive.set_preserve_ownerships(true);
     archive.set_unpack_xattrs(true);
     archive.set_preserve_mtime(true);
     archive.set_overwrite(true);
+    let result = unpack_entries(&mut archive, dest, limits);
+    refused.take().map_or(result, Err)
+}
+
+fn unpack_entries<R: Read>(
+    archive: &mut tar::Archive<R>,
+    dest: &Path,
+    limits: &LayerLimits,
+) -> Result<(), LayerError> {
     let mut total = 0u64;
     let mut entries = 0u64;
     for entry in archive.entries().map_err(LayerError::Tar)? {
@@ -797,6 +986,29 @@ mod tests {
             "{err}"
         );
 
+        // The same declared through a PAX `size` (the ustar header says 0).
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        b.append_data(&mut h, "config.json", &b"{}"[..]).unwrap();
+        let huge = (1u64 << 40).to_string();
+        b.append_pax_extensions([("size", huge.as_bytes())])
+            .unwrap();
+        let mut pax = b.into_inner().unwrap();
+        pax.truncate(pax.len() - 1024);
+        let mut h = tar::Header::new_ustar();
+        h.set_path("rootfs/huge").unwrap();
+        h.set_mode(0o644);
+        h.set_size(0);
+        h.set_cksum();
+        pax.extend_from_slice(h.as_bytes());
+        pax.resize(pax.len() + 4096, 0);
+        let err = import_create_tar(&blobs, "pax", &pax[..], &LayerLimits::DEFAULT).unwrap_err();
+        assert!(
+            matches!(err, LayerError::TooLarge { what: "bytes", .. }),
+            "{err}"
+        );
+
         let small = LayerLimits {
             max_unpacked_bytes: 100,
             ..LayerLimits::DEFAULT
@@ -848,7 +1060,7 @@ mod tests {
                 err,
                 LayerError::PathTooLong {
                     what: "levels",
-                    limit: 256,
+                    limit: 128,
                     ..
                 }
             ),
@@ -871,6 +1083,91 @@ mod tests {
             import_create_tar(&blobs, "long", &tar[..], &LayerLimits::DEFAULT),
             Err(LayerError::PathTooLong { what: "bytes", .. })
         ));
+    }
+
+    /// GNU long names and PAX headers are read whole into memory by tar-rs: one declaring
+    /// gigabytes is refused at its header, before that memory is spent.
+    #[test]
+    fn oversized_metadata_members_are_refused_at_their_header() {
+        let (dir, blobs) = store();
+        for kind in [b'L', b'K', b'x'] {
+            let mut h = tar::Header::new_gnu();
+            h.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"././@LongLink");
+            h.set_entry_type(tar::EntryType::new(kind));
+            h.set_size(4 << 30);
+            h.set_cksum();
+            let mut out = h.as_bytes().to_vec();
+            out.extend_from_slice(&[b'a'; 4096]);
+            let err = import_create_tar(&blobs, "m", &out[..], &LayerLimits::DEFAULT).unwrap_err();
+            assert!(
+                matches!(err, LayerError::TooLarge { limit, .. } if limit == MAX_TAR_METADATA),
+                "{}: {err}",
+                kind as char
+            );
+        }
+        assert_eq!(blobs.walk().unwrap().count(), 0);
+        assert_no_ingests(dir.path());
+    }
+
+    /// The guard follows PAX sizes, long names and real tars exactly: what it lets through is
+    /// what the reader reads.
+    #[test]
+    fn the_guard_follows_pax_and_long_names() {
+        let (dir, blobs) = store();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_size(2);
+        b.append_data(&mut h, "config.json", &b"{}"[..]).unwrap();
+        let long = format!("rootfs/{}/{}/f", "n".repeat(150), "m".repeat(150));
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_size(700);
+        b.append_data(&mut h, &long, &[3u8; 700][..]).unwrap();
+        // A PAX header whose size overrides the ustar one (0 here, 1000 really).
+        b.append_pax_extensions([("size", &b"1000"[..]), ("SCHILY.xattr.user.k", b"v")])
+            .unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_path("rootfs/pax").unwrap();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_size(0);
+        h.set_cksum();
+        let mut out = b.into_inner().unwrap();
+        out.truncate(out.len() - 1024); // the builder's end-of-archive blocks
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(&[9u8; 1000]);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+        let mut tail = tar::Header::new_gnu();
+        tail.set_path("rootfs/after").unwrap();
+        tail.set_entry_type(tar::EntryType::Regular);
+        tail.set_mode(0o644);
+        tail.set_uid(0);
+        tail.set_gid(0);
+        tail.set_mtime(0);
+        tail.set_size(5);
+        tail.set_cksum();
+        out.extend_from_slice(tail.as_bytes());
+        out.extend_from_slice(b"after");
+        out.resize(out.len().div_ceil(512) * 512 + 1024, 0);
+        let created = import_create_tar(&blobs, "p", &out[..], &LayerLimits::DEFAULT).unwrap();
+        let dest = dir.path().join("r");
+        fs::create_dir(&dest).unwrap();
+        unpack_layer(&blobs, &created.layer, &dest, &LayerLimits::DEFAULT).unwrap();
+        assert_eq!(fs::read(dest.join(&long[7..])).unwrap(), vec![3u8; 700]);
+        assert_eq!(fs::read(dest.join("pax")).unwrap(), vec![9u8; 1000]);
+        assert_eq!(fs::read(dest.join("after")).unwrap(), b"after");
     }
 
     fn gzip(data: &[u8]) -> Vec<u8> {

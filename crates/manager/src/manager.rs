@@ -264,6 +264,20 @@ impl Manager {
         // grace period would restart with every restart and never expire).
         let this = manager.clone();
         tokio::task::spawn_blocking(move || this.sweep_blobs_with(Duration::ZERO)).await?;
+        // Output of plugins that are gone (removed while down, or a crash cut the removal).
+        let this = manager.clone();
+        tokio::task::spawn_blocking(move || {
+            let inner = &this.inner;
+            if let Some(logs) = inner.executor.log_path("x").parent() {
+                for p in plugind_executor::sweep_log_files(logs, |id| {
+                    // Only files named by a plugin id are ours to judge.
+                    PluginId::parse(id).map_or(true, |id| inner.store.get(&id).is_some())
+                }) {
+                    tracing::info!(path = %p.display(), "deleted the log of a removed plugin");
+                }
+            }
+        })
+        .await?;
         let mut report = manager.restore().await;
         report.quarantined = reload
             .quarantined
@@ -1053,6 +1067,14 @@ impl Manager {
         .await??;
         lock(&self.inner.live).remove(&id);
         lock(&self.inner.locks).remove(&id);
+        // The plugin's output goes with it: it may hold secrets, and it fills the exec root.
+        let log = self.inner.executor.log_path(id.as_str());
+        let removed = tokio::task::spawn_blocking(move || {
+            if let Err(e) = plugind_executor::remove_log_files(&log) {
+                tracing::warn!(path = %log.display(), error = %e, "cannot delete plugin log");
+            }
+        });
+        let _ = removed.await;
         let this = self.clone();
         self.spawn_background(async move {
             let _ = tokio::task::spawn_blocking(move || this.sweep_blobs()).await;

@@ -386,7 +386,7 @@ async fn enable_failures_say_why_and_enable_timeout_caps_calls() {
 async fn enable_of_a_plugin_that_exits_fails_with_status_and_stderr() {
     let world = World::new();
     let m = world.manager(false).await;
-    world
+    let id = world
         .create(&m, "broken", |c| {
             c["Args"]["Value"] = serde_json::json!(["--exit-immediately", "3"]);
         })
@@ -417,7 +417,13 @@ async fn enable_of_a_plugin_that_exits_fails_with_status_and_stderr() {
         view.record.state.observed.state,
         RunState::Failed { .. }
     ));
+    // The plugin's output is private, and goes with the plugin.
+    let log = world.dir.join("run/logs").join(format!("{id}.log"));
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&log).unwrap().permissions()) & 0o777;
+    assert_eq!(mode, 0o600, "log file mode");
     m.remove("broken", true).await.unwrap();
+    assert!(!log.exists(), "log left after rm");
     m.shutdown().await;
 }
 
@@ -614,7 +620,15 @@ async fn hostile_tars_are_refused_and_leave_nothing() {
     let m = world.manager(false).await;
     let outside = world.dir.join("outside");
     fs::create_dir(&outside).unwrap();
+    let mut deep = String::from("rootfs");
+    let mut chain = vec![("config.json".to_owned(), b'0')];
+    for _ in 0..1000 {
+        deep.push_str("/d");
+        chain.push((format!("{deep}/"), b'5'));
+    }
     let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("sparse", sparse_bomb()),
+        ("deep", gnu_tar(&chain)),
         (
             "dotdot",
             raw_tar(&[
@@ -767,6 +781,114 @@ async fn configs_reaching_outside_the_box_are_refused_at_create() {
         .await;
     assert!(answer.is_ok(), "handle() dials enable's socket: {answer:?}");
     m.disable("default-socket", false).await.unwrap();
+    m.shutdown().await;
+}
+
+/// A 10 KB tar declaring a sparse 100 GB member.
+fn sparse_bomb() -> Vec<u8> {
+    let mut out = gnu_tar(&[
+        ("config.json".to_owned(), b'0'),
+        ("rootfs/".to_owned(), b'5'),
+    ]);
+    out.truncate(out.len() - 1024);
+    let real = 100u64 << 30;
+    let mut h = tar::Header::new_gnu();
+    h.set_path("rootfs/big").unwrap();
+    h.set_entry_type(tar::EntryType::GNUSparse);
+    h.set_mode(0o644);
+    h.set_size(512);
+    let gnu = h.as_gnu_mut().unwrap();
+    gnu.set_real_size(real);
+    gnu.sparse[0].set_offset(real - 512);
+    gnu.sparse[0].set_length(512);
+    h.set_cksum();
+    out.extend_from_slice(h.as_bytes());
+    out.extend_from_slice(&[7u8; 512]);
+    out.resize(out.len() + 1024, 0);
+    out
+}
+
+/// A GNU tar (long names allowed) of empty files (`'0'`, `config.json` holding `{}`) and
+/// directories (`'5'`).
+fn gnu_tar(entries: &[(String, u8)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, kind) in entries {
+        let mut h = tar::Header::new_gnu();
+        let data: &[u8] = if *kind == b'0' { b"{}" } else { b"" };
+        h.set_entry_type(tar::EntryType::new(*kind));
+        h.set_mode(0o755);
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, path, data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// A rootfs holding a 1,000-deep directory chain crashed plugind on `rm`. Within configured
+/// limits it is accepted, and removed fine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, runc, containerd-shim-runc-v2 and the packaged sample plugin"]
+async fn a_deep_rootfs_within_limits_is_removed() {
+    let world = World::new();
+    let mut config = world.config(false);
+    config.layer_limits.max_path_depth = 2000;
+    let m = world.manager_with(config).await;
+    let src = world.dir.join("src-deep");
+    copy_dir(&plugin_dir(), &src);
+    let mut p = src.join("rootfs/deep");
+    for _ in 0..1000 {
+        p.push("d");
+    }
+    fs::create_dir_all(&p).unwrap();
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(&src)
+        .args(["-cf", "-", "config.json", "rootfs"])
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    let id = m
+        .create("deep", Box::new(std::io::Cursor::new(tar.stdout)))
+        .await
+        .unwrap();
+    let dir = world.dir.join("root").join(id.as_str());
+    assert!(dir.join("rootfs/deep/d/d/d").is_dir());
+    m.remove("deep", false).await.unwrap();
+    assert!(!dir.exists());
+    assert!(!world
+        .dir
+        .join("root")
+        .join(format!("{id}-removing"))
+        .exists());
+    m.shutdown().await;
+}
+
+/// Logs of plugins removed while plugind was down (or whose removal a crash cut short) are
+/// deleted at start; those of known plugins, and files not named by a plugin id, stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, runc, containerd-shim-runc-v2 and the packaged sample plugin"]
+async fn logs_of_removed_plugins_are_swept_at_start() {
+    let world = World::new();
+    let m = world.manager(false).await;
+    let id = world.create(&m, "kept", |_| {}).await;
+    m.shutdown().await;
+    drop(m);
+    let logs = world.dir.join("run/logs");
+    fs::create_dir_all(&logs).unwrap();
+    let gone = "ab".repeat(32);
+    for name in [
+        format!("{id}.log"),
+        format!("{gone}.log"),
+        format!("{gone}.log.1"),
+        "notes.log".to_owned(),
+    ] {
+        fs::write(logs.join(name), b"x\n").unwrap();
+    }
+    let m = world.manager(false).await;
+    assert!(logs.join(format!("{id}.log")).exists());
+    assert!(logs.join("notes.log").exists());
+    assert!(!logs.join(format!("{gone}.log")).exists());
+    assert!(!logs.join(format!("{gone}.log.1")).exists());
+    m.remove("kept", false).await.unwrap();
     m.shutdown().await;
 }
 
