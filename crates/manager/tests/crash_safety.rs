@@ -302,6 +302,10 @@ async fn child_runs_until_its_failpoint() {
         "enable" => {
             m.enable("victim", None).await.unwrap();
         }
+        "create-enable" => {
+            world.create(&m, "victim").await;
+            m.enable("victim", None).await.unwrap();
+        }
         other => panic!("unknown step {other}"),
     }
     std::mem::forget(world);
@@ -629,4 +633,42 @@ async fn a_stalled_upload_blocks_no_other_create_and_no_rm() {
         m.remove(name, false).await.unwrap();
     }
     m.shutdown().await;
+}
+
+/// A plugin recorded enabled whose task runs but whose socket is dead when plugind comes back
+/// (live restore) is not left "running" and unusable: start restarts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, runc, containerd-shim-runc-v2 and the packaged sample plugin"]
+async fn a_reattached_plugin_with_a_dead_socket_is_restarted() {
+    let world = World::new();
+    // The child ends without shutting down: like a kill, the plugin keeps running.
+    world.run_child("create-enable");
+    let id = world.plugin_dirs().pop().unwrap();
+    let old_pid = shims_of(&world.namespace);
+    assert_eq!(old_pid.len(), 1);
+    let socket = world.run().join("plugins").join(&id).join("vol.sock");
+    fs::remove_file(&socket).unwrap();
+
+    let (executor, events) = world.executor().await;
+    let mut config = world.config(true);
+    config.default_ready_timeout = Duration::from_secs(2);
+    let (m, report) = Manager::start(config, executor, events).await.unwrap();
+    assert!(report.reattached.is_empty(), "{report:?}");
+    assert_eq!(report.started.len(), 1, "{report:?}");
+    let handle = m.acquire("victim", "volumedriver", "t").await.unwrap();
+    handle
+        .client
+        .call(
+            "VolumeDriver.List",
+            Some(&serde_json::json!({})),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    m.release("victim", "t").await.unwrap();
+    assert_eq!(shims_of(&world.namespace).len(), 1, "the old shim is gone");
+    m.disable("victim", false).await.unwrap();
+    m.remove("victim", false).await.unwrap();
+    m.shutdown().await;
+    world.assert_no_task_debris();
 }
