@@ -375,6 +375,8 @@ async fn enable_crash_is_repaired(failpoint: &str, forget_record: bool, live_res
     world.assert_no_task_debris();
     if forget_record {
         assert!(m.list().is_empty());
+        let logs = World::entries(&world.run().join("logs"));
+        assert!(logs.is_empty(), "logs of a plugin that is gone: {logs:?}");
         m.shutdown().await;
         return;
     }
@@ -543,10 +545,10 @@ async fn a_big_rm_does_not_stall_the_async_workers() {
     let m = world.manager(false).await;
     let id = world.create(&m, "big").await;
     let bulk = world.root().join(&id).join("rootfs/bulk");
-    for d in 0..100 {
+    for d in 0..50 {
         let dir = bulk.join(d.to_string());
         fs::create_dir_all(&dir).unwrap();
-        for f in 0..300 {
+        for f in 0..200 {
             fs::write(dir.join(f.to_string()), b"x").unwrap();
         }
     }
@@ -557,7 +559,7 @@ async fn a_big_rm_does_not_stall_the_async_workers() {
     let listed = m.list();
     assert!(
         !remove.is_finished(),
-        "the removal of 30,000 files finished before a list could run: it blocked the worker"
+        "the removal of 10,000 files finished before a list could run: it blocked the worker"
     );
     assert_eq!(listed.len(), 1);
     remove.await.unwrap().unwrap();
