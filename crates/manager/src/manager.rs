@@ -146,8 +146,9 @@ struct Inner {
     locks: StdMutex<HashMap<PluginId, Arc<AsyncMutex<()>>>>,
     live: StdMutex<HashMap<PluginId, Live>>,
     queue: KeyedQueue<PluginId>,
-    /// Creates hold it shared while their blobs are not yet referenced by a record; a sweep
-    /// holds it exclusively, so it never deletes a blob a create is about to use.
+    /// A create holds it shared only while it commits a blob and adds it to `pending_blobs`
+    /// (never across the client's upload); a sweep holds it exclusively, so it never deletes a
+    /// blob a create is about to use.
     gc: std::sync::RwLock<()>,
     /// Blobs committed by creates in progress and not yet referenced by a record. A create
     /// adds its blob here while holding `gc` shared for the short commit only (never across
