@@ -651,9 +651,14 @@ impl Manager {
             record.plugin.config.interface.socket.clone()
         };
         let socket = plugind_bundle::socket::plugin_socket_path(&cfg.exec_root, &id, &socket_name)?;
-        // A task whose stop failed earlier may still run from the bundle about to be replaced:
-        // stop it first, or fail without touching it.
-        if self.is_running(&id) {
+        // A task whose stop failed earlier may still run from the bundle about to be replaced
+        // (or the executor still holds one the manager lost track of, which would make the
+        // create below fail with "already exists"): stop it first, or fail without touching it.
+        let executor_has_it = match inner.executor.state(id.as_str()).await {
+            Ok(_) => true,
+            Err(e) => !e.is_not_found(),
+        };
+        if self.is_running(&id) || executor_has_it {
             self.stop_task(&id)
                 .await
                 .map_err(|reason| ManagerError::StopFailed {
@@ -869,11 +874,15 @@ impl Manager {
         {
             Ok(exit) => Some(exit),
             Err(e) if e.is_not_found() => None,
-            Err(e) => {
-                let reason = format!("stopping its task failed: {e}");
-                self.stop_failed_with(id, &reason).await;
-                return Err(reason);
-            }
+            Err(e) => match self.inner.executor.state(id.as_str()).await {
+                // A task that already exited cannot be killed; it only needs deleting.
+                Ok(state) if state.status == plugind_executor::TaskStatus::Stopped => state.exit,
+                _ => {
+                    let reason = format!("stopping its task failed: {e}");
+                    self.stop_failed_with(id, &reason).await;
+                    return Err(reason);
+                }
+            },
         };
         self.cleanup_task(id).await?;
         Ok(exit)

@@ -416,10 +416,12 @@ async fn task_of_a_plugin_without_record_is_destroyed_at_start() {
     enable_crash_is_repaired("enable-after-task-start", true, false).await;
 }
 
-/// An executor whose `kill` fails while `fail_kill` is set (a shim that does not answer).
+/// An executor whose `kill` fails while `fail_kill` is set (a shim that does not answer), and
+/// whose `delete` fails (keeping the task) while `fail_delete` is set.
 struct FlakyExecutor {
     inner: Arc<ShimExecutor>,
     fail_kill: AtomicBool,
+    fail_delete: AtomicBool,
 }
 
 #[async_trait]
@@ -437,6 +439,9 @@ impl Executor for FlakyExecutor {
         self.inner.kill(id, grace).await
     }
     async fn delete(&self, id: &str) -> plugind_executor::Result<ExitInfo> {
+        if self.fail_delete.load(Ordering::SeqCst) {
+            return Err(plugind_executor::ExecutorError::StillRunning { id: id.to_owned() });
+        }
         self.inner.delete(id).await
     }
     async fn destroy(&self, id: &str, bundle: &Path) -> plugind_executor::Result<()> {
@@ -498,6 +503,7 @@ async fn a_failed_stop_is_not_reported_as_stopped_and_is_retried() {
     let flaky = Arc::new(FlakyExecutor {
         inner,
         fail_kill: AtomicBool::new(false),
+        fail_delete: AtomicBool::new(false),
     });
     let m = world.manager_on(flaky.clone(), events, false).await;
     let id = world.create(&m, "victim").await;
@@ -669,6 +675,45 @@ async fn a_reattached_plugin_with_a_dead_socket_is_restarted() {
         .unwrap();
     m.release("victim", "t").await.unwrap();
     assert_eq!(shims_of(&world.namespace).len(), 1, "the old shim is gone");
+    m.disable("victim", false).await.unwrap();
+    m.remove("victim", false).await.unwrap();
+    m.shutdown().await;
+    world.assert_no_task_debris();
+}
+
+/// A delete that fails after the kill leaves the task with the executor: the manager must not
+/// forget it (the next enable used to fail with "task already exists" and the bundle of the
+/// task was gone); the next enable finishes the stop and starts afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, runc, containerd-shim-runc-v2 and the packaged sample plugin"]
+async fn a_failed_delete_is_retried_by_the_next_enable() {
+    let world = World::new();
+    let (inner, events) = world.executor().await;
+    let flaky = Arc::new(FlakyExecutor {
+        inner,
+        fail_kill: AtomicBool::new(false),
+        fail_delete: AtomicBool::new(false),
+    });
+    let m = world.manager_on(flaky.clone(), events, false).await;
+    let id = world.create(&m, "victim").await;
+    m.enable("victim", None).await.unwrap();
+    let pid = is_running(&m, "victim").unwrap();
+    flaky.fail_delete.store(true, Ordering::SeqCst);
+    let err = m.disable("victim", false).await.unwrap_err();
+    assert!(matches!(err, ManagerError::StopFailed { .. }), "{err}");
+    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "killed");
+    assert!(
+        world.run().join("bundles").join(&id).is_dir(),
+        "the bundle stays until the task is deleted"
+    );
+    match m.inspect("victim").unwrap().record.state.observed.state {
+        RunState::Failed { reason } => assert!(reason.contains("deleting"), "{reason}"),
+        other => panic!("expected failed, got {other:?}"),
+    }
+    flaky.fail_delete.store(false, Ordering::SeqCst);
+    m.enable("victim", None).await.unwrap();
+    assert!(is_running(&m, "victim").is_some());
+    assert_eq!(shims_of(&world.namespace).len(), 1, "one shim, the new one");
     m.disable("victim", false).await.unwrap();
     m.remove("victim", false).await.unwrap();
     m.shutdown().await;
