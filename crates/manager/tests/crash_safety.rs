@@ -270,6 +270,17 @@ fn shims_of(namespace: &str) -> Vec<u32> {
     pids
 }
 
+/// The process exists and is not a zombie (killed processes wait for a reaper in containers).
+fn alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .is_some_and(|zombie| !zombie)
+}
+
 fn is_running(manager: &Manager, name: &str) -> Option<u32> {
     match manager.inspect(name).unwrap().record.state.observed.state {
         RunState::Running { pid } => Some(pid),
@@ -713,6 +724,32 @@ async fn a_failed_delete_is_retried_by_the_next_enable() {
     flaky.fail_delete.store(false, Ordering::SeqCst);
     m.enable("victim", None).await.unwrap();
     assert!(is_running(&m, "victim").is_some());
+    assert_eq!(shims_of(&world.namespace).len(), 1, "one shim, the new one");
+    m.disable("victim", false).await.unwrap();
+    m.remove("victim", false).await.unwrap();
+    m.shutdown().await;
+    world.assert_no_task_debris();
+}
+
+/// A shim that is alive but does not answer when plugind comes back (here: stopped with
+/// SIGSTOP) is not left behind: restore kills it (it is the recorded process) and starts the
+/// plugin afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, runc, containerd-shim-runc-v2 and the packaged sample plugin"]
+async fn a_shim_that_does_not_answer_at_restart_is_killed() {
+    let world = World::new();
+    world.run_child("create-enable");
+    let shims = shims_of(&world.namespace);
+    assert_eq!(shims.len(), 1);
+    let stopped = Command::new("kill")
+        .args(["-STOP", &shims[0].to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+
+    let m = world.manager(false).await;
+    assert!(!alive(shims[0]), "the unresponsive shim is gone");
+    assert!(is_running(&m, "victim").is_some(), "started afresh");
     assert_eq!(shims_of(&world.namespace).len(), 1, "one shim, the new one");
     m.disable("victim", false).await.unwrap();
     m.remove("victim", false).await.unwrap();
