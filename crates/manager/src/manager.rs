@@ -977,6 +977,8 @@ impl Manager {
             l.generation += 1;
         }
         let record = self.update(&id, |r| r.plugin.enabled = false).await?;
+        // A crash here leaves a disabled record whose task runs: the next start stops it.
+        plugind_sys::failpoint::hit("disable-after-record");
         let exit = self
             .stop_task(&id)
             .await

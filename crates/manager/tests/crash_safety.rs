@@ -313,6 +313,11 @@ async fn child_runs_until_its_failpoint() {
         "enable" => {
             m.enable("victim", None).await.unwrap();
         }
+        "create-enable-disable" => {
+            world.create(&m, "victim").await;
+            m.enable("victim", None).await.unwrap();
+            m.disable("victim", false).await.unwrap();
+        }
         "create-enable" => {
             world.create(&m, "victim").await;
             m.enable("victim", None).await.unwrap();
@@ -755,4 +760,27 @@ async fn a_shim_that_does_not_answer_at_restart_is_killed() {
     m.remove("victim", false).await.unwrap();
     m.shutdown().await;
     world.assert_no_task_debris();
+}
+
+/// A disable killed after its record was written but before the task stopped: the next start
+/// stops the task and the record says stopped, not "running" for a disabled plugin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, runc, containerd-shim-runc-v2 and the packaged sample plugin"]
+async fn disable_killed_after_its_record_leaves_no_running_task() {
+    for live_restore in [false, true] {
+        let world = World::new();
+        world.crash_child("create-enable-disable", "disable-after-record");
+        assert_eq!(shims_of(&world.namespace).len(), 1, "the task still runs");
+        let m = world.manager(live_restore).await;
+        let view = m.inspect("victim").unwrap();
+        assert!(!view.record.desired_enabled());
+        assert!(
+            matches!(view.record.state.observed.state, RunState::Stopped),
+            "{:?}",
+            view.record.state.observed.state
+        );
+        world.assert_no_task_debris();
+        m.remove("victim", false).await.unwrap();
+        m.shutdown().await;
+    }
 }

@@ -140,6 +140,19 @@ impl Manager {
         let _ = self
             .blocking(move |m| m.remove_stale_runtime_dirs(&ids, &keep))
             .await;
+        // A disabled plugin whose record still says running (killed during a disable, or
+        // before an exit was recorded) is stopped now: its task was stopped above, or is gone.
+        for r in records
+            .iter()
+            .filter(|r| !r.desired_enabled() && !running.contains(r.id()))
+        {
+            let says_running = matches!(r.state.observed.state, RunState::Running { .. });
+            if says_running && !self.is_running(r.id()) {
+                let _ = self
+                    .update(r.id(), |r| r.state.observed.state = RunState::Stopped)
+                    .await;
+            }
+        }
         let to_start: Vec<_> = records
             .into_iter()
             .filter(|r| r.desired_enabled() && !running.contains(r.id()))
