@@ -578,12 +578,13 @@ async fn a_big_rm_does_not_stall_the_async_workers() {
     let remove = tokio::spawn(async move { remover.remove("big", false).await });
     // Let the removal start: it runs until it waits for something.
     tokio::task::yield_now().await;
+    // (The plugin may already be out of the index: the removal is under way.)
     let listed = m.list();
     assert!(
         !remove.is_finished(),
         "the removal of 10,000 files finished before a list could run: it blocked the worker"
     );
-    assert_eq!(listed.len(), 1);
+    assert!(listed.len() <= 1);
     remove.await.unwrap().unwrap();
     assert!(m.list().is_empty());
     assert!(!world.root().join(&id).exists());
