@@ -155,6 +155,9 @@ struct Inner {
     /// the client's upload); sweeps treat these as live.
     pending_blobs: StdMutex<HashMap<plugind_types::Digest, usize>>,
     shutting_down: std::sync::atomic::AtomicBool,
+    /// The quarantined plugin directories, as found (and pruned) at start; only a start
+    /// quarantines, so this stays true without reading the disk again.
+    quarantine: Vec<PathBuf>,
     /// Held for the manager's lifetime: two daemons must never share one root.
     _root_lock: LockFile,
 }
@@ -223,6 +226,7 @@ impl Manager {
             tokio::task::spawn_blocking(move || Self::open_roots(&config)).await??
         };
         let (root_lock, store, reload, blobs) = opened;
+        let store_quarantine = store.quarantined();
         let manager = Manager {
             inner: Arc::new(Inner {
                 config,
@@ -236,6 +240,7 @@ impl Manager {
                 gc: std::sync::RwLock::new(()),
                 pending_blobs: StdMutex::new(HashMap::new()),
                 shutting_down: std::sync::atomic::AtomicBool::new(false),
+                quarantine: store_quarantine,
                 _root_lock: root_lock,
             }),
         };
@@ -304,7 +309,7 @@ impl Manager {
     /// The quarantined plugin directories kept for inspection (bounded; see
     /// `plugind_store::QUARANTINE_MAX_ENTRIES`), oldest first.
     pub fn quarantined(&self) -> Vec<PathBuf> {
-        self.inner.store.quarantined()
+        self.inner.quarantine.clone()
     }
 
     /// Runs `f` on the blocking pool: store writes fsync, bundle preparation and removals walk

@@ -785,3 +785,20 @@ async fn disable_killed_after_its_record_leaves_no_running_task() {
         m.shutdown().await;
     }
 }
+
+/// An unreadable record is moved to the quarantine and listed (for `/info` and the log), not
+/// loaded and not deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, runc, containerd-shim-runc-v2 and the packaged sample plugin"]
+async fn quarantined_records_are_listed() {
+    let world = World::new();
+    let bad = world.root().join("ab".repeat(32));
+    fs::create_dir_all(bad.join("rootfs")).unwrap();
+    fs::write(bad.join("config.json"), b"{not json").unwrap();
+    let m = world.manager(false).await;
+    let listed = m.quarantined();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert!(listed[0].join("config.json").exists());
+    assert!(m.list().is_empty());
+    m.shutdown().await;
+}
