@@ -304,6 +304,8 @@ pub struct BackendInfo {
     pub plugins: usize,
     /// Of which enabled.
     pub plugins_enabled: usize,
+    /// Plugin directories moved aside because their record could not be used (bounded).
+    pub quarantined: Vec<PathBuf>,
 }
 
 /// One runtime in `GET /info`'s `Runtimes`, as Docker prints it.

@@ -259,6 +259,7 @@ impl PluginBackend for ManagerBackend {
                 .iter()
                 .filter(|p| p.record.desired_enabled())
                 .count(),
+            quarantined: self.manager.quarantined(),
         }
     }
 }

@@ -156,10 +156,28 @@ pub(crate) fn info(state: &State) -> Response<Body> {
             "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive",
                       "ControlAvailable": false, "Error": "", "RemoteManagers": null},
             "LiveRestoreEnabled": b.live_restore,
-            "Warnings": null,
-            "PluginD": {"Plugins": b.plugins, "PluginsEnabled": b.plugins_enabled},
+            "Warnings": quarantine_warnings(&b.quarantined),
+            "PluginD": {"Plugins": b.plugins, "PluginsEnabled": b.plugins_enabled,
+                        "Quarantined": b.quarantined},
         }),
     )
+}
+
+/// `Warnings` of `/info`: one line per quarantined plugin directory (`null` when none, as
+/// Docker sends it).
+fn quarantine_warnings(quarantined: &[std::path::PathBuf]) -> serde_json::Value {
+    if quarantined.is_empty() {
+        return serde_json::Value::Null;
+    }
+    quarantined
+        .iter()
+        .map(|p| {
+            serde_json::Value::String(format!(
+                "WARNING: plugin directory quarantined (unreadable record): {}",
+                p.display()
+            ))
+        })
+        .collect()
 }
 
 fn encode_event(ev: &EventMessage) -> Bytes {

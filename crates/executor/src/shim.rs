@@ -1068,6 +1068,7 @@ impl Inner {
             }
             Err(e) => {
                 tracing::info!(task = %id, error = %e, "shim is gone: cleaning up");
+                self.kill_unresponsive_shim(id, record.as_ref()).await;
                 let exit = self
                     .delete_dead_shim(id, bundle, &address, record.as_ref())
                     .await;
@@ -1185,6 +1186,7 @@ impl Inner {
             .ok()
             .map(|a| a.trim().to_owned())
             .filter(|a| !a.is_empty());
+        let mut shim_answered = false;
         if let Some(address) = &address {
             if let Ok((client, shim_pid, _)) =
                 self.attach(id, address, self.config.dial_timeout).await
@@ -1192,7 +1194,14 @@ impl Inner {
                 let shim = ProcessIdentity::of(shim_pid).ok();
                 self.abort_start(id, Some(&client), Some(address), shim)
                     .await;
+                shim_answered = true;
             }
+        }
+        if !shim_answered {
+            let record: Option<TaskRecord> = fs::read(self.config.task_dir(id).join("task.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            self.kill_unresponsive_shim(id, record.as_ref()).await;
         }
         if bundle.is_dir() {
             self.delete_dead_shim(id, bundle, address.as_deref().unwrap_or(""), None)
@@ -1206,6 +1215,24 @@ impl Inner {
         }
         tracing::info!(task = %id, "leftover task destroyed");
         Ok(())
+    }
+
+    /// A shim that lives but does not answer (stopped, hung, or too slow under load) would
+    /// outlive everything once its task is deleted behind its back: SIGKILL it if it is still
+    /// the process recorded at start (pid and start time).
+    async fn kill_unresponsive_shim(&self, id: &str, record: Option<&TaskRecord>) {
+        let Some(r) = record.filter(|r| r.shim_start_time != 0) else {
+            return;
+        };
+        let shim = ProcessIdentity {
+            pid: r.shim_pid,
+            start_time: r.shim_start_time,
+        };
+        if shim.is_alive() && !plugind_sys::process::is_zombie(r.shim_pid) {
+            tracing::warn!(task = %id, pid = r.shim_pid, "killing a shim that does not answer");
+            let _ = plugind_sys::process::send_signal(r.shim_pid, SIGKILL as i32);
+            self.wait_gone(shim).await;
+        }
     }
 
     /// Ids that have a task directory on disk but no attached or starting task.

@@ -159,8 +159,9 @@ struct Inner {
     locks: StdMutex<HashMap<PluginId, Arc<AsyncMutex<()>>>>,
     live: StdMutex<HashMap<PluginId, Live>>,
     queue: KeyedQueue<PluginId>,
-    /// Creates hold it shared while their blobs are not yet referenced by a record; a sweep
-    /// holds it exclusively, so it never deletes a blob a create is about to use.
+    /// A create holds it shared only while it commits a blob and adds it to `pending_blobs`
+    /// (never across the client's upload); a sweep holds it exclusively, so it never deletes a
+    /// blob a create is about to use.
     gc: std::sync::RwLock<()>,
     /// Blobs committed by creates in progress and not yet referenced by a record. A create
     /// adds its blob here while holding `gc` shared for the short commit only (never across
@@ -171,6 +172,9 @@ struct Inner {
     background: StdMutex<tokio::task::JoinSet<()>>,
     /// Tells the event loop to stop (at shutdown).
     stop_events: watch::Sender<bool>,
+    /// The quarantined plugin directories, as found (and pruned) at start; only a start
+    /// quarantines, so this stays true without reading the disk again.
+    quarantine: Vec<PathBuf>,
     /// Held for the manager's lifetime: two daemons must never share one root.
     _root_lock: LockFile,
 }
@@ -240,6 +244,7 @@ impl Manager {
             tokio::task::spawn_blocking(move || Self::open_roots(&config)).await??
         };
         let (root_lock, store, reload, blobs) = opened;
+        let store_quarantine = store.quarantined();
         let manager = Manager {
             inner: Arc::new(Inner {
                 config,
@@ -255,6 +260,7 @@ impl Manager {
                 shutting_down: std::sync::atomic::AtomicBool::new(false),
                 background: StdMutex::new(tokio::task::JoinSet::new()),
                 stop_events: watch::channel(false).0,
+                quarantine: store_quarantine,
                 _root_lock: root_lock,
             }),
         };
@@ -337,7 +343,7 @@ impl Manager {
     /// The quarantined plugin directories kept for inspection (bounded; see
     /// `plugind_store::QUARANTINE_MAX_ENTRIES`), oldest first.
     pub fn quarantined(&self) -> Vec<PathBuf> {
-        self.inner.store.quarantined()
+        self.inner.quarantine.clone()
     }
 
     /// Runs `f` on the blocking pool: store writes fsync, bundle preparation and removals walk
@@ -686,9 +692,14 @@ impl Manager {
         let cfg = &inner.config;
         let runtime_dir = plugind_bundle::socket::plugin_runtime_dir(&cfg.exec_root, &id);
         let socket = self.socket_path(record)?;
-        // A task whose stop failed earlier may still run from the bundle about to be replaced:
-        // stop it first, or fail without touching it.
-        if self.is_running(&id) {
+        // A task whose stop failed earlier may still run from the bundle about to be replaced
+        // (or the executor still holds one the manager lost track of, which would make the
+        // create below fail with "already exists"): stop it first, or fail without touching it.
+        let executor_has_it = match inner.executor.state(id.as_str()).await {
+            Ok(_) => true,
+            Err(e) => !e.is_not_found(),
+        };
+        if self.is_running(&id) || executor_has_it {
             self.stop_task(&id)
                 .await
                 .map_err(|reason| ManagerError::StopFailed {
@@ -905,11 +916,15 @@ impl Manager {
         {
             Ok(exit) => Some(exit),
             Err(e) if e.is_not_found() => None,
-            Err(e) => {
-                let reason = format!("stopping its task failed: {e}");
-                self.stop_failed_with(id, &reason).await;
-                return Err(reason);
-            }
+            Err(e) => match self.inner.executor.state(id.as_str()).await {
+                // A task that already exited cannot be killed; it only needs deleting.
+                Ok(state) if state.status == plugind_executor::TaskStatus::Stopped => state.exit,
+                _ => {
+                    let reason = format!("stopping its task failed: {e}");
+                    self.stop_failed_with(id, &reason).await;
+                    return Err(reason);
+                }
+            },
         };
         self.cleanup_task(id).await?;
         Ok(exit)
@@ -1004,6 +1019,8 @@ impl Manager {
             l.generation += 1;
         }
         let record = self.update(&id, |r| r.plugin.enabled = false).await?;
+        // A crash here leaves a disabled record whose task runs: the next start stops it.
+        plugind_sys::failpoint::hit("disable-after-record");
         let exit = self
             .stop_task(&id)
             .await

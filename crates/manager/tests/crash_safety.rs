@@ -270,6 +270,17 @@ fn shims_of(namespace: &str) -> Vec<u32> {
     pids
 }
 
+/// The process exists and is not a zombie (killed processes wait for a reaper in containers).
+fn alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .is_some_and(|zombie| !zombie)
+}
+
 fn is_running(manager: &Manager, name: &str) -> Option<u32> {
     match manager.inspect(name).unwrap().record.state.observed.state {
         RunState::Running { pid } => Some(pid),
@@ -300,6 +311,15 @@ async fn child_runs_until_its_failpoint() {
             world.create(&m, "victim").await;
         }
         "enable" => {
+            m.enable("victim", None).await.unwrap();
+        }
+        "create-enable-disable" => {
+            world.create(&m, "victim").await;
+            m.enable("victim", None).await.unwrap();
+            m.disable("victim", false).await.unwrap();
+        }
+        "create-enable" => {
+            world.create(&m, "victim").await;
             m.enable("victim", None).await.unwrap();
         }
         other => panic!("unknown step {other}"),
@@ -371,6 +391,8 @@ async fn enable_crash_is_repaired(failpoint: &str, forget_record: bool, live_res
     world.assert_no_task_debris();
     if forget_record {
         assert!(m.list().is_empty());
+        let logs = World::entries(&world.run().join("logs"));
+        assert!(logs.is_empty(), "logs of a plugin that is gone: {logs:?}");
         m.shutdown().await;
         return;
     }
@@ -410,10 +432,12 @@ async fn task_of_a_plugin_without_record_is_destroyed_at_start() {
     enable_crash_is_repaired("enable-after-task-start", true, false).await;
 }
 
-/// An executor whose `kill` fails while `fail_kill` is set (a shim that does not answer).
+/// An executor whose `kill` fails while `fail_kill` is set (a shim that does not answer), and
+/// whose `delete` fails (keeping the task) while `fail_delete` is set.
 struct FlakyExecutor {
     inner: Arc<ShimExecutor>,
     fail_kill: AtomicBool,
+    fail_delete: AtomicBool,
 }
 
 #[async_trait]
@@ -431,6 +455,9 @@ impl Executor for FlakyExecutor {
         self.inner.kill(id, grace).await
     }
     async fn delete(&self, id: &str) -> plugind_executor::Result<ExitInfo> {
+        if self.fail_delete.load(Ordering::SeqCst) {
+            return Err(plugind_executor::ExecutorError::StillRunning { id: id.to_owned() });
+        }
         self.inner.delete(id).await
     }
     async fn destroy(&self, id: &str, bundle: &Path) -> plugind_executor::Result<()> {
@@ -492,6 +519,7 @@ async fn a_failed_stop_is_not_reported_as_stopped_and_is_retried() {
     let flaky = Arc::new(FlakyExecutor {
         inner,
         fail_kill: AtomicBool::new(false),
+        fail_delete: AtomicBool::new(false),
     });
     let m = world.manager_on(flaky.clone(), events, false).await;
     let id = world.create(&m, "victim").await;
@@ -539,10 +567,10 @@ async fn a_big_rm_does_not_stall_the_async_workers() {
     let m = world.manager(false).await;
     let id = world.create(&m, "big").await;
     let bulk = world.root().join(&id).join("rootfs/bulk");
-    for d in 0..100 {
+    for d in 0..50 {
         let dir = bulk.join(d.to_string());
         fs::create_dir_all(&dir).unwrap();
-        for f in 0..300 {
+        for f in 0..200 {
             fs::write(dir.join(f.to_string()), b"x").unwrap();
         }
     }
@@ -550,12 +578,13 @@ async fn a_big_rm_does_not_stall_the_async_workers() {
     let remove = tokio::spawn(async move { remover.remove("big", false).await });
     // Let the removal start: it runs until it waits for something.
     tokio::task::yield_now().await;
+    // (The plugin may already be out of the index: the removal is under way.)
     let listed = m.list();
     assert!(
         !remove.is_finished(),
-        "the removal of 30,000 files finished before a list could run: it blocked the worker"
+        "the removal of 10,000 files finished before a list could run: it blocked the worker"
     );
-    assert_eq!(listed.len(), 1);
+    assert!(listed.len() <= 1);
     remove.await.unwrap().unwrap();
     assert!(m.list().is_empty());
     assert!(!world.root().join(&id).exists());
@@ -628,5 +657,148 @@ async fn a_stalled_upload_blocks_no_other_create_and_no_rm() {
     for name in ["slow", "last"] {
         m.remove(name, false).await.unwrap();
     }
+    m.shutdown().await;
+}
+
+/// A plugin recorded enabled whose task runs but whose socket is dead when plugind comes back
+/// (live restore) is not left "running" and unusable: start restarts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, runc, containerd-shim-runc-v2 and the packaged sample plugin"]
+async fn a_reattached_plugin_with_a_dead_socket_is_restarted() {
+    let world = World::new();
+    // The child ends without shutting down: like a kill, the plugin keeps running.
+    world.run_child("create-enable");
+    let id = world.plugin_dirs().pop().unwrap();
+    let old_pid = shims_of(&world.namespace);
+    assert_eq!(old_pid.len(), 1);
+    let socket = world.run().join("plugins").join(&id).join("vol.sock");
+    fs::remove_file(&socket).unwrap();
+
+    let (executor, events) = world.executor().await;
+    let mut config = world.config(true);
+    config.default_ready_timeout = Duration::from_secs(2);
+    let (m, report) = Manager::start(config, executor, events).await.unwrap();
+    assert!(report.reattached.is_empty(), "{report:?}");
+    assert_eq!(report.started.len(), 1, "{report:?}");
+    let handle = m.acquire("victim", "volumedriver", "t").await.unwrap();
+    handle
+        .client
+        .call(
+            "VolumeDriver.List",
+            Some(&serde_json::json!({})),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    m.release("victim", "t").await.unwrap();
+    assert_eq!(shims_of(&world.namespace).len(), 1, "the old shim is gone");
+    m.disable("victim", false).await.unwrap();
+    m.remove("victim", false).await.unwrap();
+    m.shutdown().await;
+    world.assert_no_task_debris();
+}
+
+/// A delete that fails after the kill leaves the task with the executor: the manager must not
+/// forget it (the next enable used to fail with "task already exists" and the bundle of the
+/// task was gone); the next enable finishes the stop and starts afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, runc, containerd-shim-runc-v2 and the packaged sample plugin"]
+async fn a_failed_delete_is_retried_by_the_next_enable() {
+    let world = World::new();
+    let (inner, events) = world.executor().await;
+    let flaky = Arc::new(FlakyExecutor {
+        inner,
+        fail_kill: AtomicBool::new(false),
+        fail_delete: AtomicBool::new(false),
+    });
+    let m = world.manager_on(flaky.clone(), events, false).await;
+    let id = world.create(&m, "victim").await;
+    m.enable("victim", None).await.unwrap();
+    let pid = is_running(&m, "victim").unwrap();
+    flaky.fail_delete.store(true, Ordering::SeqCst);
+    let err = m.disable("victim", false).await.unwrap_err();
+    assert!(matches!(err, ManagerError::StopFailed { .. }), "{err}");
+    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "killed");
+    assert!(
+        world.run().join("bundles").join(&id).is_dir(),
+        "the bundle stays until the task is deleted"
+    );
+    match m.inspect("victim").unwrap().record.state.observed.state {
+        RunState::Failed { reason } => assert!(reason.contains("deleting"), "{reason}"),
+        other => panic!("expected failed, got {other:?}"),
+    }
+    flaky.fail_delete.store(false, Ordering::SeqCst);
+    m.enable("victim", None).await.unwrap();
+    assert!(is_running(&m, "victim").is_some());
+    assert_eq!(shims_of(&world.namespace).len(), 1, "one shim, the new one");
+    m.disable("victim", false).await.unwrap();
+    m.remove("victim", false).await.unwrap();
+    m.shutdown().await;
+    world.assert_no_task_debris();
+}
+
+/// A shim that is alive but does not answer when plugind comes back (here: stopped with
+/// SIGSTOP) is not left behind: restore kills it (it is the recorded process) and starts the
+/// plugin afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, runc, containerd-shim-runc-v2 and the packaged sample plugin"]
+async fn a_shim_that_does_not_answer_at_restart_is_killed() {
+    let world = World::new();
+    world.run_child("create-enable");
+    let shims = shims_of(&world.namespace);
+    assert_eq!(shims.len(), 1);
+    let stopped = Command::new("kill")
+        .args(["-STOP", &shims[0].to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+
+    let m = world.manager(false).await;
+    assert!(!alive(shims[0]), "the unresponsive shim is gone");
+    assert!(is_running(&m, "victim").is_some(), "started afresh");
+    assert_eq!(shims_of(&world.namespace).len(), 1, "one shim, the new one");
+    m.disable("victim", false).await.unwrap();
+    m.remove("victim", false).await.unwrap();
+    m.shutdown().await;
+    world.assert_no_task_debris();
+}
+
+/// A disable killed after its record was written but before the task stopped: the next start
+/// stops the task and the record says stopped, not "running" for a disabled plugin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, runc, containerd-shim-runc-v2 and the packaged sample plugin"]
+async fn disable_killed_after_its_record_leaves_no_running_task() {
+    for live_restore in [false, true] {
+        let world = World::new();
+        world.crash_child("create-enable-disable", "disable-after-record");
+        assert_eq!(shims_of(&world.namespace).len(), 1, "the task still runs");
+        let m = world.manager(live_restore).await;
+        let view = m.inspect("victim").unwrap();
+        assert!(!view.record.desired_enabled());
+        assert!(
+            matches!(view.record.state.observed.state, RunState::Stopped),
+            "{:?}",
+            view.record.state.observed.state
+        );
+        world.assert_no_task_debris();
+        m.remove("victim", false).await.unwrap();
+        m.shutdown().await;
+    }
+}
+
+/// An unreadable record is moved to the quarantine and listed (for `/info` and the log), not
+/// loaded and not deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, runc, containerd-shim-runc-v2 and the packaged sample plugin"]
+async fn quarantined_records_are_listed() {
+    let world = World::new();
+    let bad = world.root().join("ab".repeat(32));
+    fs::create_dir_all(bad.join("rootfs")).unwrap();
+    fs::write(bad.join("config.json"), b"{not json").unwrap();
+    let m = world.manager(false).await;
+    let listed = m.quarantined();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert!(listed[0].join("config.json").exists());
+    assert!(m.list().is_empty());
     m.shutdown().await;
 }

@@ -188,6 +188,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sync_filesystem_flushes_a_tree_and_names_a_missing_path() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        fs::write(dir.path().join("a/b/f"), b"data").unwrap();
+        sync_filesystem(dir.path()).unwrap();
+        let missing = dir.path().join("missing");
+        let err = sync_filesystem(&missing).unwrap_err();
+        assert!(err.to_string().contains("missing"), "{err}");
+    }
+
+    #[test]
     fn atomic_write_replaces_and_leaves_no_temp() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("config.json");

@@ -140,6 +140,19 @@ impl Manager {
         let _ = self
             .blocking(move |m| m.remove_stale_runtime_dirs(&ids, &keep))
             .await;
+        // A disabled plugin whose record still says running (killed during a disable, or
+        // before an exit was recorded) is stopped now: its task was stopped above, or is gone.
+        for r in records
+            .iter()
+            .filter(|r| !r.desired_enabled() && !running.contains(r.id()))
+        {
+            let says_running = matches!(r.state.observed.state, RunState::Running { .. });
+            if says_running && !self.is_running(r.id()) {
+                let _ = self
+                    .update(r.id(), |r| r.state.observed.state = RunState::Stopped)
+                    .await;
+            }
+        }
         let to_start: Vec<_> = records
             .into_iter()
             .filter(|r| r.desired_enabled() && !running.contains(r.id()))
@@ -241,9 +254,21 @@ impl Manager {
     }
 
     /// Unmounts and removes the runtime directories (`<exec-root>/plugins/<id>`) of every
-    /// plugin not in `keep`, known (`ids`) or not, and unmounts leftovers of known plugins.
+    /// plugin not in `keep`, known (`ids`) or not, unmounts leftovers of known plugins, and
+    /// deletes the output logs of plugins that no longer exist (a remove killed half-way).
     fn remove_stale_runtime_dirs(&self, ids: &[PluginId], keep: &HashSet<PluginId>) {
         let cfg = &self.inner.config;
+        let known: HashSet<&str> = ids.iter().map(PluginId::as_str).collect();
+        let any_log = self.inner.executor.log_path(&"0".repeat(64));
+        if let Some(Ok(entries)) = any_log.parent().map(std::fs::read_dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let id = name.split('.').next().unwrap_or_default();
+                if PluginId::parse(id).is_ok() && !known.contains(id) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
         for id in ids.iter().filter(|id| !keep.contains(*id)) {
             let _ = plugind_bundle::mounts::cleanup_plugin_mounts(&cfg.root, &cfg.exec_root, id);
         }
