@@ -7,7 +7,9 @@
 //! - `bench`: the benchmarks of design.md's budgets, printed as ratios against baselines
 //!   measured in the same run;
 //! - `plugin`: build the sample volume plugin as a static binary and package it;
-//! - `demo`: the main job, end to end.
+//! - `demo`: the main job, end to end;
+//! - `torture`: random operations, plugind SIGKILLed in the middle, invariants checked after
+//!   each restart.
 //!
 //! xtask depends on no workspace crate: it drives cargo and the system's tools.
 
@@ -17,6 +19,7 @@ mod daemon;
 mod demo;
 mod plugin;
 mod setup;
+mod torture;
 mod util;
 
 use clap::{Parser, Subcommand};
@@ -47,6 +50,22 @@ enum Task {
     Plugin,
     /// Build everything, start plugind, install and use the sample plugin, show the state.
     Demo,
+    /// Kill plugind (SIGKILL) in the middle of random operations, restart it (live restore
+    /// on and off in turn) and check the invariants after each restart.
+    Torture {
+        /// Number of kill-and-restart iterations.
+        #[arg(long, default_value_t = 100)]
+        iterations: u64,
+        /// Seed of every random choice (default: from the clock; printed either way).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Count violations and go on instead of stopping at the first.
+        #[arg(long)]
+        keep_going: bool,
+        /// Seconds restarted plugins may take to settle before a difference is a violation.
+        #[arg(long, default_value_t = 20)]
+        settle: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,5 +80,16 @@ fn main() -> anyhow::Result<()> {
             println!("plugin tar:       {}", out.tar.display());
         }),
         Task::Demo => demo::run(),
+        Task::Torture {
+            iterations,
+            seed,
+            keep_going,
+            settle,
+        } => torture::run(&torture::Options {
+            iterations,
+            seed,
+            keep_going,
+            settle: std::time::Duration::from_secs(settle),
+        }),
     }
 }
