@@ -771,8 +771,11 @@ impl Torture {
             let mut found = Vec::new();
             let op_note = match &outcome {
                 Outcome::Answered { status, body, took } => {
-                    let est = &mut self.estimates_ms[op.kind()];
-                    *est = 0.8 * *est + 0.2 * took.as_secs_f64() * 1000.0;
+                    // Only work done counts: a refusal (404, 409) takes no time.
+                    if (200..300).contains(status) {
+                        let est = &mut self.estimates_ms[op.kind()];
+                        *est = 0.8 * *est + 0.2 * took.as_secs_f64() * 1000.0;
+                    }
                     if *status >= 500 {
                         found.push(violation(
                             "op-5xx",
@@ -903,7 +906,13 @@ impl Torture {
                 .iter()
                 .map(|v| (v.category, v.subject.clone()))
                 .collect();
-            let converging = found.iter().any(|v| CONVERGING.contains(&v.category));
+            // With --keep-going, what the previous iteration already reported is not expected
+            // to converge now either.
+            let converging = found.iter().any(|v| {
+                CONVERGING.contains(&v.category)
+                    && !(self.opts.keep_going
+                        && self.previous.contains(&(v.category, v.subject.clone())))
+            });
             match &last {
                 Some((prev, since)) if *prev == keys => {
                     if !converging && self.opts.keep_going && since.elapsed() >= STABLE {
@@ -1111,7 +1120,7 @@ impl Torture {
                 _ => out.push(violation(
                     "leftover-log",
                     path.display().to_string(),
-                    "log of a plugin that is gone",
+                    "log of a plugin that is gone (logs go with the plugin on remove)",
                 )),
             }
         }
