@@ -55,6 +55,7 @@ pub(crate) fn run(advisories: bool) -> anyhow::Result<()> {
             seed: Some(10),
             keep_going: false,
             settle: std::time::Duration::from_secs(20),
+            idle_kills: false,
         })
     })?;
     step("doc", || {

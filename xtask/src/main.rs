@@ -65,6 +65,9 @@ enum Task {
         /// Seconds restarted plugins may take to settle before a difference is a violation.
         #[arg(long, default_value_t = 20)]
         settle: u64,
+        /// Kill only after each operation answered (a control run: restarts alone).
+        #[arg(long)]
+        idle_kills: bool,
     },
 }
 
@@ -85,11 +88,13 @@ fn main() -> anyhow::Result<()> {
             seed,
             keep_going,
             settle,
+            idle_kills,
         } => torture::run(&torture::Options {
             iterations,
             seed,
             keep_going,
             settle: std::time::Duration::from_secs(settle),
+            idle_kills,
         }),
     }
 }

@@ -46,6 +46,8 @@ const PLUGINS: &[&str] = &["torture/p0", "torture/p1", "torture/p2"];
 const VOLUMES: &[&str] = &["tv0", "tv1", "tv2", "tv3"];
 /// containerd namespace plugind gives its shims (`crates/daemon/src/wiring.rs`).
 const NAMESPACE: &str = "plugind";
+/// Refusals Docker itself answers with 500 (plain `fmt.Errorf` in moby): not violations.
+const DOCKER_500S: &[&str] = &["cannot set on an active plugin"];
 /// How long a restarted plugind may take to answer `_ping`.
 const START_DEADLINE: Duration = Duration::from_secs(60);
 /// Limit of each check request (a hung API is a violation, not a stuck harness).
@@ -64,6 +66,9 @@ pub(crate) struct Options {
     pub(crate) keep_going: bool,
     /// How long restarted plugins may take to settle before a difference is a violation.
     pub(crate) settle: Duration,
+    /// Kill only once the operation answered: restart alone, no interrupted operation (a
+    /// control run for the checker: what fails here is not about crashes mid-operation).
+    pub(crate) idle_kills: bool,
 }
 
 /// Builds plugind and the sample plugin, runs the loop, cleans up, prints the figures.
@@ -764,10 +769,16 @@ impl Torture {
                     Err(e) => Outcome::Cut(format!("{e:#}")),
                 }
             });
-            std::thread::sleep(delay);
-            self.daemon.kill9();
+            let outcome = if self.opts.idle_kills {
+                let outcome = worker.join().unwrap_or(Outcome::Cut("panicked".into()));
+                self.daemon.kill9();
+                outcome
+            } else {
+                std::thread::sleep(delay);
+                self.daemon.kill9();
+                worker.join().unwrap_or(Outcome::Cut("panicked".into()))
+            };
             self.stats.kills += 1;
-            let outcome = worker.join().unwrap_or(Outcome::Cut("panicked".into()));
             let mut found = Vec::new();
             let op_note = match &outcome {
                 Outcome::Answered { status, body, took } => {
@@ -776,7 +787,7 @@ impl Torture {
                         let est = &mut self.estimates_ms[op.kind()];
                         *est = 0.8 * *est + 0.2 * took.as_secs_f64() * 1000.0;
                     }
-                    if *status >= 500 {
+                    if *status >= 500 && !DOCKER_500S.iter().any(|t| body.contains(t)) {
                         found.push(violation(
                             "op-5xx",
                             what.clone(),
@@ -906,6 +917,10 @@ impl Torture {
                 .iter()
                 .map(|v| (v.category, v.subject.clone()))
                 .collect();
+            if self.opts.keep_going && keys.iter().all(|k| self.previous.contains(k)) {
+                // Nothing new since the last iteration: debris that stays, counted already.
+                return found;
+            }
             // With --keep-going, what the previous iteration already reported is not expected
             // to converge now either.
             let converging = found.iter().any(|v| {
