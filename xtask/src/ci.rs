@@ -46,6 +46,18 @@ pub(crate) fn run(advisories: bool) -> anyhow::Result<()> {
                 ),
         )
     })?;
+    // Crash consistency: plugind SIGKILLed in the middle of random operations, invariants
+    // checked after each restart. A fixed seed keeps CI reproducible; the full run is
+    // `cargo xtask torture --iterations 1000`.
+    step("torture (40 iterations, seed 10)", || {
+        crate::torture::run(&crate::torture::Options {
+            iterations: 40,
+            seed: Some(10),
+            keep_going: false,
+            settle: std::time::Duration::from_secs(20),
+            idle_kills: false,
+        })
+    })?;
     step("doc", || {
         run_cmd(
             cargo()

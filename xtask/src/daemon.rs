@@ -155,9 +155,22 @@ pub(crate) fn http(
     path: &str,
     body: &[u8],
 ) -> anyhow::Result<(u16, String)> {
+    http_timeout(socket, method, path, body, Duration::from_secs(120))
+}
+
+/// [`http`] with a caller-chosen limit on each read and write (the torture loop must not
+/// wait two minutes on a daemon that hangs).
+pub(crate) fn http_timeout(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> anyhow::Result<(u16, String)> {
     let mut s =
         UnixStream::connect(socket).with_context(|| format!("connect {}", socket.display()))?;
-    s.set_read_timeout(Some(Duration::from_secs(120)))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
     let content_type = if path.starts_with("/plugins/create") {
         "application/x-tar"
     } else {

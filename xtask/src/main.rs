@@ -9,6 +9,8 @@
 //! - `plugin`: build the sample volume plugin as a static binary and package it;
 //! - `demo`: the main job, end to end;
 //! - `fuzz`: run a cargo-fuzz target (nightly) against its seed corpus.
+//! - `torture`: random operations, plugind SIGKILLed in the middle, invariants checked after
+//!   each restart.
 //!
 //! xtask depends on no workspace crate: it drives cargo and the system's tools.
 
@@ -19,6 +21,7 @@ mod demo;
 mod fuzz;
 mod plugin;
 mod setup;
+mod torture;
 mod util;
 
 use clap::{Parser, Subcommand};
@@ -61,6 +64,25 @@ enum Task {
         #[arg(long, default_value_t = 1)]
         jobs: u32,
     },
+    /// Kill plugind (SIGKILL) in the middle of random operations, restart it (live restore
+    /// on and off in turn) and check the invariants after each restart.
+    Torture {
+        /// Number of kill-and-restart iterations.
+        #[arg(long, default_value_t = 100)]
+        iterations: u64,
+        /// Seed of every random choice (default: from the clock; printed either way).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Count violations and go on instead of stopping at the first.
+        #[arg(long)]
+        keep_going: bool,
+        /// Seconds restarted plugins may take to settle before a difference is a violation.
+        #[arg(long, default_value_t = 20)]
+        settle: u64,
+        /// Kill only after each operation answered (a control run: restarts alone).
+        #[arg(long)]
+        idle_kills: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -76,5 +98,18 @@ fn main() -> anyhow::Result<()> {
         }),
         Task::Demo => demo::run(),
         Task::Fuzz { target, time, jobs } => fuzz::run(&target, time, jobs),
+        Task::Torture {
+            iterations,
+            seed,
+            keep_going,
+            settle,
+            idle_kills,
+        } => torture::run(&torture::Options {
+            iterations,
+            seed,
+            keep_going,
+            settle: std::time::Duration::from_secs(settle),
+            idle_kills,
+        }),
     }
 }
