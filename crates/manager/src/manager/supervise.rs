@@ -106,6 +106,13 @@ impl Manager {
                     () = stopped(&mut stop) => None,
                 };
                 let Some(event) = event else { break };
+                // Only a task's own exit concerns the manager. Other events are not queued: a
+                // plugin flooding events (OOM kills, say) behind a job waiting for its lock
+                // would otherwise fill the queue and, through the bounded channel, stall the
+                // executor that the lock holder is waiting on.
+                if !matches!(event, TaskEvent::Exited { exec_id: None, .. }) {
+                    continue;
+                }
                 let Some(inner) = weak.upgrade() else { break };
                 let manager = Manager { inner };
                 let Ok(id) = PluginId::parse(event.id()) else {
@@ -368,6 +375,57 @@ mod tests {
         fn log_path(&self, id: &str) -> PathBuf {
             PathBuf::from(id)
         }
+    }
+
+    /// Issue 10, defect 9: a flood of events for a plugin whose exit is waiting for the plugin
+    /// lock is not queued behind it, so the bounded channel from the executor keeps flowing
+    /// (a full channel would stall the executor, which the lock holder may be waiting on).
+    #[tokio::test]
+    async fn event_flood_behind_a_locked_plugin_does_not_stall_the_channel() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ManagerConfig::new(&dir.path().join("root"), &dir.path().join("run"));
+        let (tx, rx) = mpsc::channel(4);
+        let (manager, _) = Manager::start(config, Arc::new(NoTasks), rx).await.unwrap();
+        let id = PluginId::from_bytes([9; 32]);
+        lock(&manager.inner.live)
+            .entry(id.clone())
+            .or_default()
+            .running = Some(super::super::Running {
+            pid: 5,
+            started: std::time::Instant::now(),
+        });
+        let held = manager.plugin_lock(&id);
+        let guard = held.lock().await;
+        // An exit whose handling now waits for the lock...
+        tx.send(TaskEvent::Exited {
+            id: id.to_string(),
+            exec_id: None,
+            pid: 5,
+            exit: ExitInfo {
+                status: 1,
+                exited_at: None,
+                oom_killed: false,
+            },
+        })
+        .await
+        .unwrap();
+        // ...and more events for the same plugin than the manager's queue holds.
+        let flood = {
+            let tx = tx.clone();
+            let id = id.to_string();
+            tokio::spawn(async move {
+                for _ in 0..5000 {
+                    tx.send(TaskEvent::Oom { id: id.clone() }).await.unwrap();
+                }
+            })
+        };
+        // A hang detector, not a performance bound: without the fix this never finishes.
+        tokio::time::timeout(Duration::from_secs(60), flood)
+            .await
+            .expect("the event channel stalled behind a locked plugin")
+            .unwrap();
+        drop(guard);
+        manager.shutdown().await;
     }
 
     /// Issue 10, defect 9: tasks the manager spawns (event loop, restart timers, sweeps) are
