@@ -84,7 +84,10 @@ fn busy_mount_is_reported_with_its_path_and_delete_keeps_the_bundle() {
     let mut attempts = 0;
     while let Err(e) = Bundle::delete(&dir, &id) {
         attempts += 1;
-        assert!(attempts < 100, "the mount stays busy after its holder closed: {e}");
+        assert!(
+            attempts < 100,
+            "the mount stays busy after its holder closed: {e}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     assert!(!b.path().exists());
