@@ -1207,6 +1207,18 @@ impl Inner {
             self.delete_dead_shim(id, bundle, address.as_deref().unwrap_or(""), None)
                 .await?;
         }
+        // A `runc create` cut short (its shim stopped mid-create) leaves cgroups that no runc
+        // state names any more. Plugin specs set no `cgroupsPath`, so runc's default applies:
+        // `/<id>` in every hierarchy.
+        let cgroup = PathBuf::from(format!("/{id}"));
+        match tokio::task::spawn_blocking(move || plugind_sys::cgroup::remove(&cgroup)).await {
+            Ok(Ok(removed)) if !removed.is_empty() => {
+                tracing::info!(task = %id, cgroups = removed.len(), "removed leftover cgroups");
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(ExecutorError::Sys(e)),
+            Err(e) => tracing::warn!(task = %id, error = %e, "cgroup clean-up panicked"),
+        }
         let dir = self.config.task_dir(id);
         match fs::remove_dir_all(&dir) {
             Ok(()) => {}

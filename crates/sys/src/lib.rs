@@ -8,6 +8,7 @@
 //! - [`limits`]: the descriptor limit (`RLIMIT_NOFILE`), raised to the hard limit at start;
 //! - [`lock`]: exclusive advisory locks (`flock`) on files: the state-root lock that keeps two
 //!   daemons off one root, and per-ingest writer locks in the blob store;
+//! - [`cgroup`]: removal of a task's cgroups that its runtime left behind;
 //! - [`mount`]: mount, unmount and `/proc/self/mountinfo` parsing;
 //! - [`probe`]: kernel feature probes answered once per process;
 //! - [`process`]: signals and process identity (pid + start time);
@@ -18,6 +19,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cgroup;
 mod error;
 pub mod failpoint;
 pub mod fs;
