@@ -172,8 +172,7 @@ fn run_one(target: &str, seconds: u64, jobs: u32) -> anyhow::Result<Outcome> {
             || line.contains("panicked")
             || line.contains("artifact")
             || line.starts_with("stat::")
-            || line.contains("error")
-            || line.contains("Compiling");
+            || line.starts_with("error");
         if interesting {
             eprintln!("{target}: {line}");
         }

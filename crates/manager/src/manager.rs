@@ -824,6 +824,9 @@ impl Manager {
     ) -> Result<Bundle> {
         let cfg = &self.inner.config;
         let id = record.id();
+        // Records written before create checked paths (or edited on disk) get the same rules.
+        record.plugin.config.validate()?;
+        record.plugin.settings.validate()?;
         fs::create_dir_all(runtime_dir).map_err(|e| io_err("create directory", runtime_dir, e))?;
         let _ = fs::remove_file(socket);
         let rootfs = self.inner.store.rootfs_dir(id);

@@ -34,8 +34,17 @@ pub fn reference(data: &[u8]) {
     let again = Reference::parse_normalized(&full).expect("full string re-parses");
     assert_eq!(again.full_string(), full);
     let familiar = reference.familiar_string();
-    let again = Reference::parse_normalized(&familiar).expect("familiar string re-parses");
-    assert_eq!(again.full_string(), full);
+    // Docker's ambiguity, kept: `docker.io/foo.com/bar` is familiar `foo.com/bar`, which reads
+    // back as registry `foo.com`, or not at all for `docker.io/a_b.c/d` (found by this target;
+    // distribution/reference does the same).
+    let first = reference.path().split('/').next().unwrap_or("");
+    let looks_like_domain = first.contains(['.', ':']) || first == "localhost";
+    // And `docker.io/<64 hex>` is familiar `<64 hex>`, which reads as an id, not a name.
+    let hex_name = crate::is_lower_hex(&reference.familiar_name(), 64);
+    if !(reference.domain() == "docker.io" && (looks_like_domain || hex_name)) {
+        let again = Reference::parse_normalized(&familiar).expect("familiar string re-parses");
+        assert_eq!(again.full_string(), full, "familiar string round trip");
+    }
     let tagged = reference.with_default_tag();
     let _ = (
         tagged.familiar_name(),
