@@ -24,13 +24,6 @@ const TARGETS: &[(&str, Entry)] = &[
     ("shim_event", plugind_executor::fuzzing::event_payload),
 ];
 
-/// Seeds that crash today and are fixed on another branch of issue 10: skipped here (they
-/// abort the whole test process) until that fix is merged; then the entry goes.
-const PENDING_FIX: &[(&str, &str)] = &[(
-    "api_json_body/deep-nesting-5000",
-    "stack overflow in gojson::decode_string_list (issue 10 defect 7, JSON nesting depth)",
-)];
-
 /// The stack of a tokio worker (2 MiB), where the daemon runs these parsers: a seed that
 /// needs more is a stack overflow waiting for a client.
 const WORKER_STACK: usize = 2 << 20;
@@ -59,11 +52,6 @@ fn run_corpus(target: &str) {
     let files = seeds(target);
     assert!(!files.is_empty(), "fuzz/corpus/{target} has no seeds");
     for file in files {
-        let key = format!("{target}/{}", file.file_name().unwrap().to_string_lossy());
-        if let Some((_, why)) = PENDING_FIX.iter().find(|(k, _)| *k == key) {
-            eprintln!("skipping {key}: {why}");
-            continue;
-        }
         let data = fs::read(&file).unwrap();
         let shown = file.display().to_string();
         std::thread::Builder::new()
@@ -100,12 +88,6 @@ fn every_fuzz_target_is_listed_and_has_seeds() {
             "{name} is not a [[bin]] of fuzz/Cargo.toml"
         );
         assert!(!seeds(name).is_empty(), "{name} has no seeds");
-    }
-    for (key, _) in PENDING_FIX {
-        assert!(
-            fuzz_dir().join("corpus").join(key).is_file(),
-            "pending seed {key} is gone: remove its entry"
-        );
     }
 }
 
