@@ -45,6 +45,15 @@ pub struct ManagerBackend {
     runtimes: RwLock<RuntimeFacts>,
     /// `ID` of `/info`; see [`ManagerBackend::with_engine_id`].
     engine_id: String,
+    /// The task copying the manager's events into `events`: ended with the backend, not left
+    /// to notice it at the next event.
+    forwarder: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ManagerBackend {
+    fn drop(&mut self) {
+        self.forwarder.abort();
+    }
 }
 
 impl ManagerBackend {
@@ -56,7 +65,7 @@ impl ManagerBackend {
             events.publish(to_message(&e));
         }
         let forward = Arc::downgrade(&events);
-        tokio::spawn(async move {
+        let forwarder = tokio::spawn(async move {
             loop {
                 match live.recv().await {
                     Ok(e) => match forward.upgrade() {
@@ -75,6 +84,7 @@ impl ManagerBackend {
             events,
             runtimes: RwLock::new(runtimes),
             engine_id: String::new(),
+            forwarder,
         }
     }
 

@@ -22,10 +22,18 @@ const EMPTY_DEADLINE: Duration = Duration::from_secs(5);
 /// hierarchy's mount point, never outside it.
 pub fn existing_dirs(relative: &Path) -> Result<Vec<PathBuf>> {
     let rel = plain_relative(relative)?;
+    // runc resolves a relative cgroup path against the cgroup of the process that runs it (the
+    // shim, which has plugind's): look under the hierarchy's root and under our own cgroups.
+    let parents = own_cgroups();
     let mut dirs: Vec<PathBuf> = read_mountinfo()?
         .into_iter()
         .filter(|m| m.fs_type == "cgroup" || m.fs_type == "cgroup2")
-        .map(|m| m.mount_point.join(&rel))
+        .flat_map(|m| {
+            parents
+                .iter()
+                .map(|p| m.mount_point.join(p).join(&rel))
+                .collect::<Vec<_>>()
+        })
         .filter(|d| d.is_dir())
         .collect();
     // Several mounts may show one hierarchy (co-mounted controllers, bind mounts).
@@ -46,6 +54,25 @@ pub fn remove(relative: &Path) -> Result<Vec<PathBuf>> {
         remove_tree(dir, deadline)?;
     }
     Ok(dirs)
+}
+
+/// The paths of this process's cgroups (`/proc/self/cgroup`), relative to their hierarchies'
+/// roots, plus the root itself; only plain components are kept.
+fn own_cgroups() -> Vec<PathBuf> {
+    let mut out = vec![PathBuf::new()];
+    if let Ok(text) = fs::read_to_string("/proc/self/cgroup") {
+        for line in text.lines() {
+            let Some(path) = line.splitn(3, ':').nth(2) else {
+                continue;
+            };
+            if let Ok(p) = plain_relative(Path::new(path)) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// `relative` without its leading `/`, refused when any component is not a plain name.
@@ -110,7 +137,10 @@ fn remove_tree(dir: &Path, deadline: Instant) -> Result<()> {
             match fs::remove_dir(d) {
                 Ok(()) => break,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-                Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EBUSY as i32) && Instant::now() < deadline => {
+                Err(e)
+                    if e.raw_os_error() == Some(nix::errno::Errno::EBUSY as i32)
+                        && Instant::now() < deadline =>
+                {
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 Err(e) => return Err(SysError::io("remove cgroup", d, e)),
