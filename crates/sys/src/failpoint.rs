@@ -4,7 +4,8 @@
 //! Compiled in only with the `failpoints` feature, which only test builds enable (crates list
 //! `plugind-sys` with it under `[dev-dependencies]`); without it [`hit`] is an empty inline
 //! function. A failpoint fires when the `PLUGIND_FAILPOINTS` environment variable (read on
-//! every hit, so a test child process can be armed from outside) or [`set`] names it:
+//! every hit, so a test child process can be armed from outside) or `set` (feature builds
+//! only) names it:
 //! `name=abort` ends the process at once with `SIGABRT` (no destructor, no cleanup: a crash),
 //! `name=panic` panics (unwinding, so in-process tests can stop an operation dead).
 
