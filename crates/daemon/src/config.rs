@@ -19,8 +19,16 @@ pub const BUILTIN_RUNTIME: &str = "runc";
 /// plugind: runs Docker managed plugins and serves the Docker plugin API.
 #[derive(Debug, Clone, Parser)]
 // Like dockerd (pflag), a flag given twice is not an error: the last occurrence wins.
-#[command(name = "plugind", version, args_override_self = true)]
+// `--version` is ours (not clap's): it also asks runc and the shim for theirs.
+#[command(
+    name = "plugind",
+    disable_version_flag = true,
+    args_override_self = true
+)]
 pub struct Cli {
+    /// Print plugind's version and commit and the runc/shim versions found, then exit.
+    #[arg(short = 'v', long, short_alias = 'V')]
+    pub version: bool,
     /// State directory: plugin records, root filesystems, blobs.
     #[arg(
         long,

@@ -4,6 +4,7 @@
 
 mod config;
 mod logging;
+mod version;
 mod wiring;
 
 use std::{ffi::OsString, process::ExitCode};
@@ -19,6 +20,10 @@ use crate::{
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
     let cli = Cli::parse_from(args.clone()).unwrap_or_else(|e| e.exit());
+    if cli.version {
+        print!("{}", version::version_text());
+        return ExitCode::SUCCESS;
+    }
     let config = match Config::load(&cli) {
         Ok(config) => config,
         Err(e) => {
