@@ -57,27 +57,10 @@ pub(crate) fn run() -> anyhow::Result<()> {
     cli(&["plugin", "inspect", "--format", "{{.Name}} enabled={{.Enabled}} state={{.PluginD.State}} pid={{.PluginD.Pid}} implements={{.Config.Interface.Types}}", NAME])?;
 
     step("use it: a volume through the plugin");
-    if d.request("GET", "/volumes", &[])?.0 == 200 {
-        cli(&["volume", "create", "-d", NAME, "demo-volume"])?;
-        cli(&["volume", "ls"])?;
-        cli(&["volume", "inspect", "demo-volume"])?;
-        cli(&["volume", "rm", "demo-volume"])?;
-    } else {
-        // Without the volume API, speak the plugin protocol on the plugin's own socket.
-        let inspect = cli(&["plugin", "inspect", "--format", "{{.Id}}", NAME])?;
-        let socket = d
-            .dir
-            .join(format!("run/plugins/{}/vol.sock", inspect.trim()));
-        let create = crate::daemon::http(
-            &socket,
-            "POST",
-            "/VolumeDriver.Create",
-            br#"{"Name":"demo-volume","Opts":{}}"#,
-        )?;
-        println!("VolumeDriver.Create -> {} {}", create.0, create.1.trim());
-        let list = crate::daemon::http(&socket, "POST", "/VolumeDriver.List", b"{}")?;
-        println!("VolumeDriver.List -> {} {}", list.0, list.1.trim());
-    }
+    cli(&["volume", "create", "-d", NAME, "demo-volume"])?;
+    cli(&["volume", "ls"])?;
+    cli(&["volume", "inspect", "demo-volume"])?;
+    cli(&["volume", "rm", "demo-volume"])?;
 
     step("its logs (plugind's GET /plugins/{name}/logs)");
     let logs = d.ok("GET", &format!("/plugins/{NAME}/logs?tail=10"), &[])?;

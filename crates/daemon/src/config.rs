@@ -19,8 +19,20 @@ pub const BUILTIN_RUNTIME: &str = "runc";
 /// plugind: runs Docker managed plugins and serves the Docker plugin API.
 #[derive(Debug, Clone, Parser)]
 // Like dockerd (pflag), a flag given twice is not an error: the last occurrence wins.
-#[command(name = "plugind", version, args_override_self = true)]
+// `--version` is ours (not clap's): it also asks runc and the shim for theirs.
+#[command(
+    name = "plugind",
+    disable_version_flag = true,
+    args_override_self = true
+)]
 pub struct Cli {
+    /// Print plugind's version and commit and the runc/shim versions found, then exit.
+    #[arg(short = 'v', long, short_alias = 'V')]
+    pub version: bool,
+    /// Check the configuration and the host, print what is wrong, then exit (also spelled
+    /// `plugind check [OPTIONS]`).
+    #[arg(long)]
+    pub validate: bool,
     /// State directory: plugin records, root filesystems, blobs.
     #[arg(
         long,
@@ -126,6 +138,12 @@ pub enum LogFormat {
 impl Cli {
     /// Parses arguments (the first is the program name), remembering which were explicit.
     pub fn parse_from(args: impl IntoIterator<Item = OsString>) -> Result<Cli, clap::Error> {
+        let mut args: Vec<OsString> = args.into_iter().collect();
+        // `plugind check [OPTIONS]` is `plugind --validate [OPTIONS]`: a word rather than a
+        // clap subcommand, so that every daemon flag may follow it.
+        if args.get(1).is_some_and(|a| a == "check") {
+            args[1] = "--validate".into();
+        }
         let matches = Cli::command().try_get_matches_from(args)?;
         let mut cli = Cli::from_arg_matches(&matches)?;
         cli.explicit = explicit_ids(&matches);

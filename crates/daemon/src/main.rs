@@ -2,8 +2,10 @@
 //! handling, builds the plugin manager (`wiring`) and serves the Docker plugin API until
 //! SIGTERM/SIGINT; SIGHUP re-reads the configuration. No lifecycle logic lives here.
 
+mod check;
 mod config;
 mod logging;
+mod version;
 mod wiring;
 
 use std::{ffi::OsString, process::ExitCode};
@@ -19,6 +21,10 @@ use crate::{
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
     let cli = Cli::parse_from(args.clone()).unwrap_or_else(|e| e.exit());
+    if cli.version {
+        print!("{}", version::version_text());
+        return ExitCode::SUCCESS;
+    }
     let config = match Config::load(&cli) {
         Ok(config) => config,
         Err(e) => {
@@ -26,6 +32,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if cli.validate {
+        let problems = check::check_host(&config);
+        if problems.is_empty() {
+            println!("{}", check::OK_LINE);
+            return ExitCode::SUCCESS;
+        }
+        for problem in problems {
+            eprintln!("plugind: {problem}");
+        }
+        return ExitCode::FAILURE;
+    }
     logging::init(config.log_level, config.log_format);
     // Before any thread starts, so every thread and child sees the raised limit.
     let nofile = match plugind_manager::sys::limits::raise_nofile_limit() {

@@ -168,7 +168,7 @@ fn runtime_facts(config: &Config) -> RuntimeFacts {
 }
 
 /// An absolute path as is, else the first match in `PATH` and the sbin directories.
-fn find_program(name: &str) -> Option<PathBuf> {
+pub(crate) fn find_program(name: &str) -> Option<PathBuf> {
     let p = Path::new(name);
     if p.is_absolute() {
         return p.exists().then(|| p.to_path_buf());

@@ -34,6 +34,8 @@ pub use manager::{
     Manager, ManagerConfig, PluginHandle, PluginView, RestoreReport, TaskEventReceiver,
     DOCKER_START_DEADLINE,
 };
+/// For `plugind check`: the daemon's socket paths fit a unix socket address.
+pub use plugind_bundle::socket::check_daemon_sockets;
 /// Re-exported so consumers (api, volumes, daemon) use exactly the versions the manager uses.
 pub use {
     plugind_executor as executor, plugind_store as store, plugind_sys as sys,
