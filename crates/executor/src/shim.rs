@@ -295,10 +295,8 @@ impl std::fmt::Debug for ShimExecutor {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A poisoned lock only means a panic elsewhere; the maps stay consistent.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+// A poisoned lock only means a panic elsewhere; the maps stay consistent.
+use plugind_sys::sync::lock;
 
 /// Ids and exec ids become file names: keep them to a safe alphabet.
 fn check_id(id: &str) -> Result<()> {

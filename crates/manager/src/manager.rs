@@ -223,9 +223,7 @@ pub struct Manager {
     inner: Arc<Inner>,
 }
 
-fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+use plugind_sys::sync::lock;
 
 impl Manager {
     /// Opens the state root (taking its lock), reloads records, and restores plugins: with
