@@ -52,40 +52,33 @@ impl Query {
     }
 }
 
-/// Percent-decoding; `plus_is_space` for query components. Errors are Go's texts.
+/// Percent-decoding (`percent-encoding`); `plus_is_space` for query components. Unlike that
+/// crate, Go's `url.QueryUnescape` refuses a malformed escape, so the escapes are checked
+/// first and the error is Go's text.
 pub(crate) fn unescape(s: &str, plus_is_space: bool) -> Result<String, String> {
     let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hex = b
-                    .get(i + 1..i + 3)
-                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit));
-                let Some(hex) = hex else {
-                    let end = (i + 3).min(b.len());
-                    return Err(format!(
-                        "invalid URL escape {:?}",
-                        String::from_utf8_lossy(&b[i..end])
-                    ));
-                };
-                let hi = (hex[0] as char).to_digit(16).unwrap_or(0);
-                let lo = (hex[1] as char).to_digit(16).unwrap_or(0);
-                out.push(u8::try_from(hi * 16 + lo).unwrap_or(0));
-                i += 3;
-            }
-            b'+' if plus_is_space => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
+    for (i, _) in s.match_indices('%') {
+        let valid = b
+            .get(i + 1..i + 3)
+            .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit));
+        if !valid {
+            let end = (i + 3).min(b.len());
+            return Err(format!(
+                "invalid URL escape {:?}",
+                String::from_utf8_lossy(&b[i..end])
+            ));
         }
     }
-    Ok(String::from_utf8_lossy(&out).into_owned())
+    let spaced;
+    let s = if plus_is_space && s.contains('+') {
+        spaced = s.replace('+', " ");
+        spaced.as_str()
+    } else {
+        s
+    };
+    Ok(percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned())
 }
 
 /// `strconv.Atoi` with Go's error texts (moby 28 returns them untyped: 500).
@@ -160,6 +153,31 @@ mod tests {
         assert_eq!(
             Query::parse(Some("a=%zz")).unwrap_err().message,
             r#"invalid URL escape "%zz""#
+        );
+    }
+
+    #[test]
+    fn unescape_matches_gos_query_unescape() {
+        assert_eq!(unescape("a%2Bb+c", true), Ok("a+b c".to_owned()));
+        assert_eq!(unescape("a%2Bb+c", false), Ok("a+b+c".to_owned()));
+        assert_eq!(unescape("%e2%82%ac", true), Ok("\u{20ac}".to_owned()));
+        assert_eq!(unescape("%41%4a", true), Ok("AJ".to_owned()));
+        // Go stops at the first malformed escape and quotes at most three bytes of it.
+        assert_eq!(
+            unescape("%", true),
+            Err(r#"invalid URL escape "%""#.to_owned())
+        );
+        assert_eq!(
+            unescape("x%4", true),
+            Err(r#"invalid URL escape "%4""#.to_owned())
+        );
+        assert_eq!(
+            unescape("%4g%zz", true),
+            Err(r#"invalid URL escape "%4g""#.to_owned())
+        );
+        assert_eq!(
+            unescape("ok%2", true),
+            Err(r#"invalid URL escape "%2""#.to_owned())
         );
     }
 

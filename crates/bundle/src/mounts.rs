@@ -24,12 +24,9 @@ fn resolved(dir: &Path) -> PathBuf {
 /// first). Returns the mount points unmounted; fails with every mount that stayed.
 pub fn unmount_under(dir: &Path) -> Result<Vec<PathBuf>> {
     let dir = resolved(dir);
-    let table = sysmount::read_mountinfo()?;
-    let mut targets: Vec<(usize, PathBuf)> = table
+    let mut targets: Vec<(usize, PathBuf)> = sysmount::mounts_under(&dir)?
         .into_iter()
         .enumerate()
-        .filter(|(_, m)| m.mount_point.starts_with(&dir))
-        .map(|(i, m)| (i, m.mount_point))
         .collect();
     if targets.is_empty() {
         return Ok(Vec::new());
@@ -49,11 +46,7 @@ pub fn unmount_under(dir: &Path) -> Result<Vec<PathBuf>> {
         }
     }
     if !failures.is_empty() {
-        let still: Vec<PathBuf> = sysmount::read_mountinfo()?
-            .into_iter()
-            .map(|m| m.mount_point)
-            .filter(|p| p.starts_with(&dir))
-            .collect();
+        let still = sysmount::mounts_under(&dir)?;
         failures.retain(|f| still.contains(&f.path));
         if !failures.is_empty() {
             for f in &failures {

@@ -295,10 +295,8 @@ impl std::fmt::Debug for ShimExecutor {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A poisoned lock only means a panic elsewhere; the maps stay consistent.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+// A poisoned lock only means a panic elsewhere; the maps stay consistent.
+use plugind_sys::sync::lock;
 
 /// Ids and exec ids become file names: keep them to a safe alphabet.
 fn check_id(id: &str) -> Result<()> {
@@ -785,11 +783,8 @@ impl Inner {
         if !bundle.join("config.json").is_file() {
             return Err(invalid("no config.json"));
         }
-        let (runtime, binary) = self
-            .runtimes
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .binary(req.runtime.as_deref())?;
+        let (runtime, binary) =
+            plugind_sys::sync::read(&self.runtimes).binary(req.runtime.as_deref())?;
         if lock(&self.tasks).contains_key(id) || !lock(&self.starting).insert(id.to_owned()) {
             return Err(ExecutorError::AlreadyExists { id: id.to_owned() });
         }
@@ -1385,21 +1380,13 @@ impl ShimExecutor {
     /// (and wrapper script) they were started with.
     pub fn reload_runtimes(&self, runtimes: &Runtimes) -> Result<()> {
         let resolved = runtime::resolve(runtimes, &self.inner.config.exec_root.join("runtimes"))?;
-        *self
-            .inner
-            .runtimes
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(resolved);
+        *plugind_sys::sync::write(&self.inner.runtimes) = Arc::new(resolved);
         Ok(())
     }
 
     /// The binary the shim runs for runtime `name` (`None`: the default), e.g. a wrapper script.
     pub fn runtime_binary(&self, name: Option<&str>) -> Result<PathBuf> {
-        Ok(self
-            .inner
-            .runtimes
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        Ok(plugind_sys::sync::read(&self.inner.runtimes)
             .binary(name)?
             .1)
     }

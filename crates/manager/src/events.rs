@@ -124,7 +124,7 @@ impl<T: Clone> EventHub<T> {
 
     /// Records and broadcasts an event.
     pub fn publish(&self, event: T) {
-        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let mut history = plugind_sys::sync::lock(&self.history);
         if history.len() == self.capacity {
             history.pop_front();
         }
@@ -135,7 +135,7 @@ impl<T: Clone> EventHub<T> {
 
     /// The kept events that pass `keep`, and a receiver for every event published after them.
     pub fn subscribe_where(&self, keep: impl Fn(&T) -> bool) -> (Vec<T>, broadcast::Receiver<T>) {
-        let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let history = plugind_sys::sync::lock(&self.history);
         let past = history.iter().filter(|e| keep(e)).cloned().collect();
         (past, self.sender.subscribe())
     }

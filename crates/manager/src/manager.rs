@@ -223,9 +223,7 @@ pub struct Manager {
     inner: Arc<Inner>,
 }
 
-fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+use plugind_sys::sync::lock;
 
 impl Manager {
     /// Opens the state root (taking its lock), reloads records, and restores plugins: with
@@ -587,10 +585,7 @@ impl Manager {
 
     /// `gc` held shared: no sweep runs while a create commits a blob and marks it pending.
     fn gc_shared(&self) -> std::sync::RwLockReadGuard<'_, ()> {
-        self.inner
-            .gc
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        plugind_sys::sync::read(&self.inner.gc)
     }
 
     /// Deletes every blob no plugin refers to (and abandoned ingests older than an hour).
@@ -601,11 +596,7 @@ impl Manager {
     /// Deletes every blob neither a record nor a create in progress refers to, and every
     /// ingest no writer holds that is older than `ingest_grace`.
     fn sweep_blobs_with(&self, ingest_grace: Duration) {
-        let _gc = self
-            .inner
-            .gc
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _gc = plugind_sys::sync::write(&self.inner.gc);
         let mut live: HashSet<_> = self
             .inner
             .store

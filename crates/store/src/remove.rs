@@ -62,15 +62,8 @@ pub(crate) fn remove_tree(path: &Path) -> Result<(), StoreError> {
 /// Mount points at or below `path` in this process's mount namespace. An unreadable
 /// mountinfo yields none; the device check of the walk still guards other filesystems.
 pub(crate) fn mounts_under(path: &Path) -> Vec<PathBuf> {
-    let Ok(base) = fs::canonicalize(path) else {
-        return Vec::new();
-    };
-    match plugind_sys::mount::read_mountinfo() {
-        Ok(mounts) => mounts
-            .into_iter()
-            .map(|m| m.mount_point)
-            .filter(|m| m.starts_with(&base))
-            .collect(),
+    match plugind_sys::mount::mounts_under(path) {
+        Ok(mounts) => mounts,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read mountinfo; relying on the device check");
             Vec::new()

@@ -54,16 +54,9 @@ mod tests {
             parse("2000-02-29T00:00:00.5Z"),
             Some(UNIX_EPOCH + Duration::new(951_782_400, 500_000_000))
         );
-        for bad in [
-            "",
-            "2000-02-29",
-            "2000-02-29T00:00:00",
-            "2000-02-29T00:00:00.Z",
-            "2000-13-01T00:00:00Z",
-            "2000-02-29T00:00:00+01:00",
-        ] {
-            assert_eq!(parse(bad), None, "{bad}");
-        }
+        // The full set of rejected texts is `plugind_types::time`'s test; the wrapper only
+        // has to pass the rejection on.
+        assert_eq!(parse("2000-02-29T00:00:00+01:00"), None);
     }
 
     #[test]

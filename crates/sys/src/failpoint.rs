@@ -37,7 +37,7 @@ mod imp {
     }
 
     pub fn set(name: &str, action: Option<Action>) {
-        let mut map = CONFIGURED.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = crate::sync::lock(&CONFIGURED);
         let map = map.get_or_insert_with(HashMap::new);
         match action {
             Some(a) => map.insert(name.to_owned(), a),
@@ -52,9 +52,7 @@ mod imp {
                 (n.trim() == name).then(|| parse(a.trim())).flatten()
             })
         });
-        let configured = CONFIGURED
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let configured = crate::sync::lock(&CONFIGURED)
             .as_ref()
             .and_then(|m| m.get(name).copied());
         match from_env.or(configured) {

@@ -28,6 +28,7 @@ pub mod lock;
 pub mod mount;
 pub mod probe;
 pub mod process;
+pub mod sync;
 pub mod tree;
 
 pub use error::{Result, SysError};

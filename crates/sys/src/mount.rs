@@ -135,6 +135,23 @@ pub fn read_mountinfo() -> Result<Vec<MountInfo>> {
     parse_mountinfo(&text)
 }
 
+/// The mount points of `table` at or below `dir` (component-wise: `/a/bc` is not below
+/// `/a/b`), in table order (a path mounted over twice is listed oldest first).
+pub fn mount_points_under(table: Vec<MountInfo>, dir: &Path) -> Vec<PathBuf> {
+    table
+        .into_iter()
+        .map(|m| m.mount_point)
+        .filter(|p| p.starts_with(dir))
+        .collect()
+}
+
+/// [`mount_points_under`] this process's mount table. `dir` is resolved first when it exists,
+/// because the table shows resolved paths.
+pub fn mounts_under(dir: &Path) -> Result<Vec<PathBuf>> {
+    let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    Ok(mount_points_under(read_mountinfo()?, &dir))
+}
+
 /// Unmounts the top mount at `path`; `detach` makes it lazy (`MNT_DETACH`).
 ///
 /// Symlinks in the last component are not followed (`UMOUNT_NOFOLLOW`).
@@ -307,6 +324,25 @@ mod tests {
         assert_eq!(m[2].mount_point, Path::new("/tmp/a b/c\td\ne"));
         assert_eq!(m[2].root, Path::new("/sub"));
         assert!(!m[2].is_shared());
+    }
+
+    #[test]
+    fn mount_points_under_compares_whole_components() {
+        let table = || parse_mountinfo(SAMPLE).unwrap();
+        assert_eq!(
+            mount_points_under(table(), Path::new("/tmp/a b")),
+            [Path::new("/tmp/a b"), Path::new("/tmp/a b/c\td\ne")]
+        );
+        assert!(mount_points_under(table(), Path::new("/tmp/a")).is_empty());
+        assert_eq!(mount_points_under(table(), Path::new("/")).len(), 3);
+    }
+
+    #[test]
+    fn mounts_under_reads_this_process_table() {
+        // `/proc` is mounted in every environment these tests run in.
+        assert!(mounts_under(Path::new("/proc"))
+            .unwrap()
+            .contains(&PathBuf::from("/proc")));
     }
 
     #[test]

@@ -28,7 +28,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Mutex as StdMutex, MutexGuard, OnceLock,
+        Arc, Mutex as StdMutex, OnceLock,
     },
     time::SystemTime,
 };
@@ -102,9 +102,7 @@ struct Inner {
     report: OnceLock<OpenReport>,
 }
 
-fn lock<T>(m: &StdMutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+use plugind_sys::sync::lock;
 
 impl VolumeService {
     /// Opens the volume records under `<root>/volumes` (created if missing), quarantining bad

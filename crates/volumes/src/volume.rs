@@ -3,8 +3,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    io::Read,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::SystemTime,
 };
 
 use serde::{Deserialize, Serialize};
@@ -153,25 +152,10 @@ pub fn validate_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// A random 64-hex name, as Docker generates for volumes created without one. Reads the
-/// kernel's random source; falls back to time and address entropy if it cannot (the name only
-/// needs to be unlikely to clash, and create refuses clashes anyway).
+/// A random 64-hex name, as Docker generates for volumes created without one (from the
+/// operating system's random source through `rand`).
 pub fn random_name() -> String {
-    let mut bytes = [0u8; 32];
-    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
-    if read.is_err() {
-        use std::hash::{BuildHasher, Hasher};
-        for chunk in bytes.chunks_mut(8) {
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u128(
-                SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or(Duration::ZERO)
-                    .as_nanos(),
-            );
-            chunk.copy_from_slice(&h.finish().to_le_bytes());
-        }
-    }
+    let bytes: [u8; 32] = rand::random();
     plugind_types::to_hex(&bytes)
 }
 
@@ -193,6 +177,7 @@ pub fn normalize_scope(scope: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
     fn names_follow_dockers_rule() {
