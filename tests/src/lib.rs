@@ -35,8 +35,21 @@ pub fn sample_plugin_dir() -> PathBuf {
     workspace().join("target/plugin/volume-plugin")
 }
 
-/// The docker CLI.
-pub const DOCKER: &str = "/usr/local/bin/docker";
+/// Looks a program up in `PATH` and the sbin directories (which non-login shells lack).
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The docker CLI found on `PATH`; panics naming it when missing (`cargo xtask setup`
+/// installs one on a machine that has none).
+pub fn docker_cli() -> PathBuf {
+    find_program("docker")
+        .expect("end-to-end tests need the docker CLI on PATH (cargo xtask setup)")
+}
 
 /// Panics unless everything an end-to-end test needs is present.
 pub fn require_e2e() {
@@ -45,10 +58,10 @@ pub fn require_e2e() {
         status.lines().any(|l| l.starts_with("Uid:\t0\t")),
         "end-to-end tests need root"
     );
-    for bin in ["/usr/bin/containerd-shim-runc-v2", "/usr/sbin/runc", DOCKER] {
+    for bin in ["containerd-shim-runc-v2", "runc", "docker"] {
         assert!(
-            Path::new(bin).exists(),
-            "end-to-end tests need {bin} (cargo xtask setup)"
+            find_program(bin).is_some(),
+            "end-to-end tests need {bin} on PATH (cargo xtask setup)"
         );
     }
     assert!(
@@ -182,7 +195,7 @@ impl Daemon {
 
     /// Runs the docker CLI against this daemon.
     pub fn docker(&self, args: &[&str]) -> Output {
-        Command::new(DOCKER)
+        Command::new(docker_cli())
             .args(args)
             .env("DOCKER_HOST", format!("unix://{}", self.socket().display()))
             .env("DOCKER_CONFIG", self.dir.join("docker"))

@@ -190,7 +190,7 @@ fn a_hung_then_killed_volume_plugin_fails_within_the_deadline() {
     assert!(err.contains("did not answer within 2s"), "{err}");
 
     // Killed mid-call: a call is waiting on the stopped plugin when it is killed.
-    let mut cmd = Command::new(plugind_tests::DOCKER);
+    let mut cmd = Command::new(plugind_tests::docker_cli());
     cmd.args(["volume", "create", "-d", "hang/vol", "h3"])
         .env("DOCKER_HOST", format!("unix://{}", d.socket().display()))
         .env("DOCKER_CONFIG", d.dir.join("docker"));

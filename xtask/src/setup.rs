@@ -15,6 +15,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("busybox-static", "busybox"),
     ("docker-registry", "docker-registry"),
     ("python3-venv", "python3"),
+    // Only its CLI is used (the tests and the demo drive plugind with it); the engine it also
+    // brings is kept from starting (`without_service_starts`) and disabled.
+    ("docker.io", "docker"),
 ];
 
 /// cargo-deny version pinned for reproducible checks (style.md §6).
@@ -32,12 +35,20 @@ pub(crate) fn run() -> anyhow::Result<()> {
     } else {
         println!("setup: installing {}", missing.join(" "));
         run_cmd(Command::new("apt-get").args(["update", "-qq"]))?;
-        run_cmd(
-            Command::new("apt-get")
-                .args(["install", "-y", "-qq", "--no-install-recommends"])
-                .args(&missing)
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )?;
+        without_service_starts(|| {
+            run_cmd(
+                Command::new("apt-get")
+                    .args(["install", "-y", "-qq", "--no-install-recommends"])
+                    .args(&missing)
+                    .env("DEBIAN_FRONTEND", "noninteractive"),
+            )
+        })?;
+        if missing.contains(&"docker.io") {
+            // Best effort: no init system may know the service on this machine class.
+            let _ = Command::new("update-rc.d")
+                .args(["docker", "disable"])
+                .status();
+        }
     }
     if cargo_deny().is_some() {
         println!("setup: cargo-deny present");
@@ -81,6 +92,29 @@ fn ensure_venv() -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(tools_dir()).context("create target/xtask-tools")?;
     run_cmd(Command::new("python3").arg("-m").arg("venv").arg(&venv))
+}
+
+/// Runs `f` with Debian's `policy-rc.d` answering "do not start" (101), so packages that ship
+/// a daemon (docker.io's dockerd, containerd) install without starting it. An existing
+/// policy file is left as it is.
+fn without_service_starts(f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
+    let policy = std::path::Path::new("/usr/sbin/policy-rc.d");
+    if policy.exists() {
+        return f();
+    }
+    std::fs::write(
+        policy,
+        "#!/bin/sh\n# written by cargo xtask setup while installing\nexit 101\n",
+    )
+    .context("write /usr/sbin/policy-rc.d")?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(policy, std::fs::Permissions::from_mode(0o755))
+            .context("chmod /usr/sbin/policy-rc.d")?;
+    }
+    let result = f();
+    let _ = std::fs::remove_file(policy);
+    result
 }
 
 fn package_present(pkg: &str, program: &str) -> bool {

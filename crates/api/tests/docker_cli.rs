@@ -1,15 +1,21 @@
-//! The real docker CLI (28.x, `/usr/local/bin/docker`) driven against the in-process server
+//! The real docker CLI (found on `PATH`; written against the 28.x client) driven against the in-process server
 //! with the fake backend: negotiation, every `docker plugin` command we serve, events, and the
 //! error cases with Docker's exact messages and exit codes.
 
 mod common;
 
-use std::path::Path;
-
 use common::{Server, AUTHZ_CONFIG, VOLUME_CONFIG};
 use plugind_api::EventMessage;
 
-const DOCKER: &str = "/usr/local/bin/docker";
+/// The docker CLI on `PATH` (and the sbin directories); panics when there is none, so a
+/// machine without it fails these tests instead of skipping them.
+fn docker_cli() -> std::path::PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("docker"))
+        .find(|p| p.is_file())
+        .expect("these tests need the docker CLI on PATH (cargo xtask setup)")
+}
 
 struct Out {
     code: i32,
@@ -19,13 +25,9 @@ struct Out {
 
 /// Runs the CLI against the server with a private config dir; panics if the CLI is missing.
 async fn docker(s: &Server, args: &[&str]) -> Out {
-    assert!(
-        Path::new(DOCKER).exists(),
-        "these tests need the docker CLI at {DOCKER} (Docker 28 client)"
-    );
     let config = s.dir.path().join("docker-config");
     std::fs::create_dir_all(&config).unwrap();
-    let out = tokio::process::Command::new(DOCKER)
+    let out = tokio::process::Command::new(docker_cli())
         .arg("-H")
         .arg(format!("unix://{}", s.sock.display()))
         .args(args)
@@ -388,13 +390,9 @@ async fn events_stream_live_to_the_cli_and_end_when_it_exits() {
 
     let s = Server::start().await;
     s.backend.add("live/vol:latest", VOLUME_CONFIG, false);
-    assert!(
-        Path::new(DOCKER).exists(),
-        "these tests need the docker CLI at {DOCKER}"
-    );
     let config = s.dir.path().join("docker-config");
     std::fs::create_dir_all(&config).unwrap();
-    let mut child = tokio::process::Command::new(DOCKER)
+    let mut child = tokio::process::Command::new(docker_cli())
         .arg("-H")
         .arg(format!("unix://{}", s.sock.display()))
         .args([
