@@ -1,0 +1,206 @@
+//! Starting a task: shim launch, Create and Start, the task record, and undoing a start that
+//! failed half-way.
+
+use super::*;
+
+impl Inner {
+    pub(super) async fn create(&self, req: CreateTask) -> Result<TaskState> {
+        let id = req.id.as_str();
+        check_id(id)?;
+        let bundle = &req.bundle;
+        let invalid = |reason| ExecutorError::InvalidBundle {
+            id: id.to_owned(),
+            bundle: bundle.clone(),
+            reason,
+        };
+        if !bundle.is_absolute() {
+            return Err(invalid("not an absolute path"));
+        }
+        if bundle.file_name().and_then(|n| n.to_str()) != Some(id) {
+            return Err(invalid("directory name differs from the task id"));
+        }
+        if !bundle.join("config.json").is_file() {
+            return Err(invalid("no config.json"));
+        }
+        let (runtime, binary) =
+            plugind_sys::sync::read(&self.runtimes).binary(req.runtime.as_deref())?;
+        if lock(&self.tasks).contains_key(id) || !lock(&self.starting).insert(id.to_owned()) {
+            return Err(ExecutorError::AlreadyExists { id: id.to_owned() });
+        }
+        let generation = lock(&self.book).begin(id);
+        let result = self.create_started(id, bundle, &runtime, &binary).await;
+        if result.is_err() {
+            lock(&self.book).end(id, Some(generation));
+        }
+        lock(&self.starting).remove(id);
+        result
+    }
+
+    pub(super) async fn create_started(
+        &self,
+        id: &str,
+        bundle: &Path,
+        runtime: &str,
+        binary: &Path,
+    ) -> Result<TaskState> {
+        let shim_tail = Tail::default();
+        let err_tail = Tail::default();
+        let (mut drains, log) = self.open_io(id, bundle, &shim_tail, &err_tail)?;
+        let address = match self.launch_shim(id, bundle, &shim_tail).await {
+            Ok(a) => a,
+            Err(e) => {
+                drains.stop().await;
+                self.abort_start(id, None, None, None).await;
+                return Err(e);
+            }
+        };
+        let (client, shim_pid, _) = match self.attach(id, &address, self.config.rpc_timeout).await {
+            Ok(c) => c,
+            Err(e) => {
+                drains.stop().await;
+                self.abort_start(id, None, Some(&address), None).await;
+                return Err(ExecutorError::ShimStart {
+                    id: id.to_owned(),
+                    status: None,
+                    detail: format!("shim does not answer: {e}"),
+                    shim_log: logs::tail_lines(&shim_tail),
+                });
+            }
+        };
+        let shim = ProcessIdentity::of(shim_pid).ok();
+        match self.create_and_start(id, bundle, binary, &client).await {
+            Ok(pid) => {
+                lock(&self.book).set_init_pid(id, pid);
+                let record = TaskRecord {
+                    pid,
+                    start_time: ProcessIdentity::of(pid).map(|p| p.start_time).unwrap_or(0),
+                    shim_pid,
+                    shim_start_time: shim.map_or(0, |p| p.start_time),
+                    runtime: runtime.to_owned(),
+                };
+                // A crash here leaves a running task that restore cannot adopt (no record of
+                // its identity): only `destroy` can reclaim it (tests).
+                plugind_sys::failpoint::hit("executor-task-started-unrecorded");
+                if let Err(e) = self.write_task_record(id, &record) {
+                    // The task runs but could not be recorded (EMFILE, a full tmpfs): stop it
+                    // and its shim now, or it outlives this failure unseen and the next create
+                    // of this id finds it ("task ... already exists").
+                    drains.stop().await;
+                    self.abort_start(id, Some(&client), Some(&address), shim)
+                        .await;
+                    return Err(e);
+                }
+                self.register(Task {
+                    id: id.to_owned(),
+                    bundle: bundle.to_owned(),
+                    client: Some(client.clone()),
+                    shim,
+                    exit: None,
+                    log: Some(log),
+                    drains: tokio::sync::Mutex::new(drains),
+                    execs: tokio::sync::Mutex::new(HashMap::new()),
+                    watcher: Mutex::new(None),
+                });
+                // Events are hints: an exit between Start and registration was ignored, so ask.
+                let st = self.state_of(&client, id, "").await?;
+                let status = status_of(&st);
+                let exit = if status == TaskStatus::Stopped {
+                    Some(self.report_stopped(id, &st).await)
+                } else {
+                    None
+                };
+                tracing::info!(task = %id, pid, runtime, "task started");
+                Ok(TaskState {
+                    id: id.to_owned(),
+                    pid,
+                    status,
+                    exit,
+                })
+            }
+            Err(e) => {
+                // Let the drains take the last output before the tails are read.
+                let state = self.state_of(&client, id, "").await.ok();
+                drains.stop().await;
+                self.abort_start(id, Some(&client), Some(&address), shim)
+                    .await;
+                match state {
+                    Some(st) if status_of(&st) == TaskStatus::Stopped => {
+                        Err(ExecutorError::TaskExited {
+                            id: id.to_owned(),
+                            exit_status: st.exit_status,
+                            stderr: logs::tail_lines(&err_tail),
+                            shim_log: logs::tail_lines(&shim_tail),
+                        })
+                    }
+                    _ => Err(e),
+                }
+            }
+        }
+    }
+
+    /// Writes `tasks/<id>/task.json`, replaced atomically but not fsynced: the exec root is a
+    /// tmpfs in production and the record matters only as long as the task does, which a
+    /// reboot ends anyway.
+    pub(super) fn write_task_record(&self, id: &str, record: &TaskRecord) -> Result<()> {
+        let path = self.config.task_dir(id).join("task.json");
+        let json = serde_json::to_vec(record).expect("a TaskRecord always serialises");
+        // Replaced atomically but not fsynced: the exec root is a tmpfs in production and
+        // the record matters only as long as the task does, which a reboot ends anyway.
+        let tmp = path.with_extension("json.tmp");
+        fs::write(&tmp, &json).map_err(|e| ExecutorError::io("write", &tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| ExecutorError::io("rename", &path, e))
+    }
+
+    /// Create + Start; a task that is already stopped when Start returns is an error.
+    pub(super) async fn create_and_start(
+        &self,
+        id: &str,
+        bundle: &Path,
+        binary: &Path,
+        client: &TaskClient,
+    ) -> Result<u32> {
+        let t = Some(self.config.rpc_timeout);
+        let dir = self.config.task_dir(id);
+        let options = Options {
+            binary_name: binary.to_string_lossy().into_owned(),
+            root: self.config.runc_root.to_string_lossy().into_owned(),
+            ..Default::default()
+        };
+        let any = Any {
+            type_url: OPTIONS_URL.to_owned(),
+            value: options
+                .write_to_bytes()
+                .expect("encoding a protobuf message into a Vec cannot fail"),
+            ..Default::default()
+        };
+        let create = CreateTaskRequest {
+            id: id.to_owned(),
+            bundle: bundle.to_string_lossy().into_owned(),
+            stdout: dir.join("stdout").to_string_lossy().into_owned(),
+            stderr: dir.join("stderr").to_string_lossy().into_owned(),
+            options: Some(any).into(),
+            ..Default::default()
+        };
+        client.create(create, t).await?;
+        let pid = client
+            .start(
+                StartRequest {
+                    id: id.to_owned(),
+                    ..Default::default()
+                },
+                t,
+            )
+            .await?
+            .pid;
+        let st = self.state_of(client, id, "").await?;
+        if status_of(&st) == TaskStatus::Stopped {
+            return Err(ExecutorError::TaskExited {
+                id: id.to_owned(),
+                exit_status: st.exit_status,
+                stderr: Vec::new(),
+                shim_log: Vec::new(),
+            });
+        }
+        Ok(pid)
+    }
+}
