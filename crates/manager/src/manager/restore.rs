@@ -240,7 +240,7 @@ impl Manager {
         if let Some(l) = lock(&self.inner.live).get_mut(id) {
             l.exit_tx = Some(exit_tx);
         }
-        let ready = super::wait_ready(
+        let ready = super::task::wait_ready(
             &socket,
             self.inner.config.default_ready_timeout,
             &mut exit_rx,
