@@ -95,18 +95,16 @@ fn ensure_venv() -> anyhow::Result<()> {
 }
 
 /// Runs `f` with Debian's `policy-rc.d` answering "do not start" (101), so packages that ship
-/// a daemon (docker.io's dockerd, containerd) install without starting it. An existing
-/// policy file is left as it is.
+/// a daemon (docker.io's dockerd, containerd) install without starting it. Another policy
+/// file is left as it is.
 fn without_service_starts(f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
+    const OURS: &str = "#!/bin/sh\n# written by cargo xtask setup while installing\nexit 101\n";
     let policy = std::path::Path::new("/usr/sbin/policy-rc.d");
-    if policy.exists() {
+    // One left by a setup killed mid-install is ours to reuse and remove; any other is kept.
+    if policy.exists() && std::fs::read_to_string(policy).ok().as_deref() != Some(OURS) {
         return f();
     }
-    std::fs::write(
-        policy,
-        "#!/bin/sh\n# written by cargo xtask setup while installing\nexit 101\n",
-    )
-    .context("write /usr/sbin/policy-rc.d")?;
+    std::fs::write(policy, OURS).context("write /usr/sbin/policy-rc.d")?;
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(policy, std::fs::Permissions::from_mode(0o755))
