@@ -13,11 +13,9 @@ use std::{
 use async_trait::async_trait;
 use plugind_manager::{
     events::{EventHub, PluginEvent},
-    executor::{read_log_tail, LogEntry},
-    store::{RunState, StoreError},
-    types::Reference,
-    Manager, ManagerError, PluginView,
+    read_log_tail, LogEntry, Manager, ManagerError, PluginView, RunState, StoreError,
 };
+use plugind_types::Reference;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::backend::{

@@ -205,7 +205,7 @@ pub async fn serve(
                 // so resident memory returns to its level before the burst.
                 if peak >= TRIM_AFTER_PEAK && conns.len() <= peak / 8 {
                     peak = conns.len();
-                    tokio::task::spawn_blocking(plugind_manager::sys::limits::release_free_memory);
+                    tokio::task::spawn_blocking(plugind_sys::limits::release_free_memory);
                 }
             }
         }

@@ -55,7 +55,7 @@ fn check_executable(what: &str, path: &Path) -> Option<String> {
 
 /// runc needs a cgroup filesystem at /sys/fs/cgroup (cgroup v2, or v1 hierarchies below it).
 fn check_cgroups(mountinfo: &str) -> Option<String> {
-    let mounts = match plugind_manager::sys::mount::parse_mountinfo(mountinfo) {
+    let mounts = match plugind_sys::mount::parse_mountinfo(mountinfo) {
         Ok(mounts) => mounts,
         Err(e) => return Some(format!("cgroups: cannot parse /proc/self/mountinfo: {e}")),
     };

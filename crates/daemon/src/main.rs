@@ -45,7 +45,7 @@ fn main() -> ExitCode {
     }
     logging::init(config.log_level, config.log_format);
     // Before any thread starts, so every thread and child sees the raised limit.
-    let nofile = match plugind_manager::sys::limits::raise_nofile_limit() {
+    let nofile = match plugind_sys::limits::raise_nofile_limit() {
         Ok(limit) => Some(limit),
         Err(e) => {
             tracing::warn!(error = %e, "cannot read or raise the descriptor limit");
@@ -67,7 +67,7 @@ fn main() -> ExitCode {
 async fn run(
     args: &[OsString],
     config: Config,
-    nofile: Option<plugind_manager::sys::limits::NofileLimit>,
+    nofile: Option<plugind_sys::limits::NofileLimit>,
 ) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -120,10 +120,7 @@ async fn run(
 
 /// The configured connection cap, lowered to what fits under the descriptor limit with room
 /// for plugin work (a daemon at its descriptor limit cannot start plugins or answer anyone).
-fn api_max_connections(
-    config: &Config,
-    nofile: Option<plugind_manager::sys::limits::NofileLimit>,
-) -> usize {
+fn api_max_connections(config: &Config, nofile: Option<plugind_sys::limits::NofileLimit>) -> usize {
     let Some(limit) = nofile else {
         return config.api_max_connections;
     };

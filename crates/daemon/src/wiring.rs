@@ -10,10 +10,8 @@ use std::{
 use anyhow::Context;
 use async_trait::async_trait;
 use plugind_api::{ManagerBackend, PluginBackend, RuntimeFacts, RuntimeInfo};
-use plugind_manager::{
-    executor::{ExecutorConfig, RuntimeConfig, Runtimes, ShimExecutor},
-    Manager, ManagerConfig,
-};
+use plugind_executor::{ExecutorConfig, RuntimeConfig, Runtimes, ShimExecutor};
+use plugind_manager::{Manager, ManagerConfig};
 
 use plugind_volumes::{VolumeConfig, VolumeService};
 

@@ -34,10 +34,25 @@ pub use manager::{
     Manager, ManagerConfig, PluginHandle, PluginView, RestoreReport, TaskEventReceiver,
     DOCKER_START_DEADLINE,
 };
-/// For `plugind check`: the daemon's socket paths fit a unix socket address.
-pub use plugind_bundle::socket::check_daemon_sockets;
-/// Re-exported so consumers (api, volumes, daemon) use exactly the versions the manager uses.
-pub use {
-    plugind_executor as executor, plugind_store as store, plugind_sys as sys,
-    plugind_types as types,
-};
+// What the manager's API names from the crates below it, re-exported item by item so that
+// consumers (api, volumes, daemon, tests) use exactly the versions the manager uses. Whole
+// crates are never re-exported: a consumer that needs more of a lower crate says so with a
+// dependency edge that ARCHITECTURE.md and `tests/tests/tidy.rs` allow.
+/// The format of the file [`Manager::log_path`] names: its lines and how to read its end.
+pub use plugind_executor::{read_log_tail, LogEntry, LogTail};
+/// The executor the manager drives ([`Manager::start`] takes one) and its error, a source of
+/// [`ManagerError::Executor`].
+pub use plugind_executor::{Executor, ExecutorError};
+/// The stored record of [`PluginView::record`], its observed run state, and the store's
+/// error, a source of [`ManagerError::Store`] (lookups fail with its `NotFound`/`Ambiguous`).
+pub use plugind_store::{PluginRecord, RunState, StoreError};
+
+/// For `plugind check`: every socket plugind creates under `exec_root` (the events socket,
+/// plugin sockets with the longest name allowed) and the API socket fit in a unix socket
+/// address. The layout under the exec root is the manager's, so the check is too.
+pub fn check_daemon_sockets(
+    exec_root: &std::path::Path,
+    api_socket: &std::path::Path,
+) -> Result<()> {
+    plugind_bundle::socket::check_daemon_sockets(exec_root, api_socket).map_err(ManagerError::from)
+}

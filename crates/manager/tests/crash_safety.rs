@@ -27,7 +27,7 @@ use plugind_executor::{
     CreateTask, Executor, ExecutorConfig, ExitInfo, RestoreOutcome, Runtimes, ShimExecutor,
     TaskState, TaskStats,
 };
-use plugind_manager::{store::RunState, Manager, ManagerConfig, ManagerError};
+use plugind_manager::{Manager, ManagerConfig, ManagerError, RunState};
 
 type Events = tokio::sync::mpsc::UnboundedReceiver<plugind_executor::TaskEvent>;
 

@@ -17,7 +17,7 @@ use std::{
 };
 
 use plugind_executor::{ExecutorConfig, Runtimes, ShimExecutor};
-use plugind_manager::{store::RunState, Manager, ManagerConfig, ManagerError};
+use plugind_manager::{Manager, ManagerConfig, ManagerError, RunState};
 use plugind_types::ErrorKind;
 
 const SHIM: &str = "/usr/bin/containerd-shim-runc-v2";

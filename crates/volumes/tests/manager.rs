@@ -14,10 +14,8 @@ use std::{
     time::Duration,
 };
 
-use plugind_manager::{
-    executor::{ExecutorConfig, Runtimes, ShimExecutor},
-    Manager, ManagerConfig,
-};
+use plugind_executor::{ExecutorConfig, Runtimes, ShimExecutor};
+use plugind_manager::{Manager, ManagerConfig};
 use plugind_types::ErrorKind;
 use plugind_volumes::{volume::random_name, VolumeConfig, VolumeFilters, VolumeService};
 
