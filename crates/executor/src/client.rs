@@ -11,9 +11,8 @@ use std::time::Duration;
 use containerd_shim_protos::{
     api::{
         ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse, DeleteRequest,
-        DeleteResponse, ExecProcessRequest, KillRequest, PauseRequest, PidsRequest, PidsResponse,
-        ResumeRequest, ShutdownRequest, StartRequest, StartResponse, StateRequest, StateResponse,
-        StatsRequest, StatsResponse, WaitRequest, WaitResponse,
+        DeleteResponse, KillRequest, ShutdownRequest, StartRequest, StartResponse, StateRequest,
+        StateResponse, WaitRequest, WaitResponse,
     },
     protobuf::well_known_types::empty::Empty,
     ttrpc::{self, context, r#async::Client},
@@ -158,12 +157,7 @@ impl TaskClient {
         DeleteRequest,
         DeleteResponse
     );
-    rpc!(pids, pids_inner, "Pids", PidsRequest, PidsResponse);
-    rpc!(pause, pause_inner, "Pause", PauseRequest, Empty);
-    rpc!(resume, resume_inner, "Resume", ResumeRequest, Empty);
     rpc!(kill, kill_inner, "Kill", KillRequest, Empty);
-    rpc!(exec, exec_inner, "Exec", ExecProcessRequest, Empty);
     rpc!(wait, wait_inner, "Wait", WaitRequest, WaitResponse);
-    rpc!(stats, stats_inner, "Stats", StatsRequest, StatsResponse);
     rpc!(shutdown, shutdown_inner, "Shutdown", ShutdownRequest, Empty);
 }

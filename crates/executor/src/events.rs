@@ -10,10 +10,7 @@ use std::{
 
 use async_trait::async_trait;
 use containerd_shim_protos::{
-    events::task::{
-        TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskOOM, TaskPaused,
-        TaskResumed, TaskStart,
-    },
+    events::task::{TaskCreate, TaskDelete, TaskExit, TaskOOM, TaskStart},
     protobuf::{
         well_known_types::{any::Any, empty::Empty, timestamp::Timestamp},
         Message,
@@ -44,7 +41,8 @@ fn parse<M: Message>(any: &Any) -> Option<M> {
 
 /// Decodes one event payload (type URL `containerd.events.<Type>`) into a [`TaskEvent`].
 ///
-/// Returns `None` for topics plugind does not use and for undecodable payloads.
+/// Returns `None` for topics plugind does not use (exec and pause events: the executor starts
+/// no exec process and pauses nothing) and for undecodable payloads.
 pub(crate) fn decode(any: &Any) -> Option<TaskEvent> {
     let kind = any
         .type_url
@@ -83,27 +81,6 @@ pub(crate) fn decode(any: &Any) -> Option<TaskEvent> {
         }
         "TaskOOM" => TaskEvent::Oom {
             id: parse::<TaskOOM>(any)?.container_id,
-        },
-        "TaskExecAdded" => {
-            let e: TaskExecAdded = parse(any)?;
-            TaskEvent::ExecAdded {
-                id: e.container_id,
-                exec_id: e.exec_id,
-            }
-        }
-        "TaskExecStarted" => {
-            let e: TaskExecStarted = parse(any)?;
-            TaskEvent::ExecStarted {
-                id: e.container_id,
-                exec_id: e.exec_id,
-                pid: e.pid,
-            }
-        }
-        "TaskPaused" => TaskEvent::Paused {
-            id: parse::<TaskPaused>(any)?.container_id,
-        },
-        "TaskResumed" => TaskEvent::Resumed {
-            id: parse::<TaskResumed>(any)?.container_id,
         },
         "TaskDelete" => {
             let e: TaskDelete = parse(any)?;
@@ -226,14 +203,11 @@ mod tests {
             decode(&any_of("TaskOOM", &oom)),
             Some(TaskEvent::Oom { id: "c2".into() })
         );
-        let mut st = TaskExecStarted::new();
+        let mut st = containerd_shim_protos::events::task::TaskExecStarted::new();
         st.container_id = "c2".into();
         st.exec_id = "e".into();
         st.pid = 7;
-        assert_eq!(
-            decode(&any_of("TaskExecStarted", &st)).map(|e| e.id().to_owned()),
-            Some("c2".to_owned())
-        );
+        assert_eq!(decode(&any_of("TaskExecStarted", &st)), None);
         assert_eq!(decode(&any_of("TaskCheckpointed", &oom)), None);
         let mut bad = any_of("TaskStart", &oom);
         bad.value = vec![0xff, 0xff, 0xff];

@@ -7,7 +7,8 @@ use containerd_shim_protos::{
     shim::events::ForwardRequest,
 };
 
-/// Topics plugind decodes, indexed by the first byte of a payload input.
+/// Topics shims publish, indexed by the first byte of a payload input (the exec and pause
+/// topics decode to nothing now; they stay so that the seed corpora keep their meaning).
 const TOPICS: [&str; 10] = [
     "TaskCreate",
     "TaskStart",

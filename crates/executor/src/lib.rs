@@ -1,9 +1,9 @@
 //! plugind-executor: runs OCI bundles as tasks through `containerd-shim-runc-v2`, without
 //! containerd.
 //!
-//! Its job: start a task from a bundle (shim `start`, ttrpc Create + Start), signal, kill, wait,
-//! exec, pause/resume, report state, pids and stats, delete it, and re-attach to running shims
-//! after a daemon restart. It serves the ttrpc events service shims publish to and delivers their
+//! Its job: start a task from a bundle (shim `start`, ttrpc Create + Start), stop it (SIGTERM,
+//! then SIGKILL after a grace period), report its state, delete it, and re-attach to running
+//! shims after a daemon restart. It serves the ttrpc events service shims publish to and delivers their
 //! events, in order per task, to one [`EventHandler`] through the keyed queue. It drains every
 //! task's stdout/stderr into `tracing` and a size-bounded log file. It knows the shim protocol
 //! and nothing about plugins (the manager maps plugins onto tasks; a task id is a plugin id).
@@ -14,7 +14,7 @@
 //! - [`ShimExecutor`] and its [`ExecutorConfig`]: the implementation over the shim;
 //! - [`Runtimes`] / [`RuntimeConfig`]: the OCI runtimes (runc by default; crun and runtimes with
 //!   arguments through content-addressed wrapper scripts), replaceable at run time;
-//! - [`TaskEvent`], [`TaskState`], [`ExitInfo`], [`TaskStats`], [`RestoreOutcome`];
+//! - [`TaskEvent`], [`TaskState`], [`ExitInfo`], [`RestoreOutcome`];
 //! - [`ExecutorError`], with [`ExecutorError::kind`].
 //!
 //! Guarantees: every ttrpc call has a deadline; a task's exit is delivered at most once as
@@ -27,7 +27,8 @@
 //! same id (even one whose init gets the same pid back) has its exit delivered.
 //!
 //! What it does not do: write or delete bundles (the caller passes the bundle path; its
-//! directory name must equal the task id), restart policy, or anything with terminals or stdin.
+//! directory name must equal the task id), restart policy, exec processes, pause, or anything
+//! with terminals or stdin.
 
 #![warn(missing_docs)]
 
@@ -53,9 +54,7 @@ use async_trait::async_trait;
 pub use error::{ExecutorError, Result};
 pub use runtime::{RuntimeConfig, Runtimes};
 pub use shim::{ExecutorConfig, ShimExecutor};
-pub use types::{
-    CreateTask, ExitInfo, RestoreOutcome, TaskEvent, TaskState, TaskStats, TaskStatus,
-};
+pub use types::{CreateTask, ExitInfo, RestoreOutcome, TaskEvent, TaskState, TaskStatus};
 
 /// Receives task events. Runs inside the event queue: calls for one task id never overlap and
 /// come in order; a slow handler for one task does not delay the others.
@@ -87,15 +86,15 @@ impl EventHandler for tokio::sync::mpsc::Sender<TaskEvent> {
     }
 }
 
-/// The task operations the plugin manager needs.
+/// The task operations the plugin manager needs, and only those: start, stop (kill, delete),
+/// state, restore and teardown of what an earlier run left, and the task's log. (Signals other
+/// than kill's, pause/resume, exec, pids and stats had no caller and were dropped.)
 #[async_trait]
 pub trait Executor: Send + Sync {
     /// Starts a task from a bundle (create + start) with the named runtime (default if `None`).
     /// Fails with [`ExecutorError::ShimStart`] or [`ExecutorError::TaskExited`] (carrying exit
     /// status, stderr tail and shim log tail) when it does not come up running.
     async fn create(&self, req: CreateTask) -> Result<TaskState>;
-    /// Sends `signal` to the task's init process.
-    async fn signal(&self, id: &str, signal: u32) -> Result<()>;
     /// SIGTERM, then after `grace` SIGKILL to every process of the task; returns the exit.
     async fn kill(&self, id: &str, grace: Duration) -> Result<ExitInfo>;
     /// Deletes a stopped task from its shim, stops the shim and releases the executor's files
@@ -113,25 +112,6 @@ pub trait Executor: Send + Sync {
     async fn state(&self, id: &str) -> Result<TaskState>;
     /// Re-attaches to the tasks of an earlier run, in parallel: `(id, bundle path)` pairs.
     async fn restore(&self, tasks: Vec<(String, PathBuf)>) -> Vec<RestoreOutcome>;
-    /// Pids of every process in the task.
-    async fn pids(&self, id: &str) -> Result<Vec<u32>>;
-    /// cgroup statistics of the task.
-    async fn stats(&self, id: &str) -> Result<TaskStats>;
-    /// Freezes the task.
-    async fn pause(&self, id: &str) -> Result<()>;
-    /// Thaws the task.
-    async fn resume(&self, id: &str) -> Result<()>;
-    /// Starts an extra process in the task; its output goes to the task's log. Returns its pid.
-    async fn exec(
-        &self,
-        id: &str,
-        exec_id: &str,
-        process: &oci_spec::runtime::Process,
-    ) -> Result<u32>;
-    /// Waits up to `timeout` for the init process (`exec_id == None`) or an exec to exit.
-    async fn wait(&self, id: &str, exec_id: Option<&str>, timeout: Duration) -> Result<ExitInfo>;
-    /// Removes an exited exec process.
-    async fn delete_exec(&self, id: &str, exec_id: &str) -> Result<ExitInfo>;
     /// The last `n` lines of the task's output log (stdout and stderr, across rotation), for
     /// error messages such as "exited with status 1; last output: ...".
     fn log_tail(&self, id: &str, n: usize) -> Result<Vec<String>>;

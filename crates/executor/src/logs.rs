@@ -166,7 +166,7 @@ pub fn sweep_log_files(dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<PathBuf> 
     removed
 }
 
-/// One line of a task log file: `<unix seconds>.<millis> <stdout|stderr>[/<exec id>] <text>`.
+/// One line of a task log file: `<unix seconds>.<millis> <stdout|stderr> <text>`.
 /// The executor writes this format; readers (the API's log route) parse it with
 /// [`LogEntry::parse`] so that the format lives in one place.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,8 +175,6 @@ pub struct LogEntry {
     pub time_nano: i64,
     /// True for stderr, false for stdout.
     pub stderr: bool,
-    /// The exec process that wrote it; `None` for the task itself.
-    pub exec_id: Option<String>,
     /// The text without its newline.
     pub text: String,
 }
@@ -195,22 +193,14 @@ impl LogEntry {
                 )
             });
         match (time_nano, stream, text) {
-            (Some(time_nano), Some(stream), Some(text)) => {
-                let (tag, exec_id) = match stream.split_once('/') {
-                    Some((tag, exec)) => (tag, Some(exec.to_owned())),
-                    None => (stream, None),
-                };
-                LogEntry {
-                    time_nano,
-                    stderr: tag == "stderr",
-                    exec_id,
-                    text: text.to_owned(),
-                }
-            }
+            (Some(time_nano), Some(stream), Some(text)) => LogEntry {
+                time_nano,
+                stderr: stream == "stderr",
+                text: text.to_owned(),
+            },
             _ => LogEntry {
                 time_nano: 0,
                 stderr: false,
-                exec_id: None,
                 text: line.to_owned(),
             },
         }
@@ -313,7 +303,7 @@ pub(crate) fn tail_lines(tail: &Tail) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The drains of one task (or exec process): stop them to flush what is buffered and end them.
+/// The drains of one task: stop them to flush what is buffered and end them.
 #[derive(Debug)]
 pub(crate) struct Drains {
     /// A watch rather than a `Notify`: a drain that has not run yet still sees the stop.
@@ -338,8 +328,7 @@ impl Drains {
         fifo: &Path,
         stream: Stream,
         task: &str,
-        exec_id: Option<&str>,
-        log: Option<Arc<Mutex<LogFile>>>,
+        log: Option<SharedLog>,
         tail: Tail,
     ) -> Result<()> {
         // Read-write: never EOF, never blocks on open (shim-protocol.md gotcha 2).
@@ -349,10 +338,8 @@ impl Drains {
             .map_err(|e| ExecutorError::io("open fifo", fifo, e))?;
         let stop = self.stop.subscribe();
         let task = task.to_owned();
-        let exec_id = exec_id.map(str::to_owned);
-        self.handles.push(tokio::spawn(drain(
-            rx, stream, task, exec_id, log, tail, stop,
-        )));
+        self.handles
+            .push(tokio::spawn(drain(rx, stream, task, log, tail, stop)));
         Ok(())
     }
 
@@ -377,15 +364,13 @@ async fn drain(
     mut rx: pipe::Receiver,
     stream: Stream,
     task: String,
-    exec_id: Option<String>,
-    log: Option<Arc<Mutex<LogFile>>>,
+    log: Option<SharedLog>,
     tail: Tail,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut sink = LineSink {
         stream,
         task,
-        exec_id,
         log,
         tail,
         partial: Vec::new(),
@@ -477,8 +462,7 @@ impl TokenBucket {
 struct LineSink {
     stream: Stream,
     task: String,
-    exec_id: Option<String>,
-    log: Option<Arc<Mutex<LogFile>>>,
+    log: Option<SharedLog>,
     tail: Tail,
     partial: Vec<u8>,
     /// Log-file lines not yet written: written by [`LineSink::write_pending`] on the blocking
@@ -543,10 +527,8 @@ impl LineSink {
         let dropped = self.trace_budget.take_dropped();
         self.reported_dropped += dropped;
         if dropped > 0 {
-            let exec = self.exec_id.as_deref().unwrap_or("");
             tracing::warn!(
                 task = %self.task,
-                exec = exec,
                 stream = self.stream.tag(),
                 dropped,
                 "{dropped} lines of plugin output were not copied into plugind's log (rate limit); the plugin's log file has them"
@@ -570,10 +552,9 @@ impl LineSink {
                 self.report_dropped();
             }
             self.traced += 1;
-            let exec = self.exec_id.as_deref().unwrap_or("");
             match self.stream {
-                Stream::Stdout => tracing::info!(task = %self.task, exec = exec, "{line}"),
-                Stream::Stderr => tracing::error!(task = %self.task, exec = exec, "{line}"),
+                Stream::Stdout => tracing::info!(task = %self.task, "{line}"),
+                Stream::Stderr => tracing::error!(task = %self.task, "{line}"),
                 Stream::Shim => tracing::debug!(task = %self.task, "shim: {line}"),
             }
         }
@@ -587,10 +568,6 @@ impl LineSink {
                 now.subsec_millis(),
                 self.stream.tag()
             );
-            if let Some(e) = &self.exec_id {
-                entry.push('/');
-                entry.push_str(e);
-            }
             entry.push(' ');
             entry.push_str(&line);
             self.pending.push(entry);
@@ -728,7 +705,6 @@ mod tests {
         let mut sink = LineSink {
             stream: Stream::Stderr,
             task: "t".into(),
-            exec_id: None,
             log: Some(log),
             tail: Tail::default(),
             partial: Vec::new(),
@@ -756,11 +732,8 @@ mod tests {
             (e.time_nano, e.stderr, e.text.as_str()),
             (1_700_000_000_250_000_000, true, "boom here")
         );
-        let x = LogEntry::parse("1.001 stdout/exec1 x");
-        assert_eq!(
-            (x.stderr, x.exec_id.as_deref(), x.text.as_str()),
-            (false, Some("exec1"), "x")
-        );
+        let x = LogEntry::parse("1.001 stdout x");
+        assert_eq!((x.stderr, x.text.as_str()), (false, "x"));
         assert_eq!(LogEntry::parse("garbage").text, "garbage");
     }
 
@@ -795,7 +768,7 @@ mod tests {
         let tail: Tail = Arc::default();
         let mut drains = Drains::default();
         drains
-            .add(&fifo, Stream::Stdout, "t", None, Some(log), tail.clone())
+            .add(&fifo, Stream::Stdout, "t", Some(log), tail.clone())
             .expect("add");
         // Far more than a pipe buffer: the writer would block forever without the drain.
         let writer = fifo.clone();

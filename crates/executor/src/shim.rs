@@ -20,11 +20,9 @@ use std::{
 use async_trait::async_trait;
 use containerd_shim_protos::{
     api::{
-        ConnectRequest, CreateTaskRequest, DeleteRequest, DeleteResponse, ExecProcessRequest,
-        KillRequest, PauseRequest, PidsRequest, ResumeRequest, ShutdownRequest, StartRequest,
-        StateRequest, StateResponse, StatsRequest, WaitRequest,
+        ConnectRequest, CreateTaskRequest, DeleteRequest, DeleteResponse, KillRequest,
+        ShutdownRequest, StartRequest, StateRequest, StateResponse, WaitRequest,
     },
-    cgroups, cgroups_v2,
     protobuf::{well_known_types::any::Any, Message},
     shim::oci::Options,
     shim_async::create_events,
@@ -39,9 +37,9 @@ use crate::{
     client::TaskClient,
     error::{ExecutorError, Result},
     events::{time_of, EventsService},
-    logs::{self, Drains, LogFile, SharedLog, Stream, Tail},
+    logs::{self, Drains, LogFile, Stream, Tail},
     runtime::{self, Resolved, Runtimes},
-    types::{CreateTask, ExitInfo, RestoreOutcome, TaskEvent, TaskState, TaskStats, TaskStatus},
+    types::{CreateTask, ExitInfo, RestoreOutcome, TaskEvent, TaskState, TaskStatus},
     EventHandler, Executor,
 };
 
@@ -49,8 +47,6 @@ use crate::{
 const SHIM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Type URL of the runc shim's options (typeurl v1: no prefix; shim-protocol.md gotcha 7).
 const OPTIONS_URL: &str = "containerd.runc.v1.Options";
-/// Type URL containerd uses for an exec's process spec (the shim does not check it).
-const PROCESS_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
 const SIGTERM: u32 = 15;
 const SIGKILL: u32 = 9;
 
@@ -120,12 +116,8 @@ struct Task {
     /// The shim process, to wait for it to be gone after Shutdown.
     shim: Option<ProcessIdentity>,
     exit: Option<ExitInfo>,
-    /// The task's log file, shared by the drains of the task and of its exec processes so that
-    /// rotation sees every write; `None` for a task whose shim was found dead.
-    log: Option<SharedLog>,
-    /// tokio mutexes: held across the awaits that flush the drains.
+    /// A tokio mutex: held across the awaits that flush the drains.
     drains: tokio::sync::Mutex<Drains>,
-    execs: tokio::sync::Mutex<HashMap<String, Drains>>,
     /// The watcher that notices the death of the shim (which sends no event).
     watcher: Mutex<Option<tokio::task::AbortHandle>>,
 }
@@ -144,8 +136,9 @@ impl Task {
     }
 }
 
-/// How many exits one task generation remembers (its init and its most recent exec processes);
-/// older entries are forgotten first, so a task running execs in a loop stays bounded.
+/// How many exits one task generation remembers; older entries are forgotten first, so the
+/// bookkeeping stays bounded even if a shim reports exits of exec processes (which the executor
+/// never starts) in a loop.
 const EXITS_PER_GENERATION: usize = 256;
 
 mod book;
@@ -192,7 +185,7 @@ impl std::fmt::Debug for ShimExecutor {
 // A poisoned lock only means a panic elsewhere; the maps stay consistent.
 use plugind_sys::sync::lock;
 
-/// Ids and exec ids become file names: keep them to a safe alphabet.
+/// Task ids become file names: keep them to a safe alphabet.
 fn check_id(id: &str) -> Result<()> {
     let ok = !id.is_empty()
         && id.len() <= 128
@@ -319,7 +312,7 @@ impl Inner {
         bundle: &Path,
         shim_tail: &Tail,
         err_tail: &Tail,
-    ) -> Result<(Drains, SharedLog)> {
+    ) -> Result<Drains> {
         let dir = self.config.task_dir(id);
         fs::create_dir_all(&dir).map_err(|e| ExecutorError::io("create dir", &dir, e))?;
         let logs_dir = self.config.exec_root.join("logs");
@@ -331,16 +324,16 @@ impl Inner {
         let mut drains = Drains::default();
         let shim_log = bundle.join("log");
         mkfifo(&shim_log, 0o700)?;
-        drains.add(&shim_log, Stream::Shim, id, None, None, shim_tail.clone())?;
+        drains.add(&shim_log, Stream::Shim, id, None, shim_tail.clone())?;
         for (name, stream, tail) in [
             ("stdout", Stream::Stdout, Tail::default()),
             ("stderr", Stream::Stderr, err_tail.clone()),
         ] {
             let fifo = dir.join(name);
             mkfifo(&fifo, 0o600)?;
-            drains.add(&fifo, stream, id, None, Some(log.clone()), tail)?;
+            drains.add(&fifo, stream, id, Some(log.clone()), tail)?;
         }
-        Ok((drains, log))
+        Ok(drains)
     }
 
     fn shim_command(&self, id: &str, bundle: &Path, sub: &str) -> tokio::process::Command {
@@ -421,17 +414,11 @@ impl Inner {
         Ok((client, resp.shim_pid, resp.task_pid))
     }
 
-    async fn state_of(
-        &self,
-        client: &TaskClient,
-        id: &str,
-        exec_id: &str,
-    ) -> Result<StateResponse> {
+    async fn state_of(&self, client: &TaskClient, id: &str) -> Result<StateResponse> {
         client
             .state(
                 StateRequest {
                     id: id.to_owned(),
-                    exec_id: exec_id.to_owned(),
                     ..Default::default()
                 },
                 Some(self.config.rpc_timeout),
@@ -623,18 +610,13 @@ impl Inner {
             }
         };
         task.drains.lock().await.stop().await;
-        for (_, mut d) in task.execs.lock().await.drain() {
-            d.stop().await;
-        }
         self.register(Task {
             id: id.to_owned(),
             bundle: task.bundle.clone(),
             client: None,
             shim: None,
             exit: Some(exit),
-            log: None,
             drains: tokio::sync::Mutex::new(Drains::default()),
-            execs: tokio::sync::Mutex::new(HashMap::new()),
             watcher: Mutex::new(None),
         });
         self.publish(TaskEvent::Exited {
@@ -664,7 +646,7 @@ impl Inner {
         let t = Some(self.config.rpc_timeout);
         let exit = match &task.client {
             Some(client) => {
-                let st = self.state_of(client, id, "").await?;
+                let st = self.state_of(client, id).await?;
                 if status_of(&st) != TaskStatus::Stopped {
                     return Err(ExecutorError::StillRunning { id: id.to_owned() });
                 }
@@ -709,9 +691,6 @@ impl Inner {
             }),
         };
         self.forget(id);
-        for (_, mut d) in task.execs.lock().await.drain() {
-            d.stop().await;
-        }
         task.drains.lock().await.stop().await;
         let dir = self.config.task_dir(id);
         if let Err(e) = fs::remove_dir_all(&dir) {
@@ -825,9 +804,6 @@ impl ShimExecutor {
         for t in tasks {
             t.stop_watcher();
             t.drains.lock().await.stop().await;
-            for (_, mut d) in t.execs.lock().await.drain() {
-                d.stop().await;
-            }
         }
         self.inner.join_background().await;
     }
@@ -851,17 +827,6 @@ impl Executor for ShimExecutor {
 
     fn log_path(&self, id: &str) -> PathBuf {
         ShimExecutor::log_path(self, id)
-    }
-
-    async fn signal(&self, id: &str, signal: u32) -> Result<()> {
-        let (_, c) = self.inner.client(id)?;
-        let req = KillRequest {
-            id: id.to_owned(),
-            signal,
-            ..Default::default()
-        };
-        c.kill(req, Some(self.inner.config.rpc_timeout)).await?;
-        Ok(())
     }
 
     async fn kill(&self, id: &str, grace: Duration) -> Result<ExitInfo> {
@@ -943,7 +908,7 @@ impl Executor for ShimExecutor {
                 exit: task.exit,
             });
         };
-        let st = self.inner.state_of(c, id, "").await?;
+        let st = self.inner.state_of(c, id).await?;
         let status = status_of(&st);
         let exit = (status == TaskStatus::Stopped).then(|| exit_of(&st));
         Ok(TaskState {
@@ -957,192 +922,6 @@ impl Executor for ShimExecutor {
     async fn restore(&self, tasks: Vec<(String, PathBuf)>) -> Vec<RestoreOutcome> {
         let inner = &self.inner;
         futures::future::join_all(tasks.into_iter().map(|(id, b)| inner.restore_one(id, b))).await
-    }
-
-    async fn pids(&self, id: &str) -> Result<Vec<u32>> {
-        let (_, c) = self.inner.client(id)?;
-        let resp = c
-            .pids(
-                PidsRequest {
-                    id: id.to_owned(),
-                    ..Default::default()
-                },
-                Some(self.inner.config.rpc_timeout),
-            )
-            .await?;
-        Ok(resp.processes.iter().map(|p| p.pid).collect())
-    }
-
-    async fn stats(&self, id: &str) -> Result<TaskStats> {
-        let (_, c) = self.inner.client(id)?;
-        let resp = c
-            .stats(
-                StatsRequest {
-                    id: id.to_owned(),
-                    ..Default::default()
-                },
-                Some(self.inner.config.rpc_timeout),
-            )
-            .await?;
-        let any = resp.stats.into_option().unwrap_or_default();
-        decode_stats(id, &any)
-    }
-
-    async fn pause(&self, id: &str) -> Result<()> {
-        let (_, c) = self.inner.client(id)?;
-        c.pause(
-            PauseRequest {
-                id: id.to_owned(),
-                ..Default::default()
-            },
-            Some(self.inner.config.rpc_timeout),
-        )
-        .await?;
-        Ok(())
-    }
-
-    async fn resume(&self, id: &str) -> Result<()> {
-        let (_, c) = self.inner.client(id)?;
-        c.resume(
-            ResumeRequest {
-                id: id.to_owned(),
-                ..Default::default()
-            },
-            Some(self.inner.config.rpc_timeout),
-        )
-        .await?;
-        Ok(())
-    }
-
-    async fn exec(
-        &self,
-        id: &str,
-        exec_id: &str,
-        process: &oci_spec::runtime::Process,
-    ) -> Result<u32> {
-        check_id(exec_id)?;
-        let (task, c) = self.inner.client(id)?;
-        let t = Some(self.inner.config.rpc_timeout);
-        let dir = self.inner.config.task_dir(id);
-        if task.execs.lock().await.contains_key(exec_id) {
-            return Err(ExecutorError::AlreadyExists {
-                id: format!("{id}/{exec_id}"),
-            });
-        }
-        let log = task.log.clone();
-        let mut drains = Drains::default();
-        let mut paths = Vec::new();
-        for (name, stream) in [("stdout", Stream::Stdout), ("stderr", Stream::Stderr)] {
-            let fifo = dir.join(format!("exec-{exec_id}.{name}"));
-            mkfifo(&fifo, 0o600)?;
-            drains.add(
-                &fifo,
-                stream,
-                id,
-                Some(exec_id),
-                log.clone(),
-                Tail::default(),
-            )?;
-            paths.push(fifo.to_string_lossy().into_owned());
-        }
-        let spec = serde_json::to_vec(process).map_err(|e| ExecutorError::Decode {
-            id: id.to_owned(),
-            what: "exec process spec",
-            source: Box::new(e),
-        })?;
-        let req = ExecProcessRequest {
-            id: id.to_owned(),
-            exec_id: exec_id.to_owned(),
-            stdout: paths[0].clone(),
-            stderr: paths[1].clone(),
-            spec: Some(Any {
-                type_url: PROCESS_URL.to_owned(),
-                value: spec,
-                ..Default::default()
-            })
-            .into(),
-            ..Default::default()
-        };
-        let started = async {
-            c.exec(req, t).await?;
-            c.start(
-                StartRequest {
-                    id: id.to_owned(),
-                    exec_id: exec_id.to_owned(),
-                    ..Default::default()
-                },
-                t,
-            )
-            .await
-        }
-        .await;
-        match started {
-            Ok(resp) => {
-                task.execs.lock().await.insert(exec_id.to_owned(), drains);
-                Ok(resp.pid)
-            }
-            Err(e) => {
-                drains.stop().await;
-                let _ = c
-                    .delete(
-                        DeleteRequest {
-                            id: id.to_owned(),
-                            exec_id: exec_id.to_owned(),
-                            ..Default::default()
-                        },
-                        t,
-                    )
-                    .await;
-                for p in paths {
-                    remove_file_quiet(Path::new(&p));
-                }
-                Err(e)
-            }
-        }
-    }
-
-    async fn wait(&self, id: &str, exec_id: Option<&str>, timeout: Duration) -> Result<ExitInfo> {
-        let task = self.inner.task(id)?;
-        let Some(c) = &task.client else {
-            return task
-                .exit
-                .ok_or_else(|| ExecutorError::NotFound { id: id.to_owned() });
-        };
-        let req = WaitRequest {
-            id: id.to_owned(),
-            exec_id: exec_id.unwrap_or("").to_owned(),
-            ..Default::default()
-        };
-        let resp = c.wait(req, Some(timeout)).await?;
-        Ok(ExitInfo {
-            status: resp.exit_status,
-            exited_at: time_of(resp.exited_at.as_ref()),
-            oom_killed: false,
-        })
-    }
-
-    async fn delete_exec(&self, id: &str, exec_id: &str) -> Result<ExitInfo> {
-        check_id(exec_id)?;
-        let (task, c) = self.inner.client(id)?;
-        let req = DeleteRequest {
-            id: id.to_owned(),
-            exec_id: exec_id.to_owned(),
-            ..Default::default()
-        };
-        let resp = c.delete(req, Some(self.inner.config.rpc_timeout)).await?;
-        lock(&self.inner.book).forget_exec(id, exec_id);
-        if let Some(mut d) = task.execs.lock().await.remove(exec_id) {
-            d.stop().await;
-        }
-        let dir = self.inner.config.task_dir(id);
-        for name in ["stdout", "stderr"] {
-            remove_file_quiet(&dir.join(format!("exec-{exec_id}.{name}")));
-        }
-        Ok(ExitInfo {
-            status: resp.exit_status,
-            exited_at: time_of(resp.exited_at.as_ref()),
-            oom_killed: false,
-        })
     }
 }
 
@@ -1179,33 +958,6 @@ async fn watch(
             }
         }
     }
-}
-
-/// Decodes the shim's cgroup metrics (v1 on hybrid hosts, v2 on unified ones).
-fn decode_stats(id: &str, any: &Any) -> Result<TaskStats> {
-    let decode_err = |e: containerd_shim_protos::protobuf::Error| ExecutorError::Decode {
-        id: id.to_owned(),
-        what: "stats",
-        source: Box::new(e),
-    };
-    // Kernel "unlimited" values are near u64::MAX / i64::MAX rounded to pages.
-    let limit = |l: u64| (l != 0 && l < (1 << 62)).then_some(l);
-    if any.type_url.ends_with("cgroups.v2.Metrics") {
-        let m = cgroups_v2::metrics::Metrics::parse_from_bytes(&any.value).map_err(decode_err)?;
-        return Ok(TaskStats {
-            cpu_usage_ns: m.cpu.usage_usec * 1000,
-            memory_usage: m.memory.usage,
-            memory_limit: limit(m.memory.usage_limit),
-            pids: m.pids.current,
-        });
-    }
-    let m = cgroups::metrics::Metrics::parse_from_bytes(&any.value).map_err(decode_err)?;
-    Ok(TaskStats {
-        cpu_usage_ns: m.cpu.usage.total,
-        memory_usage: m.memory.usage.usage,
-        memory_limit: limit(m.memory.usage.limit),
-        pids: m.pids.current,
-    })
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! The executor's vocabulary: task requests, states, exits, statistics and events.
+//! The executor's vocabulary: task requests, states, exits and events.
 
 use std::{path::PathBuf, time::SystemTime};
 
@@ -52,19 +52,6 @@ pub struct TaskState {
     pub status: TaskStatus,
     /// The exit, once stopped.
     pub exit: Option<ExitInfo>,
-}
-
-/// Resource usage of a task's cgroup.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct TaskStats {
-    /// Total CPU time in nanoseconds.
-    pub cpu_usage_ns: u64,
-    /// Memory in use, bytes.
-    pub memory_usage: u64,
-    /// Memory limit, bytes (`None` when unlimited).
-    pub memory_limit: Option<u64>,
-    /// Number of processes.
-    pub pids: u64,
 }
 
 /// What `restore` found for one task.
@@ -141,32 +128,6 @@ pub enum TaskEvent {
         /// Task id.
         id: String,
     },
-    /// An exec process was added (`/tasks/exec-added`).
-    ExecAdded {
-        /// Task id.
-        id: String,
-        /// Exec id.
-        exec_id: String,
-    },
-    /// An exec process started (`/tasks/exec-started`).
-    ExecStarted {
-        /// Task id.
-        id: String,
-        /// Exec id.
-        exec_id: String,
-        /// Its pid.
-        pid: u32,
-    },
-    /// The task was frozen (`/tasks/paused`).
-    Paused {
-        /// Task id.
-        id: String,
-    },
-    /// The task was thawed (`/tasks/resumed`).
-    Resumed {
-        /// Task id.
-        id: String,
-    },
     /// An exec process was deleted from its shim (`/tasks/delete`). The task's own delete event
     /// usually arrives after `delete` has detached the task and is then not delivered: `delete`'s
     /// return value reports it.
@@ -190,10 +151,6 @@ impl TaskEvent {
             | TaskEvent::Started { id, .. }
             | TaskEvent::Exited { id, .. }
             | TaskEvent::Oom { id }
-            | TaskEvent::ExecAdded { id, .. }
-            | TaskEvent::ExecStarted { id, .. }
-            | TaskEvent::Paused { id }
-            | TaskEvent::Resumed { id }
             | TaskEvent::Deleted { id, .. } => id,
         }
     }

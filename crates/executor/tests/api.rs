@@ -65,7 +65,6 @@ async fn bad_requests_are_refused_before_any_shim_runs() {
         ex.state("t1").await.expect_err("state"),
         ex.kill("t1", Duration::ZERO).await.expect_err("kill"),
         ex.delete("t1").await.expect_err("delete"),
-        ex.pids("t1").await.expect_err("pids"),
     ] {
         assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
     }

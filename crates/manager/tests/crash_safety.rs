@@ -25,7 +25,7 @@ use std::{
 use async_trait::async_trait;
 use plugind_executor::{
     CreateTask, Executor, ExecutorConfig, ExitInfo, RestoreOutcome, Runtimes, ShimExecutor,
-    TaskState, TaskStats,
+    TaskState,
 };
 use plugind_manager::{Manager, ManagerConfig, ManagerError, RunState};
 
@@ -448,9 +448,6 @@ impl Executor for FlakyExecutor {
     async fn create(&self, req: CreateTask) -> plugind_executor::Result<TaskState> {
         self.inner.create(req).await
     }
-    async fn signal(&self, id: &str, signal: u32) -> plugind_executor::Result<()> {
-        self.inner.signal(id, signal).await
-    }
     async fn kill(&self, id: &str, grace: Duration) -> plugind_executor::Result<ExitInfo> {
         if self.fail_kill.load(Ordering::SeqCst) {
             return Err(plugind_executor::ExecutorError::StillRunning { id: id.to_owned() });
@@ -474,37 +471,6 @@ impl Executor for FlakyExecutor {
     }
     async fn restore(&self, tasks: Vec<(String, PathBuf)>) -> Vec<RestoreOutcome> {
         self.inner.restore(tasks).await
-    }
-    async fn pids(&self, id: &str) -> plugind_executor::Result<Vec<u32>> {
-        self.inner.pids(id).await
-    }
-    async fn stats(&self, id: &str) -> plugind_executor::Result<TaskStats> {
-        self.inner.stats(id).await
-    }
-    async fn pause(&self, id: &str) -> plugind_executor::Result<()> {
-        self.inner.pause(id).await
-    }
-    async fn resume(&self, id: &str) -> plugind_executor::Result<()> {
-        self.inner.resume(id).await
-    }
-    async fn exec(
-        &self,
-        id: &str,
-        exec_id: &str,
-        process: &oci_spec::runtime::Process,
-    ) -> plugind_executor::Result<u32> {
-        self.inner.exec(id, exec_id, process).await
-    }
-    async fn wait(
-        &self,
-        id: &str,
-        exec_id: Option<&str>,
-        timeout: Duration,
-    ) -> plugind_executor::Result<ExitInfo> {
-        self.inner.wait(id, exec_id, timeout).await
-    }
-    async fn delete_exec(&self, id: &str, exec_id: &str) -> plugind_executor::Result<ExitInfo> {
-        self.inner.delete_exec(id, exec_id).await
     }
     fn log_tail(&self, id: &str, n: usize) -> plugind_executor::Result<Vec<String>> {
         Executor::log_tail(&*self.inner, id, n)

@@ -71,13 +71,6 @@ impl Book {
         }
     }
 
-    /// Forgets the exits of one exec process (it was deleted; its id may be used again).
-    pub(super) fn forget_exec(&mut self, id: &str, exec_id: &str) {
-        if let Some(g) = self.tasks.get_mut(id) {
-            g.delivered.retain(|(e, _)| e != exec_id);
-        }
-    }
-
     pub(super) fn mark_oom(&mut self, id: &str) {
         if let Some(g) = self.tasks.get_mut(id) {
             g.oom = true;

@@ -46,10 +46,10 @@ impl Inner {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
         let shim_tail = Tail::default();
-        let (mut drains, log) = self.open_io(id, bundle, &shim_tail, &Tail::default())?;
+        let mut drains = self.open_io(id, bundle, &shim_tail, &Tail::default())?;
         match self.attach(id, &address, self.config.dial_timeout).await {
             Ok((client, shim_pid, task_pid)) => {
-                let st = match self.state_of(&client, id, "").await {
+                let st = match self.state_of(&client, id).await {
                     Ok(st) => st,
                     Err(e) => {
                         drains.stop().await;
@@ -82,9 +82,7 @@ impl Inner {
                     client: Some(client),
                     shim: ProcessIdentity::of(shim_pid).ok(),
                     exit: None,
-                    log: Some(log),
                     drains: tokio::sync::Mutex::new(drains),
-                    execs: tokio::sync::Mutex::new(HashMap::new()),
                     watcher: Mutex::new(None),
                 });
                 if status == TaskStatus::Stopped {
@@ -114,9 +112,7 @@ impl Inner {
                     client: None,
                     shim: None,
                     exit: Some(exit.1),
-                    log: None,
                     drains: tokio::sync::Mutex::new(Drains::default()),
-                    execs: tokio::sync::Mutex::new(HashMap::new()),
                     watcher: Mutex::new(None),
                 });
                 self.publish(TaskEvent::Exited {

@@ -45,7 +45,7 @@ impl Inner {
     ) -> Result<TaskState> {
         let shim_tail = Tail::default();
         let err_tail = Tail::default();
-        let (mut drains, log) = self.open_io(id, bundle, &shim_tail, &err_tail)?;
+        let mut drains = self.open_io(id, bundle, &shim_tail, &err_tail)?;
         let address = match self.launch_shim(id, bundle, &shim_tail).await {
             Ok(a) => a,
             Err(e) => {
@@ -96,13 +96,11 @@ impl Inner {
                     client: Some(client.clone()),
                     shim,
                     exit: None,
-                    log: Some(log),
                     drains: tokio::sync::Mutex::new(drains),
-                    execs: tokio::sync::Mutex::new(HashMap::new()),
                     watcher: Mutex::new(None),
                 });
                 // Events are hints: an exit between Start and registration was ignored, so ask.
-                let st = self.state_of(&client, id, "").await?;
+                let st = self.state_of(&client, id).await?;
                 let status = status_of(&st);
                 let exit = if status == TaskStatus::Stopped {
                     Some(self.report_stopped(id, &st).await)
@@ -119,7 +117,7 @@ impl Inner {
             }
             Err(e) => {
                 // Let the drains take the last output before the tails are read.
-                let state = self.state_of(&client, id, "").await.ok();
+                let state = self.state_of(&client, id).await.ok();
                 drains.stop().await;
                 self.abort_start(id, Some(&client), Some(&address), shim)
                     .await;
@@ -192,7 +190,7 @@ impl Inner {
             )
             .await?
             .pid;
-        let st = self.state_of(client, id, "").await?;
+        let st = self.state_of(client, id).await?;
         if status_of(&st) == TaskStatus::Stopped {
             return Err(ExecutorError::TaskExited {
                 id: id.to_owned(),

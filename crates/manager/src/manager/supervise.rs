@@ -299,7 +299,7 @@ mod tests {
 
     use async_trait::async_trait;
     use plugind_executor::{
-        CreateTask, Executor, ExecutorError, ExitInfo, RestoreOutcome, TaskState, TaskStats,
+        CreateTask, Executor, ExecutorError, ExitInfo, RestoreOutcome, TaskState,
     };
 
     use super::*;
@@ -316,9 +316,6 @@ mod tests {
     impl Executor for NoTasks {
         async fn create(&self, req: CreateTask) -> plugind_executor::Result<TaskState> {
             none(&req.id)
-        }
-        async fn signal(&self, id: &str, _: u32) -> plugind_executor::Result<()> {
-            none(id)
         }
         async fn kill(&self, id: &str, _: Duration) -> plugind_executor::Result<ExitInfo> {
             none(id)
@@ -337,37 +334,6 @@ mod tests {
         }
         async fn restore(&self, _: Vec<(String, PathBuf)>) -> Vec<RestoreOutcome> {
             Vec::new()
-        }
-        async fn pids(&self, id: &str) -> plugind_executor::Result<Vec<u32>> {
-            none(id)
-        }
-        async fn stats(&self, id: &str) -> plugind_executor::Result<TaskStats> {
-            none(id)
-        }
-        async fn pause(&self, id: &str) -> plugind_executor::Result<()> {
-            none(id)
-        }
-        async fn resume(&self, id: &str) -> plugind_executor::Result<()> {
-            none(id)
-        }
-        async fn exec(
-            &self,
-            id: &str,
-            _: &str,
-            _: &oci_spec::runtime::Process,
-        ) -> plugind_executor::Result<u32> {
-            none(id)
-        }
-        async fn wait(
-            &self,
-            id: &str,
-            _: Option<&str>,
-            _: Duration,
-        ) -> plugind_executor::Result<ExitInfo> {
-            none(id)
-        }
-        async fn delete_exec(&self, id: &str, _: &str) -> plugind_executor::Result<ExitInfo> {
-            none(id)
         }
         fn log_tail(&self, id: &str, _: usize) -> plugind_executor::Result<Vec<String>> {
             none(id)
