@@ -7,6 +7,12 @@
 //!   of its shim, checked before anything is adopted after a restart);
 //! - `logs/<id>.log` (+ `.1`): the task's output, size-bounded;
 //! - `runc/`: the runtime state root (`runc --root <exec-root>/runc/<namespace> list`).
+//!
+//! This file holds the executor's state (configuration, attached tasks, [`ShimExecutor`]'s own
+//! methods); one job per submodule: `start` (shim launch, Create + Start, undoing a half-done
+//! start), `calls` (the [`Executor`] implementation: the task RPCs, delete), `restore`
+//! (re-attach after a restart, teardown of leftovers), `watch` (noticing a dead shim and
+//! cleaning up after it), `book` (which events reach the handler: exactly-once exits, OOM).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -142,10 +148,12 @@ impl Task {
 const EXITS_PER_GENERATION: usize = 256;
 
 mod book;
+mod calls;
 mod restore;
 mod start;
+mod watch;
 
-use book::{Admit, Book};
+use book::Book;
 
 /// State shared by the executor and its events service.
 pub(crate) struct Inner {
@@ -219,16 +227,6 @@ fn exit_of(s: &StateResponse) -> ExitInfo {
     }
 }
 
-/// The shim prints its address as plain text (1.6), or as JSON (2.x); accept both.
-fn parse_address(stdout: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(stdout).trim().to_owned();
-    if text.starts_with('{') {
-        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-        return v.get("address")?.as_str().map(str::to_owned);
-    }
-    (!text.is_empty()).then_some(text)
-}
-
 fn socket_path(address: &str) -> Option<&Path> {
     address.strip_prefix("unix://").map(Path::new)
 }
@@ -242,49 +240,6 @@ fn remove_file_quiet(path: &Path) {
 }
 
 impl Inner {
-    /// Hands an event to the queue, applying the exactly-once and OOM rules.
-    pub(crate) async fn publish(&self, mut event: TaskEvent) {
-        let id = event.id().to_owned();
-        let attached = lock(&self.tasks).contains_key(&id);
-        let starting = !attached && lock(&self.starting).contains(&id);
-        let init_exit = matches!(event, TaskEvent::Exited { exec_id: None, .. });
-        if !(attached || starting) || (starting && init_exit) {
-            // Unknown task, or the exit of one still starting: create reports that itself, and
-            // once it registers the task it asks the shim for the state, so nothing is missed.
-            tracing::debug!(task = %id, ?event, "event ignored");
-            return;
-        }
-        {
-            let mut book = lock(&self.book);
-            match &mut event {
-                TaskEvent::Oom { .. } => book.mark_oom(&id),
-                TaskEvent::Exited {
-                    exec_id, pid, exit, ..
-                } => match book.admit_exit(&id, exec_id.as_deref(), *pid) {
-                    Admit::Deliver { oom } => exit.oom_killed |= oom,
-                    Admit::Duplicate => {
-                        tracing::debug!(task = %id, pid, "duplicate exit ignored");
-                        return;
-                    }
-                    Admit::Stale => {
-                        tracing::debug!(task = %id, pid, "exit of an earlier task generation ignored");
-                        return;
-                    }
-                },
-                _ => {}
-            }
-        }
-        tracing::debug!(task = %id, ?event, "task event");
-        let handler = self.handler.clone();
-        if let Err(e) = self
-            .queue
-            .append(id.clone(), async move { handler.handle(event).await })
-            .await
-        {
-            tracing::warn!(task = %id, error = %e, "event dropped: queue closed");
-        }
-    }
-
     fn task(&self, id: &str) -> Result<Arc<Task>> {
         lock(&self.tasks)
             .get(id)
@@ -303,205 +258,6 @@ impl Inner {
 
     fn log_path(&self, id: &str) -> PathBuf {
         self.config.exec_root.join("logs").join(format!("{id}.log"))
-    }
-
-    /// mkfifos the task's stdio FIFOs and the shim's log FIFO, and starts draining them.
-    fn open_io(
-        &self,
-        id: &str,
-        bundle: &Path,
-        shim_tail: &Tail,
-        err_tail: &Tail,
-    ) -> Result<Drains> {
-        let dir = self.config.task_dir(id);
-        fs::create_dir_all(&dir).map_err(|e| ExecutorError::io("create dir", &dir, e))?;
-        let logs_dir = self.config.exec_root.join("logs");
-        fs::create_dir_all(&logs_dir).map_err(|e| ExecutorError::io("create dir", &logs_dir, e))?;
-        let log = Arc::new(Mutex::new(LogFile::open(
-            &self.log_path(id),
-            self.config.log_limit,
-        )?));
-        let mut drains = Drains::default();
-        let shim_log = bundle.join("log");
-        mkfifo(&shim_log, 0o700)?;
-        drains.add(&shim_log, Stream::Shim, id, None, shim_tail.clone())?;
-        for (name, stream, tail) in [
-            ("stdout", Stream::Stdout, Tail::default()),
-            ("stderr", Stream::Stderr, err_tail.clone()),
-        ] {
-            let fifo = dir.join(name);
-            mkfifo(&fifo, 0o600)?;
-            drains.add(&fifo, stream, id, Some(log.clone()), tail)?;
-        }
-        Ok(drains)
-    }
-
-    fn shim_command(&self, id: &str, bundle: &Path, sub: &str) -> tokio::process::Command {
-        let events = self.config.events_socket();
-        let mut cmd = tokio::process::Command::new(&self.config.shim_binary);
-        cmd.arg("-namespace")
-            .arg(&self.config.namespace)
-            .arg("-address")
-            .arg(&events)
-            .arg("-publish-binary")
-            .arg(&self.config.shim_binary)
-            .arg("-id")
-            .arg(id);
-        if sub == "delete" {
-            cmd.arg("-bundle").arg(bundle);
-        }
-        cmd.arg(sub)
-            .current_dir(bundle)
-            .env_clear()
-            .env("PATH", SHIM_PATH)
-            .env("TTRPC_ADDRESS", &events)
-            // `start` reads stdin to EOF (gotcha 3).
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        cmd
-    }
-
-    /// Runs the shim's `start`, returns the address it serves on.
-    async fn launch_shim(&self, id: &str, bundle: &Path, shim_tail: &Tail) -> Result<String> {
-        let fail = |status, detail: String| ExecutorError::ShimStart {
-            id: id.to_owned(),
-            status,
-            detail,
-            shim_log: logs::tail_lines(shim_tail),
-        };
-        let out = tokio::time::timeout(
-            self.config.rpc_timeout,
-            self.shim_command(id, bundle, "start").output(),
-        )
-        .await
-        .map_err(|_| fail(None, "start timed out".to_owned()))?
-        .map_err(|e| {
-            fail(
-                None,
-                format!("cannot run {}: {e}", self.config.shim_binary.display()),
-            )
-        })?;
-        if !out.status.success() {
-            return Err(fail(
-                out.status.code(),
-                String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-            ));
-        }
-        parse_address(&out.stdout)
-            .ok_or_else(|| fail(Some(0), "start printed no address".to_owned()))
-    }
-
-    /// Connects and pings with `Connect` (a shim that died after `start` printed its address
-    /// would otherwise look alive; gotcha 4).
-    async fn attach(
-        &self,
-        id: &str,
-        address: &str,
-        deadline: Duration,
-    ) -> Result<(TaskClient, u32, u32)> {
-        let client = TaskClient::connect(id, address, deadline).await?;
-        let resp = client
-            .connect_rpc(
-                ConnectRequest {
-                    id: id.to_owned(),
-                    ..Default::default()
-                },
-                Some(deadline),
-            )
-            .await?;
-        Ok((client, resp.shim_pid, resp.task_pid))
-    }
-
-    async fn state_of(&self, client: &TaskClient, id: &str) -> Result<StateResponse> {
-        client
-            .state(
-                StateRequest {
-                    id: id.to_owned(),
-                    ..Default::default()
-                },
-                Some(self.config.rpc_timeout),
-            )
-            .await
-    }
-
-    /// Best-effort teardown of a task whose start failed: kill, delete, shut the shim down.
-    async fn abort_start(
-        &self,
-        id: &str,
-        client: Option<&TaskClient>,
-        address: Option<&str>,
-        shim: Option<ProcessIdentity>,
-    ) {
-        let t = Some(self.config.rpc_timeout);
-        if let Some(c) = client {
-            let kill = KillRequest {
-                id: id.to_owned(),
-                signal: SIGKILL,
-                all: true,
-                ..Default::default()
-            };
-            if c.kill(kill, t).await.is_ok() {
-                let _ = c
-                    .wait(
-                        WaitRequest {
-                            id: id.to_owned(),
-                            ..Default::default()
-                        },
-                        t,
-                    )
-                    .await;
-            }
-            if let Err(e) = c
-                .delete(
-                    DeleteRequest {
-                        id: id.to_owned(),
-                        ..Default::default()
-                    },
-                    t,
-                )
-                .await
-            {
-                tracing::debug!(task = %id, error = %e, "delete after failed start");
-            }
-            let _ = c
-                .shutdown(
-                    ShutdownRequest {
-                        id: id.to_owned(),
-                        ..Default::default()
-                    },
-                    t,
-                )
-                .await;
-        }
-        if let Some(shim) = shim {
-            self.wait_gone(shim).await;
-        }
-        if let Some(p) = address.and_then(socket_path) {
-            // Present only if the shim died without cleaning up.
-            if client.is_none() {
-                remove_file_quiet(p);
-            }
-        }
-        let dir = self.config.task_dir(id);
-        if let Err(e) = fs::remove_dir_all(&dir) {
-            tracing::debug!(task = %id, error = %e, "remove task dir");
-        }
-    }
-
-    /// Waits (up to the call deadline, polling with growing intervals) until a process is gone.
-    async fn wait_gone(&self, p: ProcessIdentity) {
-        let deadline = tokio::time::Instant::now() + self.config.rpc_timeout;
-        let mut delay = Duration::from_micros(500);
-        while p.is_alive() && !plugind_sys::process::is_zombie(p.pid) {
-            if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(pid = p.pid, "shim still running after shutdown");
-                return;
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_millis(20));
-        }
     }
 
     /// Runs `job` in the executor's set of background tasks (joined at shutdown); finished ones
@@ -556,7 +312,7 @@ impl Inner {
     fn register(&self, task: Task) -> Arc<Task> {
         let task = Arc::new(task);
         if let Some(client) = task.client.clone() {
-            let watcher = self.spawn_background(watch(
+            let watcher = self.spawn_background(watch::watch(
                 self.me.clone(),
                 Arc::downgrade(&task),
                 task.id.clone(),
@@ -568,139 +324,6 @@ impl Inner {
             old.stop_watcher();
         }
         task
-    }
-
-    /// The shim of an attached task died (it sends no event for that): clean up after it like
-    /// restore does, and report the task as exited.
-    async fn shim_died(&self, task: &Arc<Task>) {
-        let id = task.id.as_str();
-        let still_current = lock(&self.tasks)
-            .get(id)
-            .is_some_and(|t| Arc::ptr_eq(t, task));
-        let Some(client) = task.client.as_ref().filter(|_| still_current) else {
-            return;
-        };
-        // Confirm with a fresh connection: an error on the old one alone is not proof.
-        if self
-            .attach(id, client.address(), self.config.dial_timeout)
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tracing::warn!(task = %id, "shim died");
-        let record: Option<TaskRecord> = fs::read(self.config.task_dir(id).join("task.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        let (pid, exit) = match self
-            .delete_dead_shim(id, &task.bundle, client.address(), record.as_ref())
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(task = %id, error = %e, "cleanup after dead shim failed");
-                (
-                    record.map_or(0, |r| r.pid),
-                    ExitInfo {
-                        status: 137,
-                        exited_at: None,
-                        oom_killed: false,
-                    },
-                )
-            }
-        };
-        task.drains.lock().await.stop().await;
-        self.register(Task {
-            id: id.to_owned(),
-            bundle: task.bundle.clone(),
-            client: None,
-            shim: None,
-            exit: Some(exit),
-            drains: tokio::sync::Mutex::new(Drains::default()),
-            watcher: Mutex::new(None),
-        });
-        self.publish(TaskEvent::Exited {
-            id: id.to_owned(),
-            exec_id: None,
-            pid,
-            exit,
-        })
-        .await;
-    }
-
-    /// Reports the exit of a task found stopped on attach (deduplicated against events).
-    async fn report_stopped(&self, id: &str, state: &StateResponse) -> ExitInfo {
-        let exit = exit_of(state);
-        self.publish(TaskEvent::Exited {
-            id: id.to_owned(),
-            exec_id: None,
-            pid: state.pid,
-            exit,
-        })
-        .await;
-        exit
-    }
-
-    async fn delete(&self, id: &str) -> Result<ExitInfo> {
-        let task = self.task(id)?;
-        let t = Some(self.config.rpc_timeout);
-        let exit = match &task.client {
-            Some(client) => {
-                let st = self.state_of(client, id).await?;
-                if status_of(&st) != TaskStatus::Stopped {
-                    return Err(ExecutorError::StillRunning { id: id.to_owned() });
-                }
-                // Report the exit if the event has not come yet (deduplicated).
-                let mut exit = self.report_stopped(id, &st).await;
-                let resp = client
-                    .delete(
-                        DeleteRequest {
-                            id: id.to_owned(),
-                            ..Default::default()
-                        },
-                        t,
-                    )
-                    .await?;
-                exit.status = resp.exit_status;
-                if let Err(e) = client
-                    .shutdown(
-                        ShutdownRequest {
-                            id: id.to_owned(),
-                            ..Default::default()
-                        },
-                        t,
-                    )
-                    .await
-                {
-                    // The shim may exit before answering.
-                    tracing::debug!(task = %id, error = %e, "shutdown");
-                }
-                // Shutdown answers before the shim exits; "deleted" should mean gone.
-                if let Some(shim) = task.shim {
-                    self.wait_gone(shim).await;
-                }
-                if let Some(p) = socket_path(client.address()) {
-                    remove_file_quiet(p);
-                }
-                exit
-            }
-            None => task.exit.unwrap_or(ExitInfo {
-                status: 137,
-                exited_at: None,
-                oom_killed: false,
-            }),
-        };
-        self.forget(id);
-        task.drains.lock().await.stop().await;
-        let dir = self.config.task_dir(id);
-        if let Err(e) = fs::remove_dir_all(&dir) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                return Err(ExecutorError::io("remove", &dir, e));
-            }
-        }
-        remove_file_quiet(&task.bundle.join("log"));
-        tracing::info!(task = %id, status = exit.status, "task deleted");
-        Ok(exit)
     }
 }
 
@@ -812,151 +435,6 @@ impl ShimExecutor {
     #[doc(hidden)]
     pub fn background_tasks(&self) -> usize {
         lock(&self.inner.background).len()
-    }
-}
-
-#[async_trait]
-impl Executor for ShimExecutor {
-    async fn create(&self, req: CreateTask) -> Result<TaskState> {
-        self.inner.create(req).await
-    }
-
-    fn log_tail(&self, id: &str, n: usize) -> Result<Vec<String>> {
-        ShimExecutor::log_tail(self, id, n)
-    }
-
-    fn log_path(&self, id: &str) -> PathBuf {
-        ShimExecutor::log_path(self, id)
-    }
-
-    async fn kill(&self, id: &str, grace: Duration) -> Result<ExitInfo> {
-        let (_, c) = self.inner.client(id)?;
-        let t = Some(self.inner.config.rpc_timeout);
-        let wait = WaitRequest {
-            id: id.to_owned(),
-            ..Default::default()
-        };
-        match c
-            .kill(
-                KillRequest {
-                    id: id.to_owned(),
-                    signal: SIGTERM,
-                    ..Default::default()
-                },
-                t,
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e),
-        }
-        // Zero grace: straight to SIGKILL (a zero ttrpc timeout would mean "no deadline").
-        let waited = if grace.is_zero() {
-            Err(ExecutorError::Timeout {
-                id: id.to_owned(),
-                method: "Wait",
-            })
-        } else {
-            c.wait(wait.clone(), Some(grace)).await
-        };
-        let resp = match waited {
-            Ok(r) => r,
-            Err(ExecutorError::Timeout { .. } | ExecutorError::Rpc { .. }) => {
-                // SIGTERM ignored (a PID 1 without a handler): escalate to every process.
-                let kill = KillRequest {
-                    id: id.to_owned(),
-                    signal: SIGKILL,
-                    all: true,
-                    ..Default::default()
-                };
-                match c.kill(kill, t).await {
-                    Ok(_) => {}
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) => return Err(e),
-                }
-                c.wait(wait, t).await?
-            }
-            Err(e) => return Err(e),
-        };
-        Ok(ExitInfo {
-            status: resp.exit_status,
-            exited_at: time_of(resp.exited_at.as_ref()),
-            oom_killed: false,
-        })
-    }
-
-    async fn delete(&self, id: &str) -> Result<ExitInfo> {
-        self.inner.delete(id).await
-    }
-
-    async fn destroy(&self, id: &str, bundle: &Path) -> Result<()> {
-        self.inner.destroy(id, bundle).await
-    }
-
-    fn leftovers(&self) -> Vec<String> {
-        self.inner.leftovers()
-    }
-
-    async fn state(&self, id: &str) -> Result<TaskState> {
-        let task = self.inner.task(id)?;
-        let Some(c) = &task.client else {
-            return Ok(TaskState {
-                id: id.to_owned(),
-                pid: 0,
-                status: TaskStatus::Stopped,
-                exit: task.exit,
-            });
-        };
-        let st = self.inner.state_of(c, id).await?;
-        let status = status_of(&st);
-        let exit = (status == TaskStatus::Stopped).then(|| exit_of(&st));
-        Ok(TaskState {
-            id: id.to_owned(),
-            pid: st.pid,
-            status,
-            exit,
-        })
-    }
-
-    async fn restore(&self, tasks: Vec<(String, PathBuf)>) -> Vec<RestoreOutcome> {
-        let inner = &self.inner;
-        futures::future::join_all(tasks.into_iter().map(|(id, b)| inner.restore_one(id, b))).await
-    }
-}
-
-/// How long one watching `Wait` call may last before it is renewed.
-const WATCH_PERIOD: Duration = Duration::from_secs(600);
-
-/// Keeps a `Wait` call open on the task's shim. It returns when the task exits (the exit event
-/// reports that) or fails when the shim dies, which is then cleaned up and reported.
-async fn watch(
-    inner: std::sync::Weak<Inner>,
-    task: std::sync::Weak<Task>,
-    id: String,
-    client: TaskClient,
-) {
-    loop {
-        let req = WaitRequest {
-            id: id.clone(),
-            ..Default::default()
-        };
-        let res = client.wait(req, Some(WATCH_PERIOD)).await;
-        let (Some(inner), Some(task)) = (inner.upgrade(), task.upgrade()) else {
-            return;
-        };
-        match res {
-            Ok(_) => return,
-            Err(ExecutorError::Timeout { .. }) => continue,
-            Err(e) if e.is_not_found() => return,
-            Err(e) => {
-                tracing::debug!(task = %id, error = %e, "watch failed");
-                // Not awaited under an abort handle that delete may fire: detach the cleanup.
-                let me = inner.clone();
-                me.spawn_background(async move { inner.shim_died(&task).await });
-                return;
-            }
-        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! Exactly-once exit bookkeeping per task generation.
+//! Which shim events reach the handler: exactly-once exit bookkeeping per task generation,
+//! the OOM mark, and [`Inner::publish`], which applies them.
 
 use super::*;
 
@@ -104,5 +105,50 @@ impl Book {
     #[cfg(test)]
     pub(super) fn size(&self) -> usize {
         self.tasks.values().map(|g| 1 + g.delivered.len()).sum()
+    }
+}
+
+impl Inner {
+    /// Hands an event to the queue, applying the exactly-once and OOM rules.
+    pub(crate) async fn publish(&self, mut event: TaskEvent) {
+        let id = event.id().to_owned();
+        let attached = lock(&self.tasks).contains_key(&id);
+        let starting = !attached && lock(&self.starting).contains(&id);
+        let init_exit = matches!(event, TaskEvent::Exited { exec_id: None, .. });
+        if !(attached || starting) || (starting && init_exit) {
+            // Unknown task, or the exit of one still starting: create reports that itself, and
+            // once it registers the task it asks the shim for the state, so nothing is missed.
+            tracing::debug!(task = %id, ?event, "event ignored");
+            return;
+        }
+        {
+            let mut book = lock(&self.book);
+            match &mut event {
+                TaskEvent::Oom { .. } => book.mark_oom(&id),
+                TaskEvent::Exited {
+                    exec_id, pid, exit, ..
+                } => match book.admit_exit(&id, exec_id.as_deref(), *pid) {
+                    Admit::Deliver { oom } => exit.oom_killed |= oom,
+                    Admit::Duplicate => {
+                        tracing::debug!(task = %id, pid, "duplicate exit ignored");
+                        return;
+                    }
+                    Admit::Stale => {
+                        tracing::debug!(task = %id, pid, "exit of an earlier task generation ignored");
+                        return;
+                    }
+                },
+                _ => {}
+            }
+        }
+        tracing::debug!(task = %id, ?event, "task event");
+        let handler = self.handler.clone();
+        if let Err(e) = self
+            .queue
+            .append(id.clone(), async move { handler.handle(event).await })
+            .await
+        {
+            tracing::warn!(task = %id, error = %e, "event dropped: queue closed");
+        }
     }
 }

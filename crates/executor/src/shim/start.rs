@@ -202,3 +202,177 @@ impl Inner {
         Ok(pid)
     }
 }
+
+impl Inner {
+    /// mkfifos the task's stdio FIFOs and the shim's log FIFO, and starts draining them.
+    pub(super) fn open_io(
+        &self,
+        id: &str,
+        bundle: &Path,
+        shim_tail: &Tail,
+        err_tail: &Tail,
+    ) -> Result<Drains> {
+        let dir = self.config.task_dir(id);
+        fs::create_dir_all(&dir).map_err(|e| ExecutorError::io("create dir", &dir, e))?;
+        let logs_dir = self.config.exec_root.join("logs");
+        fs::create_dir_all(&logs_dir).map_err(|e| ExecutorError::io("create dir", &logs_dir, e))?;
+        let log = Arc::new(Mutex::new(LogFile::open(
+            &self.log_path(id),
+            self.config.log_limit,
+        )?));
+        let mut drains = Drains::default();
+        let shim_log = bundle.join("log");
+        mkfifo(&shim_log, 0o700)?;
+        drains.add(&shim_log, Stream::Shim, id, None, shim_tail.clone())?;
+        for (name, stream, tail) in [
+            ("stdout", Stream::Stdout, Tail::default()),
+            ("stderr", Stream::Stderr, err_tail.clone()),
+        ] {
+            let fifo = dir.join(name);
+            mkfifo(&fifo, 0o600)?;
+            drains.add(&fifo, stream, id, Some(log.clone()), tail)?;
+        }
+        Ok(drains)
+    }
+
+    pub(super) fn shim_command(
+        &self,
+        id: &str,
+        bundle: &Path,
+        sub: &str,
+    ) -> tokio::process::Command {
+        let events = self.config.events_socket();
+        let mut cmd = tokio::process::Command::new(&self.config.shim_binary);
+        cmd.arg("-namespace")
+            .arg(&self.config.namespace)
+            .arg("-address")
+            .arg(&events)
+            .arg("-publish-binary")
+            .arg(&self.config.shim_binary)
+            .arg("-id")
+            .arg(id);
+        if sub == "delete" {
+            cmd.arg("-bundle").arg(bundle);
+        }
+        cmd.arg(sub)
+            .current_dir(bundle)
+            .env_clear()
+            .env("PATH", SHIM_PATH)
+            .env("TTRPC_ADDRESS", &events)
+            // `start` reads stdin to EOF (gotcha 3).
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// Runs the shim's `start`, returns the address it serves on.
+    pub(super) async fn launch_shim(
+        &self,
+        id: &str,
+        bundle: &Path,
+        shim_tail: &Tail,
+    ) -> Result<String> {
+        let fail = |status, detail: String| ExecutorError::ShimStart {
+            id: id.to_owned(),
+            status,
+            detail,
+            shim_log: logs::tail_lines(shim_tail),
+        };
+        let out = tokio::time::timeout(
+            self.config.rpc_timeout,
+            self.shim_command(id, bundle, "start").output(),
+        )
+        .await
+        .map_err(|_| fail(None, "start timed out".to_owned()))?
+        .map_err(|e| {
+            fail(
+                None,
+                format!("cannot run {}: {e}", self.config.shim_binary.display()),
+            )
+        })?;
+        if !out.status.success() {
+            return Err(fail(
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            ));
+        }
+        parse_address(&out.stdout)
+            .ok_or_else(|| fail(Some(0), "start printed no address".to_owned()))
+    }
+
+    /// Best-effort teardown of a task whose start failed: kill, delete, shut the shim down.
+    pub(super) async fn abort_start(
+        &self,
+        id: &str,
+        client: Option<&TaskClient>,
+        address: Option<&str>,
+        shim: Option<ProcessIdentity>,
+    ) {
+        let t = Some(self.config.rpc_timeout);
+        if let Some(c) = client {
+            let kill = KillRequest {
+                id: id.to_owned(),
+                signal: SIGKILL,
+                all: true,
+                ..Default::default()
+            };
+            if c.kill(kill, t).await.is_ok() {
+                let _ = c
+                    .wait(
+                        WaitRequest {
+                            id: id.to_owned(),
+                            ..Default::default()
+                        },
+                        t,
+                    )
+                    .await;
+            }
+            if let Err(e) = c
+                .delete(
+                    DeleteRequest {
+                        id: id.to_owned(),
+                        ..Default::default()
+                    },
+                    t,
+                )
+                .await
+            {
+                tracing::debug!(task = %id, error = %e, "delete after failed start");
+            }
+            let _ = c
+                .shutdown(
+                    ShutdownRequest {
+                        id: id.to_owned(),
+                        ..Default::default()
+                    },
+                    t,
+                )
+                .await;
+        }
+        if let Some(shim) = shim {
+            self.wait_gone(shim).await;
+        }
+        if let Some(p) = address.and_then(socket_path) {
+            // Present only if the shim died without cleaning up.
+            if client.is_none() {
+                remove_file_quiet(p);
+            }
+        }
+        let dir = self.config.task_dir(id);
+        if let Err(e) = fs::remove_dir_all(&dir) {
+            tracing::debug!(task = %id, error = %e, "remove task dir");
+        }
+    }
+}
+
+/// The shim prints its address as plain text (1.6), or as JSON (2.x); accept both.
+pub(super) fn parse_address(stdout: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(stdout).trim().to_owned();
+    if text.starts_with('{') {
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        return v.get("address")?.as_str().map(str::to_owned);
+    }
+    (!text.is_empty()).then_some(text)
+}

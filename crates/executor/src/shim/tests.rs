@@ -1,7 +1,7 @@
 //! Unit tests of the shim executor that need no shim: exit bookkeeping, background tasks,
 //! the event channel, address and stats decoding.
 
-use super::*;
+use super::{book::Admit, start::parse_address, *};
 
 fn test_inner(dir: &Path, handler: Arc<dyn EventHandler>) -> Arc<Inner> {
     Arc::new_cyclic(|me| Inner {
