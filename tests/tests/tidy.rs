@@ -384,7 +384,8 @@ fn parse_use_tree(tokens: &[String], at: &mut usize, prefix: &[String], out: &mu
 }
 
 /// Every `pub use` in `source` that re-exports a whole workspace crate (`pub use plugind_x;`,
-/// `pub use plugind_x as y;`, `pub use {plugind_x as y, ...}`) or a glob of one
+/// `pub use plugind_x as y;`, `pub use {plugind_x as y, ...}`, `pub extern crate plugind_x`)
+/// or a glob of one
 /// (`pub use plugind_x::*`, `pub use plugind_x::m::*`), described for a failure message.
 /// `pub(crate) use` is not an export and is not checked.
 fn whole_crate_reexports(source: &str, crates: &BTreeSet<String>) -> Vec<String> {
@@ -392,6 +393,15 @@ fn whole_crate_reexports(source: &str, crates: &BTreeSet<String>) -> Vec<String>
     let mut found = Vec::new();
     let mut i = 0;
     while i + 1 < tokens.len() {
+        if tokens[i] == "pub"
+            && tokens[i + 1] == "extern"
+            && tokens.get(i + 3).is_some_and(|c| crates.contains(c))
+        {
+            found.push(format!(
+                "`pub extern crate {}` re-exports the whole crate",
+                tokens[i + 3]
+            ));
+        }
         if tokens[i] != "pub" || tokens[i + 1] != "use" {
             i += 1;
             continue;
@@ -451,6 +461,7 @@ fn whole_crate_reexport_checker_finds_back_doors() {
         pub use plugind_store::*;
         pub use ::plugind_sys::fs::*;
         pub use plugind_types::{self as t, Digest};
+        pub extern crate plugind_sys;
     "#;
     assert_eq!(
         whole_crate_reexports(offending, &crates),
@@ -461,6 +472,7 @@ fn whole_crate_reexport_checker_finds_back_doors() {
             "`pub use plugind_store::*` re-exports a glob",
             "`pub use plugind_sys::fs::*` re-exports a glob",
             "`pub use plugind_types` re-exports the whole crate",
+            "`pub extern crate plugind_sys` re-exports the whole crate",
         ]
     );
     let fine = r#"
