@@ -228,7 +228,7 @@ impl Daemon {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
-    /// A raw HTTP request to the API; `None` when the socket does not answer.
+    /// One HTTP request to the API (JSON body); `None` when the socket does not answer.
     pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> Option<(u16, String)> {
         http_over_unix(&self.socket(), method, path, body)
     }
