@@ -165,7 +165,7 @@ pub(crate) fn run_daemon_bench() -> anyhow::Result<()> {
     }
     let usable = t.elapsed();
     println!(
-        "restore of {MANY} running plugins after kill -9: API up with all re-attached in {}, all sockets usable in {} (budget < 300 ms; Docker 797 ms for 10)",
+        "restore of {MANY} running plugins after kill -9: API up with all re-attached in {}, all sockets usable in {} (budget < 300 ms; design.md's Docker figure 797 ms for 10)",
         ms(restored),
         ms(usable)
     );
