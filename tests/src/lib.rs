@@ -6,10 +6,10 @@
 //! packaged sample plugin; [`require_e2e`] panics with the missing piece instead of letting a
 //! test pass silently.
 
+pub use plugind_test_support as http;
+
 use std::{
     fs,
-    io::{Read, Write},
-    os::unix::net::UnixStream,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
@@ -228,7 +228,7 @@ impl Daemon {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
-    /// A raw HTTP request to the API; `None` when the socket does not answer.
+    /// One HTTP request to the API (JSON body); `None` when the socket does not answer.
     pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> Option<(u16, String)> {
         http_over_unix(&self.socket(), method, path, body)
     }
@@ -274,48 +274,15 @@ pub fn processes_mentioning(needle: &str) -> Vec<u32> {
     pids
 }
 
-/// One HTTP/1.1 request over a unix socket (`Connection: close`); returns status and body.
+/// One HTTP request over a unix socket with an optional JSON body (the shared client of
+/// `plugind-test-support`, 30 s per step); returns status and body, `None` when the socket does
+/// not answer completely.
 pub fn http_over_unix(
     socket: &Path,
     method: &str,
     path: &str,
     body: Option<&str>,
 ) -> Option<(u16, String)> {
-    let mut s = UnixStream::connect(socket).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-    let body = body.unwrap_or("");
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).ok()?;
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp).ok()?;
-    let text = String::from_utf8_lossy(&resp).into_owned();
-    let status = text.split(' ').nth(1)?.parse().ok()?;
-    let (head, rest) = text.split_once("\r\n\r\n")?;
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(rest)
-    } else {
-        rest.to_owned()
-    };
-    Some((status, body))
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
+    let response = plugind_test_support::request(socket, method, path, body).ok()?;
+    Some((response.status, response.text()))
 }

@@ -1,10 +1,9 @@
 //! A plugind process for xtask's demo and benchmarks: started on a throwaway root, exec root
-//! and socket, spoken to over raw HTTP on its unix socket (xtask has no HTTP client crate and
-//! needs none for a handful of requests).
+//! and socket, spoken to over HTTP on its unix socket with the workspace's test client
+//! (`plugind-test-support`).
 
 use std::{
     fs,
-    io::{Read, Write},
     os::unix::net::UnixStream,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -148,7 +147,8 @@ impl Drop for Plugind {
     }
 }
 
-/// HTTP/1.1 over a unix socket with `Connection: close`; chunked bodies are decoded.
+/// One request over a unix socket (the shared client of `plugind-test-support`); the body is
+/// read to the end whatever its framing.
 pub(crate) fn http(
     socket: &Path,
     method: &str,
@@ -158,8 +158,8 @@ pub(crate) fn http(
     http_timeout(socket, method, path, body, Duration::from_secs(120))
 }
 
-/// [`http`] with a caller-chosen limit on each read and write (the torture loop must not
-/// wait two minutes on a daemon that hangs).
+/// [`http`] with a caller-chosen limit on each step (connect, answer head, each body piece):
+/// the torture loop must not wait two minutes on a daemon that hangs.
 pub(crate) fn http_timeout(
     socket: &Path,
     method: &str,
@@ -167,45 +167,18 @@ pub(crate) fn http_timeout(
     body: &[u8],
     timeout: Duration,
 ) -> anyhow::Result<(u16, String)> {
-    let mut s =
-        UnixStream::connect(socket).with_context(|| format!("connect {}", socket.display()))?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(timeout))?;
     let content_type = if path.starts_with("/plugins/create") {
         "application/x-tar"
     } else {
         "application/json"
     };
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: plugind\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes())?;
-    s.write_all(body)?;
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp)?;
-    let text = String::from_utf8_lossy(&resp).into_owned();
-    let status: u16 = text.split(' ').nth(1).context("no status line")?.parse()?;
-    let (headers, rest) = text.split_once("\r\n\r\n").context("no header end")?;
-    let body = if headers
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        let mut out = String::new();
-        let mut s = rest;
-        while let Some((size, more)) = s.split_once("\r\n") {
-            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            if n == 0 || more.len() < n {
-                break;
-            }
-            out.push_str(&more[..n]);
-            s = more[n..].trim_start_matches("\r\n");
-        }
-        out
-    } else {
-        rest.to_owned()
-    };
-    Ok((status, body))
+    let response = plugind_test_support::Request::new(method, path)
+        .header("Content-Type", content_type)
+        .body(body)
+        .timeout(timeout)
+        .send(socket)
+        .with_context(|| format!("{method} {path} on {}", socket.display()))?;
+    Ok((response.status, response.text()))
 }
 
 /// Waits until `socket` accepts a connection, polling every 0.2 ms.

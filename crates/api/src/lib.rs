@@ -3,6 +3,8 @@
 //!
 //! Main items:
 //! - [`PluginBackend`]: the trait the plugin manager implements; the API calls nothing else;
+//! - [`VolumeBackend`]: the same seam for the volume routes, implemented by
+//!   `plugind_volumes::VolumeService`;
 //! - [`bind`] and [`serve`]: open the socket and serve it until a shutdown future completes;
 //! - [`PluginJson`], [`EventMessage`], [`BackendError`]: what the backend hands back.
 //!
@@ -31,6 +33,7 @@ mod plugins;
 mod query;
 mod server;
 mod system;
+mod volume_backend;
 mod volume_json;
 mod volumes;
 
@@ -46,3 +49,4 @@ pub use server::{
     DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_JSON_BODY_LIMIT, DEFAULT_MAX_CONNECTIONS,
     MIN_API_VERSION,
 };
+pub use volume_backend::VolumeBackend;

@@ -66,8 +66,9 @@ pub struct ServerOptions {
     pub json_body_limit: u64,
     /// Largest accepted create tar, in bytes; larger ones get 413 and create nothing.
     pub create_body_limit: u64,
-    /// The volume service behind `/volumes`; `None` answers those routes 501.
-    pub volumes: Option<Arc<plugind_volumes::VolumeService>>,
+    /// The volume service behind `/volumes` (a [`crate::VolumeBackend`]: the real
+    /// `plugind_volumes::VolumeService` or a fake); `None` answers those routes 501.
+    pub volumes: Option<Arc<dyn crate::VolumeBackend>>,
     /// Time to receive a request's head once its first byte arrived.
     pub header_timeout: Duration,
     /// Time an idle keep-alive connection stays open.

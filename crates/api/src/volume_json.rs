@@ -264,8 +264,8 @@ impl VolumeCreateRequest {
     /// Creates the volume this body asks for.
     pub(crate) async fn execute(
         self,
-        service: &plugind_volumes::VolumeService,
-    ) -> plugind_volumes::Result<Volume> {
+        service: &dyn crate::volume_backend::VolumeBackend,
+    ) -> Result<Volume, crate::backend::BackendError> {
         service
             .create(
                 self.name.as_deref(),
@@ -289,7 +289,7 @@ pub(crate) struct VolumeListResponse {
 }
 
 impl VolumeListResponse {
-    /// From [`plugind_volumes::VolumeService::list`]'s result.
+    /// From [`crate::VolumeBackend::list`]'s result.
     pub(crate) fn new(volumes: Vec<Volume>, warnings: Vec<String>) -> Self {
         VolumeListResponse {
             volumes,

@@ -1,19 +1,20 @@
 //! The volume routes (`/volumes`, `/volumes/create`, `/volumes/{name}`, `/volumes/prune`) over
-//! [`plugind_volumes::VolumeService`], with Docker's JSON shapes and status codes.
+//! a [`VolumeBackend`] (the volume service, or a fake in tests), with Docker's JSON shapes and
+//! status codes.
 
 use hyper::{body::Incoming, Request, Response, StatusCode};
-use plugind_volumes::{FilterUse, VolumeError, VolumeFilters, VolumeService};
+use plugind_volumes::{FilterUse, VolumeFilters};
 
 use crate::{
-    backend::BackendError,
     body,
     error::{Endpoint, HttpError},
     query::Query,
     server::{empty, json, Body, State},
+    volume_backend::{volume_error, VolumeBackend},
     volume_json::{VolumeCreateRequest, VolumeListResponse, VolumePruneResponse},
 };
 
-fn service(state: &State) -> Result<&VolumeService, HttpError> {
+fn service(state: &State) -> Result<&dyn VolumeBackend, HttpError> {
     state
         .options
         .volumes
@@ -21,12 +22,14 @@ fn service(state: &State) -> Result<&VolumeService, HttpError> {
         .ok_or_else(|| HttpError::not_implemented("volumes"))
 }
 
-fn to_http(e: VolumeError) -> HttpError {
-    HttpError::backend(Endpoint::Other, BackendError::new(e.kind(), e.to_string()))
+fn to_http(e: crate::backend::BackendError) -> HttpError {
+    HttpError::backend(Endpoint::Other, e)
 }
 
 fn filters(q: &Query, usage: FilterUse) -> Result<VolumeFilters, HttpError> {
-    VolumeFilters::parse(q.get("filters"), usage).map_err(to_http)
+    VolumeFilters::parse(q.get("filters"), usage)
+        .map_err(volume_error)
+        .map_err(to_http)
 }
 
 /// `GET /volumes?filters=`.
@@ -68,7 +71,7 @@ pub(crate) async fn create(
 
 /// `GET /volumes/{name}`.
 pub(crate) async fn inspect(state: &State, name: &str) -> Result<Response<Body>, HttpError> {
-    let volume = service(state)?.get(name).await.map_err(to_http)?;
+    let volume = service(state)?.inspect(name).await.map_err(to_http)?;
     Ok(json(StatusCode::OK, &volume))
 }
 
@@ -96,7 +99,9 @@ pub(crate) async fn prune(
     path: &str,
 ) -> Result<Response<Body>, HttpError> {
     let svc = service(state)?;
-    let mut args = plugind_volumes::filters::parse_args(q.get("filters")).map_err(to_http)?;
+    let mut args = plugind_volumes::filters::parse_args(q.get("filters"))
+        .map_err(volume_error)
+        .map_err(to_http)?;
     let (version, _) = crate::server::split_version(path);
     if prunes_all_unused(version) {
         let all = args.entry("all".to_owned()).or_default();
@@ -105,7 +110,9 @@ pub(crate) async fn prune(
             all.sort();
         }
     }
-    let filters = VolumeFilters::from_args(&args, FilterUse::Prune).map_err(to_http)?;
+    let filters = VolumeFilters::from_args(&args, FilterUse::Prune)
+        .map_err(volume_error)
+        .map_err(to_http)?;
     let report = svc.prune(&filters).await.map_err(to_http)?;
     Ok(json(StatusCode::OK, &VolumePruneResponse::from(report)))
 }

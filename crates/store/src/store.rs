@@ -6,10 +6,12 @@ use std::{
     fs, io,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, RwLock},
-    time::{SystemTime, UNIX_EPOCH},
 };
 
-use plugind_sys::fs::{atomic_write, create_dir_durable, durable_rename, is_temp_name};
+use plugind_sys::{
+    fs::{atomic_write, create_dir_durable, durable_rename},
+    records,
+};
 use plugind_types::{PluginId, Reference};
 
 use crate::{
@@ -113,19 +115,13 @@ impl Store {
 
     fn reload(&self) -> Result<ReloadReport> {
         let mut report = ReloadReport::default();
-        let read_err = |source| StoreError::Read {
-            path: self.root.clone(),
+        let listing = records::list(&self.root).map_err(|source| StoreError::Fs {
+            action: format!("read store root {}", self.root.display()),
             source,
-        };
-        let mut names: Vec<String> = Vec::new();
-        for entry in fs::read_dir(&self.root).map_err(read_err)? {
-            let entry = entry.map_err(read_err)?;
-            // Names that are not UTF-8 are neither records nor removals.
-            if let Ok(name) = entry.file_name().into_string() {
-                names.push(name);
-            }
-        }
-        names.sort();
+        })?;
+        // Names that are not UTF-8 are neither records nor removals; temporaries directly in
+        // the root are none of the store's (its writes happen inside plugin directories).
+        let names: Vec<String> = listing.entries.into_iter().map(|(n, _)| n).collect();
         let mut index = BTreeMap::new();
         for name in &names {
             let path = self.root.join(name);
@@ -173,7 +169,7 @@ impl Store {
                     tracing::error!(plugin = %id, error = %error_chain(&e), "plugin record not loaded; left in place");
                     report.failures.push(e);
                 }
-                Err(reason) => self.quarantine(&path, name, reason, &mut report),
+                Err(reason) => self.quarantine_dir(&path, reason, &mut report),
             }
         }
         *write(&self.index) = index;
@@ -186,84 +182,45 @@ impl Store {
 
     /// The quarantined plugin directories (`<root>/quarantine/*`), oldest first.
     pub fn quarantined(&self) -> Vec<PathBuf> {
-        self.quarantine_entries()
+        self.quarantine()
+            .entries()
             .into_iter()
             .map(|(_, p)| p)
             .collect()
     }
 
-    /// Quarantine entries with the time they were moved there (from the `-<unix time>` suffix
-    /// of their name: the move keeps the directory's own mtime), oldest first.
-    fn quarantine_entries(&self) -> Vec<(SystemTime, PathBuf)> {
-        let mut entries: Vec<(SystemTime, PathBuf)> = fs::read_dir(self.root.join(QUARANTINE_DIR))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let stamp = name.rsplit_once('-').and_then(|(_, t)| {
-                    let secs = t.split_once('.').map_or(t, |(s, _)| s);
-                    secs.parse::<u64>().ok()
-                });
-                let at = match stamp {
-                    Some(secs) => UNIX_EPOCH + std::time::Duration::from_secs(secs),
-                    None => e
-                        .metadata()
-                        .and_then(|m| m.modified())
-                        .unwrap_or(UNIX_EPOCH),
-                };
-                (at, e.path())
-            })
-            .collect();
-        entries.sort();
-        entries
+    fn quarantine(&self) -> records::Quarantine {
+        records::Quarantine::new(self.root.join(QUARANTINE_DIR), DIR_MODE)
     }
 
     /// Keeps the quarantine bounded: deletes entries older than [`QUARANTINE_MAX_AGE`], then the
     /// oldest until at most [`QUARANTINE_MAX_ENTRIES`] are left.
     fn prune_quarantine(&self, report: &mut ReloadReport) {
-        let now = SystemTime::now();
-        let entries = self.quarantine_entries();
-        let excess = entries.len().saturating_sub(QUARANTINE_MAX_ENTRIES);
-        for (n, (at, path)) in entries.into_iter().enumerate() {
-            let too_old = now.duration_since(at).unwrap_or_default() > QUARANTINE_MAX_AGE;
-            if n >= excess && !too_old {
-                continue;
-            }
-            match remove_tree(&path) {
-                Ok(()) => {
-                    tracing::info!(path = %path.display(), "deleted old quarantined plugin directory");
-                    report.quarantine_pruned.push(path);
-                }
-                Err(e) => report.failures.push(e),
-            }
+        let (pruned, failed) =
+            self.quarantine()
+                .prune(QUARANTINE_MAX_ENTRIES, QUARANTINE_MAX_AGE, remove_tree);
+        for path in &pruned {
+            tracing::info!(path = %path.display(), "deleted old quarantined plugin directory");
         }
+        report.quarantine_pruned.extend(pruned);
+        report.failures.extend(failed);
     }
 
     fn remove_temp_files(&self, dir: &Path, report: &mut ReloadReport) {
-        let entries = match fs::read_dir(dir) {
-            Ok(e) => e,
-            Err(source) => {
-                report.failures.push(StoreError::Read {
-                    path: dir.to_path_buf(),
-                    source,
-                });
-                return;
+        match records::remove_temp_files(dir) {
+            Ok(sweep) => {
+                report.temp_files_removed.extend(sweep.removed);
+                report
+                    .failures
+                    .extend(sweep.failed.into_iter().map(|source| StoreError::Fs {
+                        action: "remove leftover temporary file".to_owned(),
+                        source,
+                    }));
             }
-        };
-        for entry in entries.flatten() {
-            let is_temp = entry.file_name().to_str().is_some_and(is_temp_name);
-            if !is_temp {
-                continue;
-            }
-            let p = entry.path();
-            match fs::remove_file(&p) {
-                Ok(()) => {
-                    tracing::info!(path = %p.display(), "removed leftover temporary file");
-                    report.temp_files_removed.push(p);
-                }
-                Err(source) => report.failures.push(StoreError::Remove { path: p, source }),
-            }
+            Err(source) => report.failures.push(StoreError::Fs {
+                action: format!("read plugin directory {}", dir.display()),
+                source,
+            }),
         }
     }
 
@@ -308,23 +265,12 @@ impl Store {
         Ok(record)
     }
 
-    fn quarantine(&self, dir: &Path, name: &str, reason: StoreError, report: &mut ReloadReport) {
+    fn quarantine_dir(&self, dir: &Path, reason: StoreError, report: &mut ReloadReport) {
         tracing::error!(dir = %dir.display(), error = %error_chain(&reason), "unusable plugin record; moving it to quarantine");
-        let qdir = self.root.join(QUARANTINE_DIR);
-        let secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let mut target = qdir.join(format!("{name}-{secs}"));
-        let mut n = 1;
-        while target.exists() {
-            target = qdir.join(format!("{name}-{secs}.{n}"));
-            n += 1;
-        }
-        let moved = create_dir_durable(&qdir, DIR_MODE).and_then(|()| durable_rename(dir, &target));
-        match moved {
-            Ok(()) => report.quarantined.push(Quarantined {
+        match self.quarantine().move_in(dir) {
+            Ok(moved_to) => report.quarantined.push(Quarantined {
                 dir: dir.to_path_buf(),
-                moved_to: target,
+                moved_to,
                 reason,
             }),
             Err(source) => {

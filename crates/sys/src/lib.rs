@@ -12,6 +12,8 @@
 //! - [`mount`]: mount, unmount and `/proc/self/mountinfo` parsing;
 //! - [`probe`]: kernel feature probes answered once per process;
 //! - [`process`]: signals and process identity (pid + start time);
+//! - [`records`]: the chores of loading a directory of records (listing, temporaries of
+//!   interrupted writes, a bounded quarantine for unusable records);
 //! - [`tree`]: iterative, descriptor-relative removal of directory trees of any depth.
 //! - [`failpoint`]: crash points for tests (inert unless built with the `failpoints` feature).
 //!
@@ -28,6 +30,7 @@ pub mod lock;
 pub mod mount;
 pub mod probe;
 pub mod process;
+pub mod records;
 pub mod sync;
 pub mod tree;
 

@@ -3,16 +3,15 @@
 //! fsync, so after a crash each record is either the old or the new version.
 //!
 //! Loading never fails because of one bad record: unreadable or inconsistent files are moved to
-//! `<root>/volumes/quarantine/<file>-<unix time>` and reported; temporaries of interrupted writes
+//! `<root>/volumes/quarantine/<file>-<unix time>[.<n>]` and reported; temporaries of interrupted writes
 //! are deleted; records from a newer plugind are left in place and reported.
 
 use std::{
     fs,
     path::{Path, PathBuf},
-    time::{SystemTime, UNIX_EPOCH},
 };
 
-use plugind_sys::SysError;
+use plugind_sys::{records, SysError};
 
 use crate::{
     error::{Result, VolumeError},
@@ -96,49 +95,27 @@ impl RecordDir {
     /// Loads every record; see the module doc for what happens to bad files.
     pub(crate) fn load(&self) -> Result<LoadReport> {
         let mut report = LoadReport::default();
-        let entries = fs::read_dir(&self.dir).map_err(|e| VolumeError::Persist {
-            path: self.dir.clone(),
-            source: SysError::Io {
-                op: "read directory",
-                path: self.dir.clone(),
-                source: e,
-            },
-        })?;
-        let mut names: Vec<(String, PathBuf)> = Vec::new();
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Some(file) = entry.file_name().to_str().map(str::to_owned) else {
-                // A name that is not UTF-8 cannot be a record plugind wrote.
-                self.quarantine(&path, "file name is not UTF-8", &mut report);
-                continue;
-            };
+        let listing = records::list(&self.dir).map_err(persist_err(&self.dir))?;
+        for path in listing.non_utf8 {
+            // A name that is not UTF-8 cannot be a record plugind wrote.
+            self.quarantine(&path, "file name is not UTF-8", &mut report);
+        }
+        let sweep = records::remove_files(listing.temps);
+        for e in &sweep.failed {
+            tracing::warn!(error = %e, "cannot remove temporary volume record");
+        }
+        report.temp_files_removed = sweep.removed;
+        for (file, path) in listing.entries {
             if file == QUARANTINE_DIR {
                 continue;
             }
-            if plugind_sys::fs::is_temp_name(&file) {
-                match fs::remove_file(&path) {
-                    Ok(()) => report.temp_files_removed.push(path),
-                    Err(e) => {
-                        tracing::warn!(path = %path.display(), error = %e, "cannot remove temporary volume record")
-                    }
-                }
-                continue;
-            }
-            names.push((file, path));
-        }
-        names.sort();
-        let mut moved_any = false;
-        for (file, path) in names {
             match self.read_one(&file, &path) {
                 Ok(Some(record)) => report.records.push(record),
                 Ok(None) => report.skipped.push(path),
-                Err(reason) => {
-                    self.quarantine(&path, &reason, &mut report);
-                    moved_any = true;
-                }
+                Err(reason) => self.quarantine(&path, &reason, &mut report),
             }
         }
-        if moved_any || !report.temp_files_removed.is_empty() {
+        if !report.quarantined.is_empty() || !report.temp_files_removed.is_empty() {
             if let Err(e) = plugind_sys::fs::fsync_dir(&self.dir) {
                 tracing::warn!(error = %e, "cannot fsync the volume record directory");
             }
@@ -183,20 +160,9 @@ impl RecordDir {
     }
 
     fn quarantine(&self, path: &Path, reason: &str, report: &mut LoadReport) {
-        let qdir = self.dir.join(QUARANTINE_DIR);
-        let stamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let file = path
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let target = qdir.join(format!("{file}-{stamp}"));
-        let moved = plugind_sys::fs::create_dir_durable(&qdir, DIR_MODE)
-            .and_then(|()| plugind_sys::fs::durable_rename(path, &target));
-        match moved {
-            Ok(()) => {
+        let quarantine = records::Quarantine::new(self.dir.join(QUARANTINE_DIR), DIR_MODE);
+        match quarantine.move_in(path) {
+            Ok(target) => {
                 tracing::warn!(path = %path.display(), to = %target.display(), reason, "volume record quarantined");
                 report
                     .quarantined
@@ -278,5 +244,24 @@ mod tests {
         let again = dir.load().unwrap();
         assert_eq!(again.records.len(), 1);
         assert!(again.quarantined.is_empty());
+    }
+
+    #[test]
+    fn a_second_quarantine_in_the_same_second_keeps_the_first() {
+        // Both bad copies must survive for inspection; the quarantine used to be named by the
+        // second alone, so the second move replaced the first.
+        let root = tempfile::tempdir().unwrap();
+        let dir = RecordDir::open(root.path()).unwrap();
+        let vdir = root.path().join(VOLUMES_DIR);
+        fs::write(vdir.join("torn.json"), b"first").unwrap();
+        assert_eq!(dir.load().unwrap().quarantined.len(), 1);
+        fs::write(vdir.join("torn.json"), b"second").unwrap();
+        assert_eq!(dir.load().unwrap().quarantined.len(), 1);
+        let mut kept: Vec<Vec<u8>> = fs::read_dir(vdir.join(QUARANTINE_DIR))
+            .unwrap()
+            .map(|e| fs::read(e.unwrap().path()).unwrap())
+            .collect();
+        kept.sort();
+        assert_eq!(kept, vec![b"first".to_vec(), b"second".to_vec()]);
     }
 }
