@@ -6,8 +6,6 @@
 //! packaged sample plugin; [`require_e2e`] panics with the missing piece instead of letting a
 //! test pass silently.
 
-pub use plugind_test_support as http;
-
 use std::{
     fs,
     path::{Path, PathBuf},
