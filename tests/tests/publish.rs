@@ -110,15 +110,26 @@ fn published_socket_rewrites_paths_counts_mounts_and_follows_the_plugin() {
         std::fs::read_to_string(&spec).unwrap(),
         format!("unix://{}\n", socket.display())
     );
-    let conf = std::process::Command::new(plugind_tests::plugind_bin())
-        .args(["podman-conf", "--exec-root"])
-        .arg(d.dir.join("run"))
-        .output()
-        .unwrap();
-    assert!(conf.status.success(), "{conf:?}");
-    let conf = String::from_utf8_lossy(&conf.stdout);
+    // The drop-in is rewritten right after the socket appears: wait until it names it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let conf = loop {
+        let out = std::process::Command::new(plugind_tests::plugind_bin())
+            .args(["podman-conf", "--exec-root"])
+            .arg(d.dir.join("run"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() && text.contains(&*socket.to_string_lossy()) {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "podman-conf: {out:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert!(
-        conf.contains(&format!("\"vols/driver:latest\" = \"{}\"", socket.display())),
+        conf.contains(&format!(
+            "\"vols/driver:latest\" = \"{}\"",
+            socket.display()
+        )),
         "{conf}"
     );
     assert!(
