@@ -7,8 +7,8 @@
 //! consumers cannot, so each published socket `<publish-dir>/<stem>.sock` answers
 //! `Plugin.Activate` itself and forwards `VolumeDriver.*` calls to the plugin, rewriting
 //! every mountpoint of the answers to the host path ([`scope`]). Mounts through it are
-//! references on the plugin (`consumer:<volume>:<id>`), so `plugin disable` is refused while a
-//! consumer has a volume mounted.
+//! references on the plugin (`consumer:["<volume>","<id>"]`), so `plugin disable` is refused
+//! while a consumer has a volume mounted.
 //!
 //! The [`Publisher`] follows the manager: a socket appears when its plugin is enabled and
 //! running, stays (answering a quick error) while the plugin restarts, and goes when the

@@ -28,7 +28,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest volume name or consumer id kept in a reference holder.
 const MAX_HOLDER_PART: usize = 1024;
 
-/// Prefix of the references consumers' mounts hold on a plugin: `consumer:<volume>:<id>`.
+/// Prefix of the references consumers' mounts hold on a plugin: `consumer:["<volume>","<id>"]`
+/// (a JSON pair, so no volume name or id can be mistaken for another).
 pub const CONSUMER_HOLDER_PREFIX: &str = "consumer:";
 
 /// The media type of plugin answers (what Docker's plugin helpers answer).
@@ -83,6 +84,7 @@ pub(super) async fn serve(listener: UnixListener, endpoint: Arc<Endpoint>) {
 }
 
 /// An answer the consumer gets: a status and a JSON body.
+#[derive(Debug)]
 struct Answer(StatusCode, Value);
 
 impl Answer {
@@ -193,7 +195,32 @@ impl Endpoint {
             .call(method, request.as_ref(), timeout)
             .await
             .map_err(|e| self.call_failed(method, e))?;
+        if method == "VolumeDriver.Remove" {
+            self.release_volume(request.as_ref()).await;
+        }
         self.rewrite(method, answer).await
+    }
+
+    /// After a volume is removed no consumer can have it mounted: its references go too (Podman
+    /// never unmounts volumes of `--rootfs` containers, volume-consumers.md gotcha 4, so they
+    /// would otherwise keep the plugin "in use" for ever).
+    async fn release_volume(&self, request: Option<&Value>) {
+        let Some(volume) = request.and_then(|r| r.get("Name")).and_then(Value::as_str) else {
+            return;
+        };
+        let Ok(view) = self.manager.inspect(self.id.as_str()) else {
+            return;
+        };
+        for (holder, count) in &view.record.state.references {
+            if holder_volume(holder).as_deref() != Some(volume) {
+                continue;
+            }
+            for _ in 0..*count {
+                if let Err(e) = self.manager.release(self.id.as_str(), holder).await {
+                    tracing::warn!(plugin = %self.name, holder, error = %e, "cannot release a consumer reference");
+                }
+            }
+        }
     }
 
     /// Mount: the consumer's reference first (so a disable cannot slip in between), then the
@@ -296,7 +323,18 @@ fn holder(request: Option<&Value>) -> Result<String, Answer> {
             "volume name or ID too long",
         ));
     }
-    Ok(format!("{CONSUMER_HOLDER_PREFIX}{name}:{id}"))
+    Ok(holder_of(name, id))
+}
+
+fn holder_of(volume: &str, id: &str) -> String {
+    format!("{CONSUMER_HOLDER_PREFIX}{}", json!([volume, id]))
+}
+
+/// The volume a consumer holder names, if `holder` is one.
+fn holder_volume(holder: &str) -> Option<String> {
+    let pair: (String, String) =
+        serde_json::from_str(holder.strip_prefix(CONSUMER_HOLDER_PREFIX)?).ok()?;
+    Some(pair.0)
 }
 
 /// The mountpoints of one answer, rewritten in place: `Mountpoint` of Mount and Path,
@@ -399,12 +437,17 @@ mod tests {
     fn mount_holders_name_volume_and_consumer() {
         assert_eq!(
             holder(Some(&json!({"Name": "v1", "ID": "abc"}))).ok(),
-            Some("consumer:v1:abc".to_owned())
+            Some(r#"consumer:["v1","abc"]"#.to_owned())
         );
         assert_eq!(
             holder(Some(&json!({"Name": "v1"}))).ok(),
-            Some("consumer:v1:".to_owned())
+            Some(r#"consumer:["v1",""]"#.to_owned())
         );
+        // Names with the separator cannot be confused with other volumes.
+        let tricky = holder(Some(&json!({"Name": "a:b", "ID": "c"}))).unwrap();
+        assert_eq!(holder_volume(&tricky).as_deref(), Some("a:b"));
+        assert_eq!(holder_volume("volume:a"), None);
+        assert_eq!(holder_volume(r#"consumer:["a"]"#), None);
         assert!(holder(Some(&json!({"ID": "abc"}))).is_err());
         assert!(holder(None).is_err());
         assert!(holder(Some(&json!({"Name": "v".repeat(2000)}))).is_err());
