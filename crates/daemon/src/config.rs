@@ -639,6 +639,39 @@ mod tests {
     }
 
     #[test]
+    fn publishing_settings_from_flags_and_file() {
+        let c = Config::load(&cli(&["--exec-root", "/run/x"])).unwrap();
+        assert_eq!(c.publish_dir, Path::new("/run/x/publish"));
+        assert_eq!(c.docker_specs_dir, None);
+        let c = Config::load(&cli(&[
+            "--publish-dir",
+            "/run/pub",
+            "--publish-docker-specs",
+            "--docker-specs-dir",
+            "/tmp/specs",
+        ]))
+        .unwrap();
+        assert_eq!(c.publish_dir, Path::new("/run/pub"));
+        assert_eq!(c.docker_specs_dir.as_deref(), Some(Path::new("/tmp/specs")));
+        let c = with_file("publish-dir = \"/run/f\"\npublish-docker-specs = true", &[]).unwrap();
+        assert_eq!(c.publish_dir, Path::new("/run/f"));
+        assert_eq!(
+            c.docker_specs_dir.as_deref(),
+            Some(Path::new("/etc/docker/plugins"))
+        );
+        let c = with_file("publish-dir = \"/run/f\"", &["--publish-dir", "/run/flag"]).unwrap();
+        assert_eq!(c.publish_dir, Path::new("/run/flag"));
+        assert!(Config::load(&cli(&["--publish-dir", "rel"])).is_err());
+        // `plugind podman-conf [OPTIONS]` is `--podman-conf`.
+        let c = cli(&["podman-conf", "--exec-root", "/run/y"]);
+        assert!(c.podman_conf);
+        assert_eq!(
+            Config::load(&c).unwrap().publish_dir,
+            Path::new("/run/y/publish")
+        );
+    }
+
+    #[test]
     fn api_limits_from_file_and_flags() {
         let c = with_file(
             "api-max-connections = 10\napi-idle-timeout = 7\napi-body-timeout = 9",
@@ -877,6 +910,11 @@ mod tests {
             "--api-idle-timeout",
             "--api-body-timeout",
             "--plugin-start-timeout",
+            "--publish-dir",
+            "--publish-docker-specs",
+            "--docker-specs-dir",
+            "--podman-conf",
+            "--podman-conf-output",
             "/var/lib/plugind",
             "/run/plugind",
             "unix:///run/plugind/plugind.sock",
