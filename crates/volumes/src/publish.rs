@@ -245,7 +245,12 @@ impl Shared {
             }
             match self.publish(want).await {
                 Ok(served) => {
-                    tracing::info!(plugin = %served.name, socket = %self.socket_path(&served.stem).display(), "published socket ready");
+                    let socket = self.socket_path(&served.stem);
+                    tracing::info!(
+                        plugin = %served.name,
+                        socket = %socket.display(),
+                        "published socket ready"
+                    );
                     plugind_sys::sync::lock(&self.served).insert(id, served);
                 }
                 Err(e) => {

@@ -45,7 +45,8 @@ pub(super) struct Endpoint {
     pub calls: VolumeConfig,
 }
 
-/// Serves `listener` until the task is aborted (aborting it ends every connection too).
+/// Serves `listener` until the task is aborted (which ends every connection; requests already
+/// running finish, bounded by their deadlines).
 pub(super) async fn serve(listener: UnixListener, endpoint: Arc<Endpoint>) {
     let mut connections = JoinSet::new();
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -55,21 +56,46 @@ pub(super) async fn serve(listener: UnixListener, endpoint: Arc<Endpoint>) {
                 let stream = match accepted {
                     Ok((stream, _)) => stream,
                     Err(e) => {
-                        tracing::warn!(plugin = %endpoint.name, error = %e, "published socket: accept failed");
+                        tracing::warn!(
+                            plugin = %endpoint.name,
+                            error = %e,
+                            "published socket: accept failed"
+                        );
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
                 };
                 let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    tracing::warn!(plugin = %endpoint.name, "published socket: too many connections");
+                    tracing::warn!(
+                        plugin = %endpoint.name,
+                        "published socket: too many connections"
+                    );
                     continue;
                 };
                 let endpoint = endpoint.clone();
+                // Held by the connection and by each of its requests still running.
+                let slot = Arc::new(slot);
                 connections.spawn(async move {
-                    let _slot = slot;
                     let service = service_fn(move |req| {
                         let endpoint = endpoint.clone();
-                        async move { Ok::<_, Infallible>(endpoint.handle(req).await) }
+                        let slot = slot.clone();
+                        // Each request runs to its end in its own task, even when the consumer
+                        // goes away: a Mount is never left with the plugin's mount done and
+                        // the reference not (or the other way round).
+                        let request = tokio::spawn(async move {
+                            let _slot = slot;
+                            endpoint.handle(req).await
+                        });
+                        async move {
+                            Ok::<_, Infallible>(request.await.unwrap_or_else(|e| {
+                                let body = json!({ "Err": format!("request failed: {e}") });
+                                let mut response = Response::new(Full::new(Bytes::from(
+                                    body.to_string(),
+                                )));
+                                *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                                response
+                            }))
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .timer(TokioTimer::new())
@@ -201,6 +227,19 @@ impl Endpoint {
         self.rewrite(method, answer).await
     }
 
+    /// Releases one reference of `holder`; a failure is logged (the reference stays, and
+    /// `disable -f` still overrides it).
+    async fn release(&self, holder: &str) {
+        if let Err(e) = self.manager.release(self.id.as_str(), holder).await {
+            tracing::warn!(
+                plugin = %self.name,
+                holder,
+                error = %e,
+                "cannot release a consumer reference"
+            );
+        }
+    }
+
     /// After a volume is removed no consumer can have it mounted: its references go too (Podman
     /// never unmounts volumes of `--rootfs` containers, volume-consumers.md gotcha 4, so they
     /// would otherwise keep the plugin "in use" for ever).
@@ -216,9 +255,7 @@ impl Endpoint {
                 continue;
             }
             for _ in 0..*count {
-                if let Err(e) = self.manager.release(self.id.as_str(), holder).await {
-                    tracing::warn!(plugin = %self.name, holder, error = %e, "cannot release a consumer reference");
-                }
+                self.release(holder).await;
             }
         }
     }
@@ -233,11 +270,7 @@ impl Endpoint {
             .acquire(self.id.as_str(), CAPABILITY, &holder)
             .await
             .map_err(|e| self.not_ready(&e))?;
-        let release = || async {
-            if let Err(e) = self.manager.release(self.id.as_str(), &holder).await {
-                tracing::warn!(plugin = %self.name, holder, error = %e, "cannot release a consumer reference");
-            }
-        };
+        let release = || self.release(&holder);
         let answer = match handle.client.call(method, request.as_ref(), timeout).await {
             Ok(answer) => answer,
             Err(e) => {
@@ -278,9 +311,7 @@ impl Endpoint {
             .call(method, request.as_ref(), timeout)
             .await
             .map_err(|e| self.call_failed(method, e))?;
-        if let Err(e) = self.manager.release(self.id.as_str(), &holder).await {
-            tracing::warn!(plugin = %self.name, holder, error = %e, "cannot release a consumer reference");
-        }
+        self.release(&holder).await;
         Ok(answer)
     }
 
@@ -296,7 +327,12 @@ impl Endpoint {
         match result {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(e)) => {
-                tracing::warn!(plugin = %self.name, method, error = %e, "refused a plugin's answer");
+                tracing::warn!(
+                    plugin = %self.name,
+                    method,
+                    error = %e,
+                    "refused a plugin's answer"
+                );
                 Err(Answer::error(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     format!("volume plugin {}: {method}: {e}", self.name),
@@ -422,7 +458,10 @@ mod tests {
 
         // One escaping path refuses the whole answer.
         std::os::unix::fs::symlink("/etc", dirs.propagated_mount.join("evil")).unwrap();
-        let mut bad = json!({"Volumes": [{"Name": "a", "Mountpoint": "/data/a"}, {"Name": "e", "Mountpoint": "/data/evil"}]});
+        let mut bad = json!({"Volumes": [
+            {"Name": "a", "Mountpoint": "/data/a"},
+            {"Name": "e", "Mountpoint": "/data/evil"}
+        ]});
         assert!(matches!(
             rewrite_answer("VolumeDriver.List", &mut bad, &dirs),
             Err(ScopeError::Escapes { .. })
