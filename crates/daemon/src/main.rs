@@ -141,14 +141,8 @@ fn podman_conf(config: &Config, output: Option<&std::path::Path>) -> anyhow::Res
     })?;
     match output {
         None => print!("{text}"),
-        Some(out) => {
-            if let Some(dir) = out.parent() {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("cannot create {}", dir.display()))?;
-            }
-            plugind_manager::sys::fs::atomic_write_mode(out, text.as_bytes(), 0o644)
-                .with_context(|| format!("cannot write {}", out.display()))?;
-        }
+        Some(out) => plugind_volumes::publish::write_drop_in(out, &text)
+            .with_context(|| format!("cannot write {}", out.display()))?,
     }
     Ok(())
 }

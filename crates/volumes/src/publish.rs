@@ -26,7 +26,8 @@ use std::{
     sync::{Arc, Mutex as StdMutex},
 };
 
-use plugind_manager::{types::PluginId, Manager};
+use plugind_manager::Manager;
+use plugind_types::PluginId;
 use tokio::{sync::Mutex as AsyncMutex, task::JoinHandle};
 
 pub use scope::{published_stem, PluginDirs, ScopeError};
@@ -364,6 +365,20 @@ pub fn drop_in_text(entries: &[(String, PathBuf)]) -> String {
         }
     }
     out
+}
+
+/// Writes a Podman drop-in (the text of [`DROP_IN_FILE`]) to `path` atomically, creating its
+/// directory (`plugind podman-conf --podman-conf-output`).
+pub fn write_drop_in(path: &Path, text: &str) -> Result<(), PublishError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| PublishError::Io {
+            op: "create directory",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    plugind_sys::fs::atomic_write_mode(path, text.as_bytes(), 0o644)?;
+    Ok(())
 }
 
 /// The text of a Docker spec file naming `socket`.

@@ -15,12 +15,9 @@ use std::{
     time::Duration,
 };
 
-use plugind_manager::{
-    backoff::RestartPolicy,
-    executor::{ExecutorConfig, Runtimes, ShimExecutor},
-    store::RunState,
-    Manager, ManagerConfig,
-};
+use plugind_executor::{ExecutorConfig, Runtimes, ShimExecutor};
+use plugind_manager::{backoff::RestartPolicy, Manager, ManagerConfig};
+use plugind_store::RunState;
 use plugind_volumes::{
     publish::{PublishConfig, Publisher},
     volume::random_name,

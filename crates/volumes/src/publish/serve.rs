@@ -9,7 +9,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{body::Incoming, header, service::service_fn, Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use plugind_manager::{client::PluginCallError, types::PluginId, Manager, ManagerError};
+use plugind_manager::{client::PluginCallError, Manager, ManagerError};
+use plugind_types::PluginId;
 use serde_json::{json, Value};
 use tokio::{net::UnixListener, sync::Semaphore, task::JoinSet};
 
