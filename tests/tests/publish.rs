@@ -136,6 +136,18 @@ fn published_socket_rewrites_paths_counts_mounts_and_follows_the_plugin() {
         conf.contains(&format!("\"vols/driver\" = \"{}\"", socket.display())),
         "{conf}"
     );
+    // ... and written atomically where Podman reads drop-ins.
+    let drop_in = specs.path().join("containers.conf.d/plugind.conf");
+    let wrote = std::process::Command::new(plugind_tests::plugind_bin())
+        .args(["podman-conf", "--exec-root"])
+        .arg(d.dir.join("run"))
+        .arg("--podman-conf-output")
+        .arg(&drop_in)
+        .output()
+        .unwrap();
+    assert!(wrote.status.success(), "{wrote:?}");
+    assert!(wrote.stdout.is_empty());
+    assert_eq!(std::fs::read_to_string(&drop_in).unwrap(), conf);
 
     // Unknown methods are 404s, methods other than POST refused.
     let (status, _) = call(&socket, "VolumeDriver.Nope", "{}");
