@@ -293,6 +293,24 @@ fn podman_uses_plugind_volume_plugins() {
     let err = d.docker_err(&["plugin", "disable", "vols/driver"]);
     assert!(err.contains("plugin vols/driver:latest is in use"), "{err}");
     p.ok(&["volume", "unmount", "v1"]);
+    // The same with a running container: mounted at its start, unmounted when it goes.
+    let ctr = p.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "-v",
+        "v1:/mnt",
+        "localhost/bb",
+        "sleep",
+        "600",
+    ]);
+    let err = d.docker_err(&["plugin", "disable", "vols/driver"]);
+    assert!(err.contains("plugin vols/driver:latest is in use"), "{err}");
+    p.ok(&["rm", "-f", "-t", "0", ctr.trim()]);
+    // Podman unmounted it on removal: the plugin's record holds no consumer reference.
+    let record = fs::read_to_string(d.dir.join(format!("root/{id}/config.json"))).unwrap();
+    assert!(!record.contains("consumer:"), "references left: {record}");
 
     // plugind restarts with live restore: Podman keeps working through the same socket.
     d.kill9();
