@@ -387,8 +387,8 @@ pub fn spec_text(socket: &Path) -> String {
 }
 
 /// Creates the publish directory (0755) and removes what an earlier run left in it: sockets
-/// (rebound as plugins are published) and temp files; spec files of ours whose socket is gone
-/// are removed by the same rule.
+/// (rebound as plugins are published) and temp files; spec files naming a socket of this
+/// directory (rewritten as plugins are published) and interrupted spec writes go too.
 fn prepare_dir(dir: &Path, specs: Option<&Path>) -> Result<(), PublishError> {
     let io = |op, path: &Path| {
         let path = path.to_path_buf();
@@ -400,7 +400,10 @@ fn prepare_dir(dir: &Path, specs: Option<&Path>) -> Result<(), PublishError> {
     for entry in std::fs::read_dir(dir).map_err(io("read directory", dir))? {
         let entry = entry.map_err(io("read directory", dir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".sock") || name.ends_with(".sock.tmp") {
+        let leftover = name.ends_with(".sock")
+            || name.ends_with(".sock.tmp")
+            || plugind_sys::fs::is_temp_name(&name);
+        if leftover {
             remove_if_exists(&entry.path());
         }
     }
@@ -408,6 +411,12 @@ fn prepare_dir(dir: &Path, specs: Option<&Path>) -> Result<(), PublishError> {
         if let Ok(entries) = std::fs::read_dir(specs) {
             for entry in entries.flatten() {
                 let path = entry.path();
+                let name = entry.file_name().to_string_lossy().into_owned();
+                // A spec file write a crash interrupted (ours by the name's shape).
+                if plugind_sys::fs::is_temp_name(&name) && name.contains(".spec.tmp-") {
+                    remove_if_exists(&path);
+                    continue;
+                }
                 let Ok(text) = std::fs::read_to_string(&path) else {
                     continue;
                 };
@@ -520,11 +529,15 @@ mod tests {
         std::fs::create_dir_all(&specs).unwrap();
         let _stale = std::os::unix::net::UnixListener::bind(dir.join("old.sock")).unwrap();
         std::fs::write(dir.join(DROP_IN_FILE), "x").unwrap();
+        std::fs::write(dir.join(".containers.conf.tmp-1-2"), "x").unwrap();
+        std::fs::write(specs.join(".old.spec.tmp-1-2"), "x").unwrap();
         std::fs::write(specs.join("old.spec"), spec_text(&dir.join("old.sock"))).unwrap();
         std::fs::write(specs.join("theirs.spec"), "unix:///run/other/theirs.sock\n").unwrap();
         prepare_dir(&dir, Some(&specs)).unwrap();
         assert!(!dir.join("old.sock").exists());
         assert!(dir.join(DROP_IN_FILE).exists());
+        assert!(!dir.join(".containers.conf.tmp-1-2").exists());
+        assert!(!specs.join(".old.spec.tmp-1-2").exists());
         assert!(!specs.join("old.spec").exists());
         assert!(specs.join("theirs.spec").exists());
     }
