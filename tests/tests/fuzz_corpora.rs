@@ -21,6 +21,7 @@ const TARGETS: &[(&str, Entry)] = &[
     ("api_json_body", plugind_api::fuzzing::json_body),
     ("plugin_answer", plugind_manager::fuzzing::plugin_answer),
     ("driver_answer", plugind_volumes::fuzzing::driver_answer),
+    ("published_paths", plugind_volumes::fuzzing::published_paths),
     ("shim_event", plugind_executor::fuzzing::event_payload),
 ];
 
@@ -89,6 +90,11 @@ fn every_fuzz_target_is_listed_and_has_seeds() {
         );
         assert!(!seeds(name).is_empty(), "{name} has no seeds");
     }
+}
+
+#[test]
+fn published_paths_corpus() {
+    run_corpus("published_paths");
 }
 
 #[test]

@@ -18,6 +18,9 @@ const PACKAGES: &[(&str, &str)] = &[
     // Only its CLI is used (the tests and the demo drive plugind with it); the engine it also
     // brings is kept from starting (`without_service_starts`) and disabled.
     ("docker.io", "docker"),
+    // The outside consumer of published volume-plugin sockets (tests/tests/podman.rs); it
+    // brings conmon and the CNI plugins along.
+    ("podman", "podman"),
 ];
 
 /// cargo-deny version pinned for reproducible checks (style.md §6).

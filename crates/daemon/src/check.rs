@@ -28,6 +28,7 @@ pub fn check_host(config: &Config) -> Vec<String> {
         Err(e) => problems.push(format!("cgroups: cannot read /proc/self/mountinfo: {e}")),
     }
     problems.extend(check_sockets(config));
+    problems.extend(check_publish_dir(&config.publish_dir));
     for (what, dir) in [("--root", &config.root), ("--exec-root", &config.exec_root)] {
         problems.extend(check_writable(what, dir));
     }
@@ -72,6 +73,20 @@ fn check_sockets(config: &Config) -> Option<String> {
     plugind_manager::check_daemon_sockets(&config.exec_root, &config.socket)
         .err()
         .map(|e| format!("socket paths: {e}"))
+}
+
+/// The longest published socket (`<publish-dir>/<stem>.sock`, stems up to
+/// `MAX_STEM_BYTES`) must fit in a unix socket address (107 bytes and the terminating NUL).
+fn check_publish_dir(dir: &Path) -> Option<String> {
+    use plugind_volumes::publish::scope::MAX_STEM_BYTES;
+    let longest = dir.as_os_str().len() + 1 + MAX_STEM_BYTES + ".sock".len();
+    (longest > 107).then(|| {
+        format!(
+            "--publish-dir {}: published sockets would be up to {longest} bytes long, more than \
+             a unix socket address holds (107); use a shorter directory",
+            dir.display()
+        )
+    })
 }
 
 /// `dir` (or, when it does not exist yet, the nearest existing parent plugind would create
@@ -173,6 +188,17 @@ mod tests {
         assert_eq!(left.len(), 1);
         // /proc refuses new files even to root, as a read-only mount would.
         assert!(check_writable("--exec-root", Path::new("/proc/self/fdinfo")).is_some());
+    }
+
+    #[test]
+    fn publish_dirs_too_long_for_socket_addresses_are_reported() {
+        assert_eq!(check_publish_dir(Path::new("/run/plugind/publish")), None);
+        let long = format!("/run/{}", "d".repeat(40));
+        let problem = check_publish_dir(Path::new(&long)).unwrap();
+        assert!(
+            problem.contains("more than a unix socket address holds"),
+            "{problem}"
+        );
     }
 
     fn test_config() -> Config {

@@ -33,6 +33,15 @@ pub struct Cli {
     /// `plugind check [OPTIONS]`).
     #[arg(long)]
     pub validate: bool,
+    /// Print the Podman containers.conf drop-in naming every published volume plugin (as the
+    /// running daemon keeps it in the publish directory), then exit (also spelled
+    /// `plugind podman-conf [OPTIONS]`).
+    #[arg(long)]
+    pub podman_conf: bool,
+    /// With --podman-conf: write the drop-in to FILE (atomically) instead of printing it, e.g.
+    /// /etc/containers/containers.conf.d/plugind.conf.
+    #[arg(long, value_name = "FILE", requires = "podman_conf")]
+    pub podman_conf_output: Option<PathBuf>,
     /// State directory: plugin records, root filesystems, blobs.
     #[arg(
         long,
@@ -102,6 +111,17 @@ pub struct Cli {
     /// fails (Docker's fixed value: 12.5).
     #[arg(long, value_name = "SECONDS", default_value = "12.5")]
     pub plugin_start_timeout: f64,
+    /// Directory of the published volume-plugin sockets for Podman and Docker daemons
+    /// (default `<exec-root>/publish`).
+    #[arg(long, value_name = "DIR")]
+    pub publish_dir: Option<PathBuf>,
+    /// Also write a Docker v1 spec file (`<name>.spec`) per published volume plugin, so a
+    /// Docker daemon on this host finds it; off by default (a Docker daemon may have its own).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub publish_docker_specs: bool,
+    /// Where `--publish-docker-specs` writes spec files.
+    #[arg(long, value_name = "DIR", default_value = plugind_volumes::publish::DOCKER_SPECS_DIR)]
+    pub docker_specs_dir: PathBuf,
     /// Which options were given on the command line (filled by [`Cli::parse_from`]).
     #[arg(skip)]
     explicit: Vec<String>,
@@ -144,6 +164,10 @@ impl Cli {
         if args.get(1).is_some_and(|a| a == "check") {
             args[1] = "--validate".into();
         }
+        // `plugind podman-conf [OPTIONS]` likewise.
+        if args.get(1).is_some_and(|a| a == "podman-conf") {
+            args[1] = "--podman-conf".into();
+        }
         let matches = Cli::command().try_get_matches_from(args)?;
         let mut cli = Cli::from_arg_matches(&matches)?;
         cli.explicit = explicit_ids(&matches);
@@ -184,6 +208,9 @@ struct FileConfig {
     api_idle_timeout: Option<u64>,
     api_body_timeout: Option<u64>,
     plugin_start_timeout: Option<f64>,
+    publish_dir: Option<PathBuf>,
+    publish_docker_specs: Option<bool>,
+    docker_specs_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -240,6 +267,10 @@ pub struct Config {
     pub api_idle_timeout: Duration,
     /// Time a request body or a response write may make no progress.
     pub api_body_timeout: Duration,
+    /// Directory of the published volume-plugin sockets (absolute).
+    pub publish_dir: PathBuf,
+    /// Where Docker spec files of published plugins are written; `None`: not written.
+    pub docker_specs_dir: Option<PathBuf>,
 }
 
 /// What a SIGHUP changed: settings applied at once, and settings that differ from the running
@@ -299,6 +330,12 @@ impl ReloadDiff {
         check(
             running.plugin_start_timeout != new.plugin_start_timeout,
             "plugin-start-timeout",
+            false,
+        );
+        check(running.publish_dir != new.publish_dir, "publish-dir", false);
+        check(
+            running.docker_specs_dir != new.docker_specs_dir,
+            "publish-docker-specs",
             false,
         );
         diff
@@ -438,13 +475,41 @@ impl Config {
                 &cli.api_body_timeout,
                 file.api_body_timeout,
             )),
+            publish_dir: PathBuf::new(),
+            docker_specs_dir: None,
         };
+        let mut config = config;
+        let exec_root = config.exec_root.clone();
+        config.publish_dir = pick(
+            cli,
+            "publish_dir",
+            &cli.publish_dir,
+            file.publish_dir.map(Some),
+        )
+        .unwrap_or_else(|| exec_root.join("publish"));
+        let specs = pick(
+            cli,
+            "publish_docker_specs",
+            &cli.publish_docker_specs,
+            file.publish_docker_specs,
+        );
+        let specs_dir = pick(
+            cli,
+            "docker_specs_dir",
+            &cli.docker_specs_dir,
+            file.docker_specs_dir,
+        );
+        config.docker_specs_dir = specs.then_some(specs_dir);
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        for (what, path) in [("--root", &self.root), ("--exec-root", &self.exec_root)] {
+        for (what, path) in [
+            ("--root", &self.root),
+            ("--exec-root", &self.exec_root),
+            ("--publish-dir", &self.publish_dir),
+        ] {
             if !path.is_absolute() {
                 bail!("{what} must be an absolute path, got {}", path.display());
             }
@@ -571,6 +636,39 @@ mod tests {
         assert_eq!(c.api_header_timeout, plugind_api::DEFAULT_HEADER_TIMEOUT);
         assert_eq!(c.api_idle_timeout, plugind_api::DEFAULT_IDLE_TIMEOUT);
         assert_eq!(c.api_body_timeout, plugind_api::DEFAULT_BODY_TIMEOUT);
+    }
+
+    #[test]
+    fn publishing_settings_from_flags_and_file() {
+        let c = Config::load(&cli(&["--exec-root", "/run/x"])).unwrap();
+        assert_eq!(c.publish_dir, Path::new("/run/x/publish"));
+        assert_eq!(c.docker_specs_dir, None);
+        let c = Config::load(&cli(&[
+            "--publish-dir",
+            "/run/pub",
+            "--publish-docker-specs",
+            "--docker-specs-dir",
+            "/tmp/specs",
+        ]))
+        .unwrap();
+        assert_eq!(c.publish_dir, Path::new("/run/pub"));
+        assert_eq!(c.docker_specs_dir.as_deref(), Some(Path::new("/tmp/specs")));
+        let c = with_file("publish-dir = \"/run/f\"\npublish-docker-specs = true", &[]).unwrap();
+        assert_eq!(c.publish_dir, Path::new("/run/f"));
+        assert_eq!(
+            c.docker_specs_dir.as_deref(),
+            Some(Path::new("/etc/docker/plugins"))
+        );
+        let c = with_file("publish-dir = \"/run/f\"", &["--publish-dir", "/run/flag"]).unwrap();
+        assert_eq!(c.publish_dir, Path::new("/run/flag"));
+        assert!(Config::load(&cli(&["--publish-dir", "rel"])).is_err());
+        // `plugind podman-conf [OPTIONS]` is `--podman-conf`.
+        let c = cli(&["podman-conf", "--exec-root", "/run/y"]);
+        assert!(c.podman_conf);
+        assert_eq!(
+            Config::load(&c).unwrap().publish_dir,
+            Path::new("/run/y/publish")
+        );
     }
 
     #[test]
@@ -812,6 +910,11 @@ mod tests {
             "--api-idle-timeout",
             "--api-body-timeout",
             "--plugin-start-timeout",
+            "--publish-dir",
+            "--publish-docker-specs",
+            "--docker-specs-dir",
+            "--podman-conf",
+            "--podman-conf-output",
             "/var/lib/plugind",
             "/run/plugind",
             "unix:///run/plugind/plugind.sock",

@@ -43,6 +43,15 @@ fn main() -> ExitCode {
         }
         return ExitCode::FAILURE;
     }
+    if cli.podman_conf {
+        return match podman_conf(&config, cli.podman_conf_output.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("plugind: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     logging::init(config.log_level, config.log_format);
     // Before any thread starts, so every thread and child sees the raised limit.
     let nofile = match plugind_sys::limits::raise_nofile_limit() {
@@ -116,6 +125,26 @@ async fn run(
             config.shutdown_timeout
         ),
     }
+}
+
+/// `plugind podman-conf`: the drop-in the running daemon keeps in its publish directory,
+/// printed or written atomically to `output`.
+fn podman_conf(config: &Config, output: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let path = config
+        .publish_dir
+        .join(plugind_volumes::publish::DROP_IN_FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "cannot read {} (is plugind running with this --exec-root/--publish-dir?)",
+            path.display()
+        )
+    })?;
+    match output {
+        None => print!("{text}"),
+        Some(out) => plugind_volumes::publish::write_drop_in(out, &text)
+            .with_context(|| format!("cannot write {}", out.display()))?,
+    }
+    Ok(())
 }
 
 /// The configured connection cap, lowered to what fits under the descriptor limit with room

@@ -13,7 +13,10 @@ use plugind_api::{ManagerBackend, PluginBackend, RuntimeFacts, RuntimeInfo};
 use plugind_executor::{ExecutorConfig, RuntimeConfig, Runtimes, ShimExecutor};
 use plugind_manager::{Manager, ManagerConfig};
 
-use plugind_volumes::{VolumeConfig, VolumeService};
+use plugind_volumes::{
+    publish::{PublishConfig, Publisher},
+    VolumeConfig, VolumeService,
+};
 
 use crate::config::Config;
 
@@ -85,7 +88,19 @@ pub async fn build_backend(config: &Config) -> anyhow::Result<Wiring> {
     let backend = Arc::new(
         ManagerBackend::new(manager.clone(), runtime_facts(config)).with_engine_id(engine_id),
     );
+    // Published sockets for Podman and Docker daemons, following the manager from now on.
+    let publisher = Publisher::start(
+        manager.clone(),
+        PublishConfig {
+            dir: config.publish_dir.clone(),
+            docker_specs_dir: config.docker_specs_dir.clone(),
+            calls: volume_config,
+        },
+    )
+    .await
+    .context("publishing volume plugins")?;
     let lifecycle = Box::new(Wired {
+        publisher,
         manager,
         executor,
         backend: backend.clone(),
@@ -98,6 +113,7 @@ pub async fn build_backend(config: &Config) -> anyhow::Result<Wiring> {
 }
 
 struct Wired {
+    publisher: Publisher,
     manager: Manager,
     executor: ShimExecutor,
     backend: Arc<ManagerBackend>,
@@ -118,6 +134,7 @@ impl Lifecycle for Wired {
     }
 
     async fn shutdown(&self) -> anyhow::Result<()> {
+        self.publisher.shutdown();
         self.manager.shutdown().await;
         self.executor.shutdown().await;
         Ok(())

@@ -387,6 +387,15 @@ impl Manager {
 
     // ----- queries -----------------------------------------------------------------------
 
+    /// The host directories behind a plugin's in-plugin paths: its root filesystem and its
+    /// propagated-mount directory (what Docker's `ScopedPath` maps answers into).
+    pub fn host_dirs(&self, id: &PluginId) -> (PathBuf, PathBuf) {
+        (
+            self.inner.store.rootfs_dir(id),
+            self.inner.store.propagated_mount_dir(id),
+        )
+    }
+
     /// Every plugin.
     pub fn list(&self) -> Vec<PluginView> {
         self.inner

@@ -15,13 +15,16 @@
 //!   time rules;
 //! - [`filters`]: [`VolumeFilters`], Docker's list and prune filters;
 //! - [`records`]: the record files, written atomically, quarantined when unreadable;
+//! - [`publish`]: [`publish::Publisher`], one socket per enabled volume plugin for consumers
+//!   outside plugind (Podman, a Docker daemon), with answers' paths rewritten to host paths and
+//!   consumers' mounts held as references;
 //!
 //! Errors are [`VolumeError`]s with Docker's texts (`get v: no such volume`, `remove v: volume
 //! is in use - [id]`, ...) and an [`plugind_types::ErrorKind`] for the status code.
 //!
 //! What this crate does not do: it starts, stops or installs no plugin (the manager does), it
-//! mounts nothing itself (drivers do), and it does not map a managed plugin's mountpoints to host
-//! paths (the mountpoint is reported as the driver gives it).
+//! mounts nothing itself (drivers do), and its Docker API volumes report mountpoints as the driver
+//! gives them (only the published sockets map them to host paths, for outside consumers).
 
 #![warn(missing_docs)]
 
@@ -31,6 +34,7 @@ pub mod filters;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod getter;
+pub mod publish;
 pub mod records;
 pub mod service;
 pub mod volume;

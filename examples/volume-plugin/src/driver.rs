@@ -1,5 +1,8 @@
 //! The VolumeDriver itself: volumes are directories `<root>/<name>`, mount reference counts are
 //! kept per caller id, and both survive restarts in `<root>/.state.json` (temp file + rename).
+//! With the Create option `tmpfs=SIZE` a volume is a tmpfs the plugin mounts on its directory
+//! (through `/bin/busybox mount`, which the plugin's rootfs must then hold): what real drivers
+//! do with FUSE or NFS, and what proves that mounts made inside the plugin reach the host.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -21,6 +24,9 @@ struct VolumeState {
     /// Caller id -> number of mounts not yet unmounted.
     #[serde(default)]
     mounts: BTreeMap<String, u32>,
+    /// A tmpfs of this size is mounted on the volume's directory (`-o tmpfs=SIZE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tmpfs: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -56,7 +62,43 @@ struct NameReq {
     name: String,
     #[serde(default, rename = "ID")]
     id: Option<String>,
-    // `Opts` of Create is accepted and ignored: this driver has no options.
+    /// Create's options: `tmpfs=SIZE` only; others are accepted and ignored.
+    #[serde(default)]
+    opts: Option<BTreeMap<String, String>>,
+}
+
+/// The program that mounts and unmounts tmpfs volumes (the plugin is std only).
+const MOUNT_HELPER: &str = "/bin/busybox";
+
+/// Runs `busybox <args>`; the error names the command and its output.
+fn mount_helper(args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new(MOUNT_HELPER)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{MOUNT_HELPER} {}: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{MOUNT_HELPER} {}: {}: {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Checks a tmpfs size (digits with an optional k/m/g suffix) so it cannot smuggle options.
+fn validate_size(size: &str) -> Result<(), String> {
+    let digits = size.trim_end_matches(['k', 'm', 'g']);
+    if !digits.is_empty()
+        && digits.len() + 1 >= size.len()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+    {
+        Ok(())
+    } else {
+        Err(format!("invalid tmpfs size {size:?} (want e.g. 1m)"))
+    }
 }
 
 fn validate_name(name: &str) -> Result<(), String> {
@@ -161,7 +203,8 @@ impl Driver {
             return err(e);
         }
         if method == "Create" {
-            return self.create(name);
+            let tmpfs = req.opts.as_ref().and_then(|o| o.get("tmpfs")).cloned();
+            return self.create(name, tmpfs);
         }
         let Some(vol) = self.state.volumes.get(name) else {
             return err(format!("no such volume: {name}"));
@@ -173,6 +216,12 @@ impl Driver {
                     return err(format!("volume {name} is in use ({refs} mounts)"));
                 }
                 let dir = self.root.join(name);
+                if vol.tmpfs.is_some() {
+                    let target = dir.to_string_lossy().into_owned();
+                    if let Err(e) = mount_helper(&["umount", &target]) {
+                        return err(e);
+                    }
+                }
                 match fs::remove_dir_all(&dir) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -240,7 +289,7 @@ impl Driver {
         }
     }
 
-    fn create(&mut self, name: &str) -> Reply {
+    fn create(&mut self, name: &str, tmpfs: Option<String>) -> Reply {
         let dir = self.root.join(name);
         if let Err(e) = fs::create_dir_all(&dir) {
             return err(format!("create {}: {e}", dir.display()));
@@ -249,9 +298,21 @@ impl Driver {
         if self.state.volumes.contains_key(name) {
             return ok(json!({ "Err": "" }));
         }
+        if let Some(size) = &tmpfs {
+            if let Err(e) = validate_size(size) {
+                return err(e);
+            }
+            let target = dir.to_string_lossy().into_owned();
+            let size = format!("size={size}");
+            if let Err(e) = mount_helper(&["mount", "-t", "tmpfs", "-o", &size, "tmpfs", &target]) {
+                let _ = fs::remove_dir(&dir);
+                return err(e);
+            }
+        }
         let vol = VolumeState {
             created_at: rfc3339_now(),
             mounts: BTreeMap::new(),
+            tmpfs,
         };
         match self.commit(|s| {
             s.volumes.insert(name.to_string(), vol);
@@ -282,6 +343,16 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn tmpfs_sizes_cannot_carry_options() {
+        for good in ["1m", "512k", "2g", "4096"] {
+            assert_eq!(validate_size(good), Ok(()), "{good}");
+        }
+        for bad in ["", "m", "1m,exec", "1mm", "-1", "1 m"] {
+            assert!(validate_size(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

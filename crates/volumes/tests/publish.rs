@@ -1,0 +1,178 @@
+//! The published socket over the real plugin manager (shim, runc, the packaged sample plugin)
+//! while its plugin is down: it stays, answers every call at once with a clear error instead
+//! of hanging, takes no reference for a refused Mount, and goes when the plugin is disabled.
+//!
+//! Needs root, `containerd-shim-runc-v2`, runc and `target/plugin/volume-plugin` (made by
+//! `cargo xtask plugin`); `#[ignore]`d for plain `cargo test`, run by `cargo xtask ci`.
+
+use std::{
+    fs,
+    io::{Read, Write},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::Arc,
+    time::Duration,
+};
+
+use plugind_executor::{ExecutorConfig, Runtimes, ShimExecutor};
+use plugind_manager::{backoff::RestartPolicy, Manager, ManagerConfig};
+use plugind_store::RunState;
+use plugind_volumes::{
+    publish::{PublishConfig, Publisher},
+    volume::random_name,
+    VolumeConfig, CAPABILITY,
+};
+
+const SHIM: &str = "/usr/bin/containerd-shim-runc-v2";
+
+fn plugin_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/plugin/volume-plugin")
+}
+
+fn require_prerequisites() {
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    assert!(
+        status.lines().any(|l| l.starts_with("Uid:\t0\t")),
+        "this test needs root"
+    );
+    for bin in [SHIM, "/usr/sbin/runc"] {
+        assert!(
+            Path::new(bin).exists(),
+            "this test needs {bin} (cargo xtask setup)"
+        );
+    }
+    assert!(
+        plugin_dir().join("rootfs/volume-plugin").exists(),
+        "the sample plugin is not packaged: run `cargo xtask plugin` first"
+    );
+}
+
+/// One POST over the socket; the read deadline only keeps a broken build from hanging CI.
+async fn post(socket: &Path, method: &str, body: &str) -> (u16, serde_json::Value) {
+    let socket = socket.to_path_buf();
+    let request = format!(
+        "POST /{method} HTTP/1.1\r\nHost: plugin\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tokio::task::spawn_blocking(move || {
+        let mut s = UnixStream::connect(&socket).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer)
+            .expect("an answer, not a hang");
+        let status = answer.split(' ').nth(1).unwrap().parse().unwrap();
+        let (_, body) = answer.split_once("\r\n\r\n").unwrap();
+        (status, serde_json::from_str(body).unwrap())
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, runc, containerd-shim-runc-v2 and the packaged sample plugin"]
+async fn published_socket_answers_at_once_while_its_plugin_is_down() {
+    require_prerequisites();
+    let dir = tempfile::Builder::new()
+        .prefix("pp")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let namespace = format!("plugind-pt-{}", &random_name()[..8]);
+    let mut ec = ExecutorConfig::new(&dir.path().join("run"), &namespace);
+    ec.shim_binary = PathBuf::from(SHIM);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let executor = ShimExecutor::new(ec, &Runtimes::runc(), Arc::new(tx))
+        .await
+        .unwrap();
+    let mut config = ManagerConfig::new(&dir.path().join("root"), &dir.path().join("run"));
+    config.stop_grace = Duration::from_secs(5);
+    // A killed plugin stays down for the whole test: its restart is an hour away.
+    config.restart = RestartPolicy {
+        initial: Duration::from_secs(3600),
+        max: Duration::from_secs(3600),
+        ..RestartPolicy::DEFAULT
+    };
+    let (manager, _) = Manager::start(config, Arc::new(executor), rx)
+        .await
+        .unwrap();
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(plugin_dir())
+        .args(["-cf", "-", "config.json", "rootfs"])
+        .output()
+        .unwrap();
+    manager
+        .create("pub/driver", Box::new(std::io::Cursor::new(tar.stdout)))
+        .await
+        .unwrap();
+    manager.enable("pub/driver", None).await.unwrap();
+
+    let publish_dir = dir.path().join("publish");
+    let publisher = Publisher::start(
+        manager.clone(),
+        PublishConfig {
+            dir: publish_dir.clone(),
+            docker_specs_dir: None,
+            calls: VolumeConfig::DOCKER,
+        },
+    )
+    .await
+    .unwrap();
+    let socket = publish_dir.join("pub+driver.sock");
+    assert!(socket.exists(), "published at start");
+    assert_eq!(
+        publisher.published().get("pub/driver:latest"),
+        Some(&socket)
+    );
+    let (status, _) = post(&socket, "VolumeDriver.Create", r#"{"Name":"v1"}"#).await;
+    assert_eq!(status, 200);
+
+    // Kill the plugin; wait (semantically) until the manager saw the exit.
+    let pid = match manager
+        .inspect("pub/driver")
+        .unwrap()
+        .record
+        .state
+        .observed
+        .state
+    {
+        RunState::Running { pid } => pid,
+        other => panic!("plugin not running: {other:?}"),
+    };
+    assert!(Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    while manager.get_enabled("pub/driver", CAPABILITY).is_ok() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    publisher.reconcile().await;
+    assert!(socket.exists(), "kept while the plugin is to be restarted");
+
+    // Every call is answered at once with a clear error (the plugin's own socket is gone).
+    let (status, answer) = post(&socket, "VolumeDriver.Get", r#"{"Name":"v1"}"#).await;
+    assert_eq!(status, 500);
+    let err = answer["Err"].as_str().unwrap();
+    assert!(
+        err.contains("volume plugin pub/driver:latest is not available"),
+        "{err}"
+    );
+    // Activate still works: consumers see a volume plugin that is temporarily failing.
+    let (status, _) = post(&socket, "Plugin.Activate", "").await;
+    assert_eq!(status, 200);
+    // A refused Mount leaves no reference behind.
+    let (status, _) = post(&socket, "VolumeDriver.Mount", r#"{"Name":"v1","ID":"c"}"#).await;
+    assert_eq!(status, 500);
+    assert_eq!(manager.inspect("pub/driver").unwrap().record.ref_count(), 0);
+
+    // Disabled: the socket goes (the publisher follows the manager's events).
+    manager.disable("pub/driver", false).await.unwrap();
+    publisher.reconcile().await;
+    assert!(!socket.exists(), "still published after disable");
+    assert!(publisher.published().is_empty());
+    manager.remove("pub/driver", true).await.unwrap();
+    publisher.shutdown();
+    manager.shutdown().await;
+}
