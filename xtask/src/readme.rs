@@ -105,13 +105,13 @@ const PRELUDE: &str = r#"set -euo pipefail
 cleanup() {
     status=$?
     set +e
-    if pidof plugind >/dev/null; then
+    if pidof plugind >/dev/null && [ -S /run/plugind/plugind.sock ]; then
         for p in $(DOCKER_HOST=unix:///run/plugind/plugind.sock docker plugin ls -q); do
             DOCKER_HOST=unix:///run/plugind/plugind.sock docker plugin rm -f "$p"
         done
-        kill -TERM $(pidof plugind)
-        while pidof plugind >/dev/null; do sleep 0.1; done
     fi
+    pids=$(pidof plugind) && kill -TERM $pids
+    wait
     exit $status
 }
 trap cleanup EXIT
@@ -151,7 +151,10 @@ pub(crate) fn run() -> anyhow::Result<()> {
     fs::write(&outer, OUTER).context("writing the namespace script")?;
     fs::write(&inner, script).context("writing the README script")?;
     run_cmd(
-        Command::new("unshare")
+        // A README command that never ends (a daemon that never listens) must not hang CI:
+        // at the deadline unshare dies and `--kill-child` takes the whole namespace with it.
+        Command::new("timeout")
+            .args(["--kill-after=10", "1800", "unshare", "--kill-child"])
             .args(["--mount", "--pid", "--fork", "--mount-proc"])
             .args(["--propagation", "private", "bash"])
             .arg(&outer)
