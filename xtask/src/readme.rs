@@ -150,7 +150,13 @@ pub(crate) fn run() -> anyhow::Result<()> {
     let (outer, inner) = (dir.join("outer.sh"), dir.join("readme.sh"));
     fs::write(&outer, OUTER).context("writing the namespace script")?;
     fs::write(&inner, script).context("writing the README script")?;
-    run_cmd(
+    // The namespace's tmpfs mounts need mount points on the host's /etc and /run (/var/lib
+    // is in the /var overlay); those it had to create are removed again (when empty).
+    let created: Vec<&str> = ["/etc/plugind", "/run/plugind"]
+        .into_iter()
+        .filter(|d| !std::path::Path::new(d).exists())
+        .collect();
+    let result = run_cmd(
         // A README command that never ends (a daemon that never listens) must not hang CI:
         // at the deadline unshare dies and `--kill-child` takes the whole namespace with it.
         Command::new("timeout")
@@ -163,7 +169,11 @@ pub(crate) fn run() -> anyhow::Result<()> {
             .env("CARGO_TARGET_DIR", root.join("target"))
             .env_remove("DOCKER_HOST")
             .env_remove("DOCKER_CONTEXT"),
-    )
+    );
+    for dir in created {
+        let _ = fs::remove_dir(dir);
+    }
+    result
 }
 
 /// A systemd block may only drive the unit `contrib/plugind.service` defines.
