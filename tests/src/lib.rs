@@ -136,6 +136,13 @@ impl Daemon {
 
     /// Starts (again) the daemon process on the same directories.
     pub fn restart(&mut self) {
+        self.spawn_with(|_| {});
+        self.wait_until_serving();
+    }
+
+    /// Starts the daemon process on the same directories without waiting for its API;
+    /// `configure` may add environment or flags to its command.
+    pub fn spawn_with(&mut self, configure: impl FnOnce(&mut Command)) {
         assert!(self.child.is_none(), "daemon already running");
         let log = fs::OpenOptions::new()
             .create(true)
@@ -144,7 +151,12 @@ impl Daemon {
             .unwrap();
         let mut cmd = self.command();
         cmd.stdout(log.try_clone().unwrap()).stderr(log);
+        configure(&mut cmd);
         self.child = Some(cmd.spawn().expect("spawn plugind"));
+    }
+
+    /// Waits until the daemon's API answers `_ping`; panics with its log if it exits first.
+    pub fn wait_until_serving(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if self

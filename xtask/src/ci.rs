@@ -65,6 +65,10 @@ pub(crate) fn run(advisories: bool) -> anyhow::Result<()> {
                 .env("RUSTDOCFLAGS", "-D warnings"),
         )
     })?;
+    // The .deb (release build, man page, contents checked), then README's commands, whose
+    // `cargo install` reuses that release build.
+    step("package", || crate::package::run(false).map(|_| ()))?;
+    step("readme", crate::readme::run)?;
     step("deny", || deny(advisories))?;
     println!("xtask ci: all steps passed");
     Ok(())

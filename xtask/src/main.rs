@@ -8,6 +8,8 @@
 //!   measured in the same run;
 //! - `plugin`: build the sample volume plugin as a static binary and package it;
 //! - `demo`: the main job, end to end;
+//! - `package`: build and check the Debian package (cargo-deb; binary, unit, config, man page);
+//! - `readme-check`: run README's commands in a private namespace (`readme`);
 //! - `fuzz`: run a cargo-fuzz target (nightly) against its seed corpus.
 //! - `torture`: random operations, plugind SIGKILLed in the middle, invariants checked after
 //!   each restart.
@@ -19,7 +21,9 @@ mod ci;
 mod daemon;
 mod demo;
 mod fuzz;
+mod package;
 mod plugin;
+mod readme;
 mod setup;
 mod torture;
 mod util;
@@ -52,6 +56,15 @@ enum Task {
     Plugin,
     /// Build everything, start plugind, install and use the sample plugin, show the state.
     Demo,
+    /// Build the Debian package under target/package/ (release binary, systemd unit, default
+    /// config, man page) with cargo-deb and check its contents.
+    Package {
+        /// Package the release binary already built instead of building it.
+        #[arg(long)]
+        no_build: bool,
+    },
+    /// Run every command of README.md (marked blocks) in a private mount and pid namespace.
+    ReadmeCheck,
     /// Fuzz a target of fuzz/ (libFuzzer; needs nightly and cargo-fuzz) and report execs and
     /// crashes.
     Fuzz {
@@ -97,6 +110,8 @@ fn main() -> anyhow::Result<()> {
             println!("plugin tar:       {}", out.tar.display());
         }),
         Task::Demo => demo::run(),
+        Task::Package { no_build } => package::run(no_build).map(|_| ()),
+        Task::ReadmeCheck => readme::run(),
         Task::Fuzz { target, time, jobs } => fuzz::run(&target, time, jobs),
         Task::Torture {
             iterations,

@@ -1,5 +1,5 @@
 //! `cargo xtask setup`: install what the tests need, only when it is missing (cargo-fuzz
-//! only where a nightly toolchain exists).
+//! only where a nightly toolchain exists; cargo-deb for `cargo xtask package`).
 
 use std::process::Command;
 
@@ -57,6 +57,11 @@ pub(crate) fn run() -> anyhow::Result<()> {
         println!("setup: cargo-deny present");
     } else {
         install_cargo_deny()?;
+    }
+    if crate::package::cargo_deb_present() {
+        println!("setup: cargo-deb present");
+    } else {
+        crate::package::install_cargo_deb()?;
     }
     crate::fuzz::ensure_cargo_fuzz()?;
     install_docker_sdk()

@@ -922,4 +922,86 @@ mod tests {
             assert!(help.contains(flag), "help lacks {flag}:\n{help}");
         }
     }
+
+    /// `contrib/plugind.toml`, installed as `/etc/plugind/plugind.toml` by the package.
+    const CONTRIB_CONFIG: &str = include_str!("../../../contrib/plugind.toml");
+
+    /// The lines of the shipped file with its commented-out settings (`#key = value`,
+    /// `#[table]`: a `#` directly followed by the setting) turned on.
+    fn uncommented(text: &str) -> String {
+        text.lines()
+            .map(|l| match l.strip_prefix('#') {
+                Some(rest) if rest.starts_with(|c: char| c.is_ascii_lowercase() || c == '[') => {
+                    rest
+                }
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn without_file(mut c: Config) -> Config {
+        c.config_file = None;
+        c
+    }
+
+    #[test]
+    fn contrib_config_documents_every_key_with_its_default() {
+        let defaults = Config::load(&cli(&[])).unwrap();
+        // As shipped (everything commented out) it changes nothing.
+        assert_eq!(
+            without_file(with_file(CONTRIB_CONFIG, &[]).unwrap()),
+            defaults
+        );
+        // Each commented value is the real default: turned on, the settings change nothing
+        // either (the example runtime table at the end adds its runtime and nothing else).
+        let (settings, runtimes_example) = CONTRIB_CONFIG
+            .split_once("#[runtimes.")
+            .expect("the file shows a [runtimes.NAME] example");
+        let on = without_file(with_file(&uncommented(settings), &[]).unwrap());
+        assert_eq!(
+            on, defaults,
+            "a commented value in contrib/plugind.toml is not the default"
+        );
+        let all = without_file(
+            with_file(
+                &uncommented(&format!("{settings}#[runtimes.{runtimes_example}")),
+                &[],
+            )
+            .unwrap(),
+        );
+        assert_eq!(all.runtimes["crun"].path, "/usr/bin/crun");
+        assert_eq!(
+            Config {
+                runtimes: defaults.runtimes.clone(),
+                ..all
+            },
+            defaults
+        );
+        // Every key the file format accepts is there: serde lists them when refusing one.
+        let refused = toml::from_str::<FileConfig>("not-a-key = 1")
+            .unwrap_err()
+            .to_string();
+        let keys: Vec<&str> = refused
+            .split('`')
+            .skip(3)
+            .step_by(2)
+            .filter(|k| *k != "data-root")
+            .collect();
+        assert!(
+            keys.len() >= 16,
+            "could not read the key list from: {refused}"
+        );
+        for key in keys {
+            let shown = if key == "runtimes" {
+                "\n#[runtimes.".to_owned()
+            } else {
+                format!("\n#{key} = ")
+            };
+            assert!(
+                CONTRIB_CONFIG.contains(&shown),
+                "contrib/plugind.toml lacks {key}"
+            );
+        }
+    }
 }

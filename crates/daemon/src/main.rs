@@ -1,10 +1,12 @@
 //! `plugind`: the daemon binary. Parses the configuration, installs logging and signal
 //! handling, builds the plugin manager (`wiring`) and serves the Docker plugin API until
-//! SIGTERM/SIGINT; SIGHUP re-reads the configuration. No lifecycle logic lives here.
+//! SIGTERM/SIGINT; SIGHUP re-reads the configuration. Under systemd (`Type=notify`) it says
+//! `READY=1` once serving (`notify`). No lifecycle logic lives here.
 
 mod check;
 mod config;
 mod logging;
+mod notify;
 mod version;
 mod wiring;
 
@@ -19,6 +21,8 @@ use crate::{
 };
 
 fn main() -> ExitCode {
+    // First, while there is one thread: no child (shim, runc) may inherit NOTIFY_SOCKET.
+    let notifier = notify::Notifier::take_from_env();
     let args: Vec<OsString> = std::env::args_os().collect();
     let cli = Cli::parse_from(args.clone()).unwrap_or_else(|e| e.exit());
     if cli.version {
@@ -63,7 +67,7 @@ fn main() -> ExitCode {
     };
     let result = tokio::runtime::Runtime::new()
         .context("cannot start the async runtime")
-        .and_then(|rt| rt.block_on(run(&args, config, nofile)));
+        .and_then(|rt| rt.block_on(run(&args, config, nofile, &notifier)));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -77,6 +81,7 @@ async fn run(
     args: &[OsString],
     config: Config,
     nofile: Option<plugind_sys::limits::NofileLimit>,
+    notifier: &notify::Notifier,
 ) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -99,17 +104,27 @@ async fn run(
         let _ = stop_rx.await;
     }));
     tracing::info!(socket = %config.socket.display(), root = %config.root.display(), "plugind serving");
+    if notifier.enabled() {
+        tracing::debug!("notifying the service manager (NOTIFY_SOCKET)");
+    }
+    // The socket listens and build_backend finished restore: `systemctl start` may return.
+    notifier.notify("READY=1\nSTATUS=serving");
     // The settings in force: SIGHUP updates those it can apply.
     let mut config = config;
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => config = reload(args, &config, &*lifecycle).await,
+            _ = hup.recv() => {
+                notifier.notify("RELOADING=1\nSTATUS=reloading the configuration");
+                config = reload(args, &config, &*lifecycle).await;
+                notifier.notify("READY=1\nSTATUS=serving");
+            }
             res = &mut server => return Ok(res.context("api server task failed")??),
         }
     }
     tracing::info!(grace = ?config.shutdown_timeout, "shutting down");
+    notifier.notify("STOPPING=1\nSTATUS=shutting down");
     let _ = stop_tx.send(());
     let stopping = async {
         let served = server.await.context("api server task failed");
