@@ -1,4 +1,26 @@
-//! plugind-distribution: OCI registry client for plugin pull and push.
+//! plugind-distribution: the registry client for `docker plugin install`, `push` and `upgrade`.
 //!
-//! Not built yet: this crate is filled by the distribution issue. It exports nothing, so nothing can mistake it for
-//! a working implementation.
+//! [`Registry`] speaks the Docker registry HTTP API v2 for plugins: resolve a reference to its
+//! schema-2 manifest, stream the config and layer blobs into the blobstore with size and digest
+//! verified while they arrive, and push blobs (HEAD first, cross-repository mount, upload) and
+//! the manifest. [`PluginManifest::build`] writes Docker's exact manifest bytes, so a push from
+//! plugind yields the digests Docker would. [`AuthConfig`] decodes `X-Registry-Auth`.
+//!
+//! Everything a registry sends is hostile: sizes are capped, digests are checked against what
+//! was asked for, media types are checked, error bodies are read only up to a cap.
+#![warn(missing_docs)]
+
+mod auth;
+mod error;
+mod manifest;
+mod registry;
+
+pub use auth::AuthConfig;
+pub use error::{DistributionError, Result};
+pub use manifest::{
+    Descriptor, PluginManifest, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE, MEDIA_TYPE_LAYER_GZIP,
+    MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_MANIFEST_LIST, MEDIA_TYPE_MANIFEST_V2, MEDIA_TYPE_OCI_INDEX,
+    MEDIA_TYPE_OCI_LAYER_GZIP, MEDIA_TYPE_OCI_LAYER_TAR, MEDIA_TYPE_OCI_MANIFEST,
+    MEDIA_TYPE_PLUGIN_CONFIG,
+};
+pub use registry::{FetchOutcome, PushProgress, Registry, RegistryOptions};
