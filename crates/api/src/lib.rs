@@ -9,7 +9,8 @@
 //! Layout: `server` (socket, accept loop, routing, version checks, common headers), `plugins`
 //! and `system` (the handlers), `filters` (Docker's `filters` parameter), `body` (size-limited
 //! and streamed request bodies), `connection` (idle, header and write deadlines, the
-//! descriptor budget), `gojson` (Go's JSON error texts), `query` (Go's query, bool,
+//! descriptor budget), `gojson` (Go's JSON error texts), `progress` (Docker's
+//! progress stream for pull, upgrade and push), `query` (Go's query, bool,
 //! integer and time parsing), `error` (the single kind -> status mapping).
 //!
 //! Architecture invariant: only this crate knows the HTTP protocol and Docker's wire quirks;
@@ -28,6 +29,7 @@ pub mod fuzzing;
 mod gojson;
 mod manager_backend;
 mod plugins;
+mod progress;
 mod query;
 mod server;
 mod system;
@@ -41,6 +43,7 @@ pub use backend::{
 pub use connection::{connection_budget, reserved_descriptors};
 pub use error::ApiError;
 pub use manager_backend::{ManagerBackend, RuntimeFacts};
+pub use progress::ProgressSink;
 pub use server::{
     bind, serve, ServerOptions, API_VERSION, DEFAULT_BODY_TIMEOUT, DEFAULT_CREATE_BODY_LIMIT,
     DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_JSON_BODY_LIMIT, DEFAULT_MAX_CONNECTIONS,

@@ -12,7 +12,8 @@
 //! - [`events`]: [`events::EventHub`], the in-process broadcast of plugin events with history;
 //! - [`backoff`]: the restart policy for plugins that exit unexpectedly;
 //! - [`client`]: [`client::PluginClient`], the Docker plugin protocol over a plugin's socket;
-//! - [`engine_id`]: the state root's stable random ID (`docker info`'s `ID`).
+//! - [`engine_id`]: the state root's stable random ID (`docker info`'s `ID`);
+//! - [`progress`]: [`progress::Progress`], what install, upgrade and push report while they run.
 //!
 //! The manager has no syscalls and no on-disk formats of its own: records belong to the store,
 //! blobs to the blob store, bundles to the bundle crate, OS operations to sys.
@@ -28,6 +29,7 @@ pub mod events;
 pub mod fuzzing;
 pub mod layer;
 pub mod manager;
+pub mod progress;
 
 pub use error::{ManagerError, Result};
 pub use manager::{
