@@ -533,7 +533,7 @@ async fn dispatch(
             "reading the privileges of a remote plugin (registry access)",
         )),
         Route::Pull => Err(HttpError::not_implemented("plugin install (pull)")),
-        Route::Push(_) => Err(HttpError::not_implemented("plugin push")),
+        Route::Push(name) => plugins::push(state, &name, &req).await,
         Route::Upgrade(_) => Err(HttpError::not_implemented("plugin upgrade")),
         Route::Remove(name) => plugins::remove(state, &name, &query()?).await,
         Route::Enable(name) => plugins::enable(state, &name, &query()?).await,

@@ -128,6 +128,28 @@ pub enum ManagerError {
     /// The manager is shutting down.
     #[error("plugind is shutting down")]
     ShuttingDown,
+    /// A push to a registry failed (Docker's text: `error pushing plugin: …`).
+    #[error("error pushing plugin: {source}")]
+    Push {
+        /// What the registry client reported.
+        #[source]
+        source: plugind_distribution::DistributionError,
+    },
+    /// The plugin cannot be pushed as stored.
+    #[error("error pushing plugin {name}: {reason}")]
+    PushUnsupported {
+        /// The plugin's full name.
+        name: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// The registry client could not be built from the configuration.
+    #[error("registry client: {source}")]
+    RegistryClient {
+        /// Why.
+        #[source]
+        source: plugind_distribution::DistributionError,
+    },
     /// A background task panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -169,6 +191,9 @@ impl ManagerError {
             ManagerError::PluginCall(_) => ErrorKind::Internal,
             ManagerError::Sys(_) | ManagerError::Join(_) => ErrorKind::Internal,
             ManagerError::RootLocked { .. } | ManagerError::ShuttingDown => ErrorKind::Unavailable,
+            ManagerError::Push { source } => source.kind(),
+            ManagerError::RegistryClient { .. } => ErrorKind::InvalidArgument,
+            ManagerError::PushUnsupported { .. } => ErrorKind::Internal,
         }
     }
 }

@@ -33,13 +33,13 @@ pub mod progress;
 
 pub use error::{ManagerError, Result};
 pub use manager::{
-    Manager, ManagerConfig, PluginHandle, PluginView, RestoreReport, TaskEventReceiver,
-    DOCKER_START_DEADLINE,
+    Manager, ManagerConfig, PluginHandle, PluginView, PushOutcome, RestoreReport,
+    TaskEventReceiver, DOCKER_START_DEADLINE,
 };
 /// For `plugind check`: the daemon's socket paths fit a unix socket address.
 pub use plugind_bundle::socket::check_daemon_sockets;
 /// Re-exported so consumers (api, volumes, daemon) use exactly the versions the manager uses.
 pub use {
-    plugind_executor as executor, plugind_store as store, plugind_sys as sys,
-    plugind_types as types,
+    plugind_distribution as distribution, plugind_executor as executor, plugind_store as store,
+    plugind_sys as sys, plugind_types as types,
 };

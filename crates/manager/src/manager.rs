@@ -24,10 +24,12 @@ use plugind_types::{config::PluginConfig, config::PluginRootfs, PluginId, Refere
 use tokio::sync::{watch, Mutex as AsyncMutex};
 
 mod create;
+mod push;
 mod restore;
 mod supervise;
 mod task;
 
+pub use push::PushOutcome;
 pub use supervise::TaskEventReceiver;
 
 use crate::{
@@ -64,6 +66,8 @@ pub struct ManagerConfig {
     pub max_plugin_answer_bytes: usize,
     /// Reported as `Config.DockerVersion` of created plugins.
     pub docker_version: String,
+    /// How registries are reached (install, upgrade, push, privileges).
+    pub registry: plugind_distribution::RegistryOptions,
 }
 
 impl ManagerConfig {
@@ -79,6 +83,7 @@ impl ManagerConfig {
             layer_limits: LayerLimits::DEFAULT,
             max_plugin_answer_bytes: crate::client::DEFAULT_MAX_ANSWER_BYTES,
             docker_version: concat!("plugind-", env!("CARGO_PKG_VERSION")).to_owned(),
+            registry: plugind_distribution::RegistryOptions::default(),
         }
     }
 
@@ -155,6 +160,8 @@ struct Inner {
     config: ManagerConfig,
     store: Store,
     blobs: BlobStore,
+    /// The registry client (connections and tokens shared by every remote operation).
+    registry: plugind_distribution::Registry,
     executor: Arc<dyn Executor>,
     events: EventHub,
     /// One async lock per plugin: lifecycle operations of one plugin run one at a time.
@@ -214,12 +221,15 @@ impl Manager {
             tokio::task::spawn_blocking(move || Self::open_roots(&config)).await??
         };
         let (root_lock, store, reload, blobs) = opened;
+        let registry = plugind_distribution::Registry::new(config.registry.clone())
+            .map_err(|source| ManagerError::RegistryClient { source })?;
         let store_quarantine = store.quarantined();
         let manager = Manager {
             inner: Arc::new(Inner {
                 config,
                 store,
                 blobs,
+                registry,
                 executor,
                 events: EventHub::new(1024),
                 locks: StdMutex::new(HashMap::new()),
@@ -346,6 +356,11 @@ impl Manager {
     /// The manager's configuration.
     pub fn config(&self) -> &ManagerConfig {
         &self.inner.config
+    }
+
+    /// The registry client remote operations use.
+    pub fn registry(&self) -> &plugind_distribution::Registry {
+        &self.inner.registry
     }
 
     /// Resolves `name` and takes the plugin's lifecycle lock; the record is read again under
