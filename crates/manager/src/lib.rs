@@ -40,6 +40,6 @@ pub use manager::{
 pub use plugind_bundle::socket::check_daemon_sockets;
 /// Re-exported so consumers (api, volumes, daemon) use exactly the versions the manager uses.
 pub use {
-    plugind_executor as executor, plugind_store as store, plugind_sys as sys,
-    plugind_types as types,
+    plugind_distribution as distribution, plugind_executor as executor, plugind_store as store,
+    plugind_sys as sys, plugind_types as types,
 };

@@ -11,7 +11,14 @@ pub(super) struct PendingBlobs<'m> {
     digests: Vec<plugind_types::Digest>,
 }
 
-impl PendingBlobs<'_> {
+impl<'m> PendingBlobs<'m> {
+    pub(super) fn new(manager: &'m Manager) -> Self {
+        PendingBlobs {
+            manager,
+            digests: Vec::new(),
+        }
+    }
+
     pub(super) fn add(&mut self, digest: &plugind_types::Digest) {
         *lock(&self.manager.inner.pending_blobs)
             .entry(digest.clone())
