@@ -11,9 +11,12 @@
 #![warn(missing_docs)]
 
 mod auth;
+mod challenge;
+mod endpoint;
 mod error;
 mod manifest;
 mod registry;
+mod transport;
 
 pub use auth::AuthConfig;
 pub use error::{DistributionError, Result};
