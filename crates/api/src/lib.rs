@@ -14,8 +14,7 @@
 //! integer and time parsing), `error` (the single kind -> status mapping).
 //!
 //! Architecture invariant: only this crate knows the HTTP protocol and Docker's wire quirks;
-//! it holds no plugin state and decides no plugin semantics. Remote operations (pull, push,
-//! upgrade, privileges) are answered 501 until the manager provides them.
+//! it holds no plugin state and decides no plugin semantics.
 
 #![warn(missing_docs)]
 
@@ -31,6 +30,7 @@ mod manager_backend;
 mod plugins;
 mod progress;
 mod query;
+mod remote;
 mod server;
 mod system;
 mod volume_json;
@@ -38,7 +38,8 @@ mod volumes;
 
 pub use backend::{
     BackendError, BackendInfo, EventActor, EventMessage, EventSubscription, LogLine, LogSource,
-    LogStream, LogsOptions, PluginBackend, PluginJson, PluginStatus, RuntimeInfo, Stage,
+    LogStream, LogsOptions, PluginBackend, PluginJson, PluginPrivilege, PluginStatus,
+    RemoteOperation, RuntimeInfo, Stage,
 };
 pub use connection::{connection_budget, reserved_descriptors};
 pub use error::ApiError;

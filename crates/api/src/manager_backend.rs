@@ -22,7 +22,13 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::backend::{
     BackendError, BackendInfo, EventMessage, EventSubscription, LogLine, LogSource, LogStream,
-    LogsOptions, PluginBackend, PluginJson, PluginStatus, RuntimeInfo,
+    LogsOptions, PluginBackend, PluginJson, PluginPrivilege, PluginStatus, RemoteOperation,
+    RuntimeInfo,
+};
+use crate::progress::ProgressSink;
+use plugind_manager::{
+    distribution::AuthConfig,
+    manager::{PullNames, RemoteRequest},
 };
 
 /// How many events the API keeps for `since` queries (Docker keeps 256).
@@ -258,6 +264,59 @@ impl PluginBackend for ManagerBackend {
     async fn logs(&self, name: &str, options: LogsOptions) -> Result<LogStream, BackendError> {
         let path = self.manager.log_path(name).map_err(to_error)?;
         Ok(follow_log(path, options).await)
+    }
+
+    async fn privileges(
+        &self,
+        remote: &str,
+        auth: &str,
+    ) -> Result<Vec<PluginPrivilege>, BackendError> {
+        let auth = AuthConfig::from_header(auth);
+        self.manager
+            .remote_privileges(remote, &auth)
+            .await
+            .map_err(to_error)
+    }
+
+    fn pull_name(&self, remote: &str, name: &str) -> Result<String, BackendError> {
+        PullNames::parse(remote, name)
+            .map(|n| n.local)
+            .map_err(to_error)
+    }
+
+    async fn pull(
+        &self,
+        request: RemoteOperation,
+        progress: ProgressSink,
+    ) -> Result<(), BackendError> {
+        let names = PullNames::parse(&request.remote, &request.name).map_err(to_error)?;
+        let auth = AuthConfig::from_header(&request.auth);
+        let remote = RemoteRequest {
+            auth: &auth,
+            privileges: &request.privileges,
+        };
+        self.manager
+            .pull(&names, remote, progress.shared())
+            .await
+            .map(drop)
+            .map_err(to_error)
+    }
+
+    async fn upgrade(
+        &self,
+        request: RemoteOperation,
+        progress: ProgressSink,
+    ) -> Result<(), BackendError> {
+        let names = PullNames::parse(&request.remote, &request.name).map_err(to_error)?;
+        let auth = AuthConfig::from_header(&request.auth);
+        let remote = RemoteRequest {
+            auth: &auth,
+            privileges: &request.privileges,
+        };
+        self.manager
+            .upgrade(&request.name, &names.remote, remote, progress.shared())
+            .await
+            .map_err(to_error)
     }
 
     fn info(&self) -> BackendInfo {

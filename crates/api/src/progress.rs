@@ -12,9 +12,6 @@
 //! a bar's `>` is `\u003e`), with `JSONMessage`'s field order, and bars rendered as
 //! `JSONProgress.String` renders them for a 200-column (non-terminal) width.
 
-// Wired to the pull, upgrade and push routes in the next commits.
-#![allow(dead_code)]
-
 use std::{convert::Infallible, future::Future, panic::AssertUnwindSafe, sync::Arc};
 
 use bytes::Bytes;
@@ -61,6 +58,11 @@ impl ProgressSink {
     /// The sink as the manager's callback type.
     pub fn as_fn(&self) -> &(dyn Fn(Progress) + Send + Sync) {
         &*self.send
+    }
+
+    /// The sink as the manager's owned callback type (for work on blocking threads).
+    pub fn shared(&self) -> plugind_manager::progress::SharedProgress {
+        Arc::clone(&self.send)
     }
 }
 

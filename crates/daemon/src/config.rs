@@ -102,6 +102,10 @@ pub struct Cli {
     /// fails (Docker's fixed value: 12.5).
     #[arg(long, value_name = "SECONDS", default_value = "12.5")]
     pub plugin_start_timeout: f64,
+    /// A registry reached over plain HTTP besides loopback: HOST[:PORT] or a CIDR
+    /// (repeatable; the file's `insecure-registries` list), as dockerd's.
+    #[arg(long = "insecure-registry", value_name = "REGISTRY")]
+    pub insecure_registry: Vec<String>,
     /// Which options were given on the command line (filled by [`Cli::parse_from`]).
     #[arg(skip)]
     explicit: Vec<String>,
@@ -184,6 +188,7 @@ struct FileConfig {
     api_idle_timeout: Option<u64>,
     api_body_timeout: Option<u64>,
     plugin_start_timeout: Option<f64>,
+    insecure_registries: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -240,6 +245,8 @@ pub struct Config {
     pub api_idle_timeout: Duration,
     /// Time a request body or a response write may make no progress.
     pub api_body_timeout: Duration,
+    /// Registries reached over plain HTTP besides loopback (`host[:port]` or CIDR).
+    pub insecure_registries: Vec<String>,
 }
 
 /// What a SIGHUP changed: settings applied at once, and settings that differ from the running
@@ -299,6 +306,11 @@ impl ReloadDiff {
         check(
             running.plugin_start_timeout != new.plugin_start_timeout,
             "plugin-start-timeout",
+            false,
+        );
+        check(
+            running.insecure_registries != new.insecure_registries,
+            "insecure-registries",
             false,
         );
         diff
@@ -438,6 +450,12 @@ impl Config {
                 &cli.api_body_timeout,
                 file.api_body_timeout,
             )),
+            insecure_registries: pick(
+                cli,
+                "insecure_registry",
+                &cli.insecure_registry,
+                file.insecure_registries,
+            ),
         };
         config.validate()?;
         Ok(config)
@@ -585,6 +603,26 @@ mod tests {
         assert_eq!(c.api_idle_timeout, Duration::from_secs(7));
         assert_eq!(c.api_body_timeout, Duration::from_secs(9));
         assert_eq!(c.plugin_start_timeout, Duration::from_millis(12_500));
+    }
+
+    #[test]
+    fn insecure_registries_from_flags_or_file() {
+        let c = with_file(r#"insecure-registries = ["10.0.0.0/8"]"#, &[]).unwrap();
+        assert_eq!(c.insecure_registries, ["10.0.0.0/8"]);
+        let c = with_file(
+            r#"insecure-registries = ["10.0.0.0/8"]"#,
+            &[
+                "--insecure-registry",
+                "reg.local:5000",
+                "--insecure-registry=192.168.0.0/16",
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.insecure_registries, ["reg.local:5000", "192.168.0.0/16"]);
+        assert!(Config::load(&cli(&[]))
+            .unwrap()
+            .insecure_registries
+            .is_empty());
     }
 
     #[test]

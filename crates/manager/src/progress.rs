@@ -71,6 +71,9 @@ pub fn short_id(digest_hex: &str) -> String {
 /// loops). Implementations drop messages nobody reads.
 pub type ProgressFn<'a> = &'a (dyn Fn(Progress) + Send + Sync);
 
+/// An owned [`ProgressFn`], for operations that report from blocking tasks too.
+pub type SharedProgress = std::sync::Arc<dyn Fn(Progress) + Send + Sync>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
