@@ -436,7 +436,9 @@ impl Manager {
         tokio::task::spawn_blocking(move || {
             let size = bytes.len() as u64;
             match this.inner.blobs.ingest(
-                &format!("manifest-{}", digest.hex()),
+                // A ref of its own: concurrent pulls of one manifest must not meet on one
+                // writer lock (the commit of the same bytes is `AlreadyExists`, which is fine).
+                &format!("manifest-{}-{:016x}", digest.hex(), rand::random::<u64>()),
                 &bytes[..],
                 Some((size, &digest)),
             ) {
