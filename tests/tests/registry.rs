@@ -292,3 +292,140 @@ fn registry_down_is_unreachable() {
         "{text}"
     );
 }
+
+// ----- end to end: plugind + the docker CLI + docker-registry ---------------------------
+
+const E2E: &str =
+    "needs root, runc, the shim, the docker CLI, the packaged sample plugin and docker-registry";
+
+fn sample_dir() -> String {
+    plugind_tests::sample_plugin_dir()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The registry's answer to a plain GET (no credentials): status and body.
+fn registry_get(registry: &TestRegistry, path: &str, accept: &str) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(registry.addr()).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n",
+        registry.addr()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, raw[split + 4..].to_vec())
+}
+
+#[test]
+#[ignore = "needs root, runc, the shim, the docker CLI, the packaged sample plugin and docker-registry"]
+fn docker_plugin_push_then_repush_uploads_nothing() {
+    let _ = E2E;
+    let registry = TestRegistry::start();
+    let d = plugind_tests::Daemon::start(false);
+    let name = format!("{}/acme/sample:1.0", registry.addr());
+    d.docker_ok(&["plugin", "create", &name, &sample_dir()]);
+
+    let out = d.docker_ok(&["plugin", "push", &name]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!(
+            "The push refers to repository [{}/acme/sample]",
+            registry.addr()
+        ),
+        "{out}"
+    );
+    assert_eq!(
+        lines.iter().filter(|l| l.ends_with(": Preparing")).count(),
+        6,
+        "{out}"
+    );
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.ends_with(": Upload complete"))
+            .count(),
+        3,
+        "{out}"
+    );
+    let uploads = || registry.count_requests("PUT", "/blobs/uploads/");
+    let manifest_puts = || registry.count_requests("PUT", "/manifests/");
+    assert_eq!((uploads(), manifest_puts()), (2, 1), "{}", registry.log());
+
+    // Re-push: the same output, and nothing uploaded.
+    assert_eq!(d.docker_ok(&["plugin", "push", &name]), out);
+    assert_eq!(
+        (uploads(), manifest_puts()),
+        (2, 1),
+        "re-push uploaded:\n{}",
+        registry.log()
+    );
+
+    // The registry holds Docker's objects: the manifest the stream's aux names, and a config
+    // blob that is the plugin's Config as Go encodes it (the CLI re-encodes it with Go's
+    // encoding/json and Docker's field order) plus a newline.
+    let (status, stream) = d
+        .request("POST", &format!("/plugins/{name}/push"), None)
+        .unwrap();
+    assert_eq!(status, 200, "{stream}");
+    let last: serde_json::Value =
+        serde_json::from_str(stream.trim_end().lines().last().unwrap()).unwrap();
+    let aux = &last["aux"];
+    assert_eq!(aux["Tag"], "1.0", "{stream}");
+    let digest = aux["Digest"].as_str().unwrap().to_owned();
+    let (status, manifest) = registry_get(
+        &registry,
+        "/v2/acme/sample/manifests/1.0",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(aux["Size"], manifest.len() as u64);
+    assert_eq!(
+        plugind_distribution::sha256_digest(&manifest).to_string(),
+        digest
+    );
+    let parsed = PluginManifest::parse(manifest).unwrap();
+    let (status, config_blob) = registry_get(
+        &registry,
+        &format!("/v2/acme/sample/blobs/{}", parsed.config.digest),
+        "*/*",
+    );
+    assert_eq!(status, 200);
+    let docker_encoded = d.docker_ok(&["plugin", "inspect", "-f", "{{json .Config}}", &name]);
+    assert_eq!(String::from_utf8(config_blob).unwrap(), docker_encoded);
+    // The layer is the one create stored, and the config names it in rootfs.diff_ids.
+    let diff_id = d.docker_ok(&[
+        "plugin",
+        "inspect",
+        "-f",
+        "{{index .Config.Rootfs.DiffIds 0}}",
+        &name,
+    ]);
+    assert_eq!(diff_id.trim(), parsed.layers[0].digest.to_string());
+}
+
+#[test]
+#[ignore = "needs root, runc, the shim, the docker CLI, the packaged sample plugin and docker-registry"]
+fn docker_plugin_push_errors_read_as_dockers() {
+    let registry = TestRegistry::start();
+    let d = plugind_tests::Daemon::start(false);
+    let missing = format!("{}/acme/nosuch:1.0", registry.addr());
+    let err = d.docker_err(&["plugin", "push", &missing]);
+    assert!(
+        err.contains(&format!("plugin \"{missing}\" not found")),
+        "{err}"
+    );
+    let down = format!("127.0.0.1:{}/acme/down:1.0", free_port());
+    d.docker_ok(&["plugin", "create", &down, &sample_dir()]);
+    let err = d.docker_err(&["plugin", "push", &down]);
+    assert!(
+        err.starts_with("error pushing plugin: failed to do request: Head \"http://127.0.0.1:"),
+        "{err}"
+    );
+}

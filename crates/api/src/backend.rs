@@ -84,6 +84,24 @@ pub trait PluginBackend: Send + Sync + 'static {
     /// Facts for `GET /info`.
     fn info(&self) -> BackendInfo;
 
+    /// Pushes a plugin to the registry and repository its name points at
+    /// (docker-plugin-api.md §3.10), reporting Docker's progress objects to `progress` (the
+    /// last one the `aux` with tag, digest and size). `registry_auth` is the raw
+    /// `X-Registry-Auth` header, "" when absent. An unknown plugin is `NotFound` (made with
+    /// [`BackendError::lookup`]) before anything is reported. The default refuses.
+    async fn push(
+        &self,
+        name: &str,
+        registry_auth: &str,
+        progress: crate::progress::ProgressSink,
+    ) -> Result<(), BackendError> {
+        let _ = (name, registry_auth, progress);
+        Err(BackendError::new(
+            ErrorKind::Internal,
+            "plugin push is not supported by this backend",
+        ))
+    }
+
     /// The privileges the plugin at `remote` asks for (`GET /plugins/privileges`), in
     /// Docker's order. `auth` is the raw `X-Registry-Auth` header ("" when absent).
     async fn privileges(

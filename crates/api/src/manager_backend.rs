@@ -242,6 +242,20 @@ impl PluginBackend for ManagerBackend {
         self.manager.set(name, &args).await.map_err(to_error)
     }
 
+    async fn push(
+        &self,
+        name: &str,
+        registry_auth: &str,
+        progress: crate::progress::ProgressSink,
+    ) -> Result<(), BackendError> {
+        let auth = plugind_manager::distribution::AuthConfig::from_header(registry_auth);
+        self.manager
+            .push(name, &auth, progress.as_fn())
+            .await
+            .map(|_| ())
+            .map_err(to_error)
+    }
+
     fn subscribe_events(&self) -> EventSubscription {
         let (backlog, live) = self.events.subscribe_where(|_| true);
         EventSubscription { backlog, live }

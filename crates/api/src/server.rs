@@ -538,7 +538,7 @@ async fn dispatch(
         Route::Inspect(name) => plugins::inspect(state, &name).await,
         Route::Privileges => remote::privileges(state, &query()?, req.headers()).await,
         Route::Pull => remote::pull(state, req).await,
-        Route::Push(_) => Err(HttpError::not_implemented("plugin push")),
+        Route::Push(name) => plugins::push(state, &name, &req).await,
         Route::Upgrade(name) => remote::upgrade(state, &name, req).await,
         Route::Remove(name) => plugins::remove(state, &name, &query()?).await,
         Route::Enable(name) => plugins::enable(state, &name, &query()?).await,

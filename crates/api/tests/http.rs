@@ -468,13 +468,6 @@ async fn create_body_limit_creates_nothing() {
 }
 
 #[tokio::test]
-async fn push_is_not_implemented_yet() {
-    let s = Server::start().await;
-    let r = s.call("POST", "/v1.45/plugins/foo/push", &[], b"").await;
-    assert_eq!(r.status, 501);
-}
-
-#[tokio::test]
 async fn privileges_answer_dockers_array_without_newline() {
     let s = Server::start().await;
     let r = s

@@ -34,7 +34,8 @@ pub enum DistributionError {
         message: String,
     },
     /// The registry cannot be reached (connect error, TLS failure, timeout) after the retries.
-    #[error("registry {registry} unreachable: {message}")]
+    /// The message reads as Docker's: `failed to do request: Head "<url>": <cause>`.
+    #[error("{message}")]
     Unreachable {
         /// The registry host (with port).
         registry: String,

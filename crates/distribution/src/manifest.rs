@@ -1,8 +1,8 @@
 //! [`PluginManifest`] and [`Descriptor`]: the schema-2 manifest of a plugin, built byte for byte
 //! as Docker writes it and parsed (hostile input) with its media types checked.
 
-use plugind_types::Digest;
-use serde::Deserialize;
+use plugind_types::{config::PluginConfig, Digest};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{DistributionError, Result};
@@ -107,7 +107,7 @@ impl PluginManifest {
         out.push('}');
         let bytes = out.into_bytes();
         PluginManifest {
-            digest: sha256(&bytes),
+            digest: sha256_digest(&bytes),
             bytes,
             config,
             layers,
@@ -189,7 +189,7 @@ impl PluginManifest {
             }
         }
         Ok(PluginManifest {
-            digest: sha256(&bytes),
+            digest: sha256_digest(&bytes),
             bytes,
             config,
             layers,
@@ -221,19 +221,81 @@ fn push_descriptor(out: &mut String, d: &Descriptor) {
     out.push('}');
 }
 
+/// Docker's config blob of a plugin: its `Config` object as Go's `encoding/json` writes it
+/// (keys in the model's order, `<`, `>`, `&`, U+2028, U+2029 and control characters escaped
+/// as Go does), followed by one `\n` (distribution.md §1).
+pub fn plugin_config_blob(config: &PluginConfig) -> Vec<u8> {
+    let mut out = go_json(config);
+    out.push(b'\n');
+    out
+}
+
+/// `value` encoded as Go's `json.Marshal` would encode the same document.
+pub fn go_json<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1024);
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, GoFormatter);
+    // Serialising the crate's models and JSON values to memory cannot fail.
+    value
+        .serialize(&mut ser)
+        .expect("serialising to memory does not fail");
+    out
+}
+
+/// serde_json's compact formatter with Go's string escaping.
+struct GoFormatter;
+
+impl serde_json::ser::Formatter for GoFormatter {
+    fn write_string_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        let mut start = 0;
+        for (i, c) in fragment.char_indices() {
+            let escaped = match c {
+                '<' => "\\u003c",
+                '>' => "\\u003e",
+                '&' => "\\u0026",
+                '\u{2028}' => "\\u2028",
+                '\u{2029}' => "\\u2029",
+                _ => continue,
+            };
+            writer.write_all(&fragment.as_bytes()[start..i])?;
+            writer.write_all(escaped.as_bytes())?;
+            start = i + c.len_utf8();
+        }
+        writer.write_all(&fragment.as_bytes()[start..])
+    }
+
+    fn write_char_escape<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        char_escape: serde_json::ser::CharEscape,
+    ) -> std::io::Result<()> {
+        use serde_json::ser::CharEscape;
+        let text = match char_escape {
+            CharEscape::Quote => "\\\"".to_owned(),
+            CharEscape::ReverseSolidus => "\\\\".to_owned(),
+            CharEscape::Solidus => "\\/".to_owned(),
+            CharEscape::LineFeed => "\\n".to_owned(),
+            CharEscape::CarriageReturn => "\\r".to_owned(),
+            CharEscape::Tab => "\\t".to_owned(),
+            // Go has no short forms for these: \u0008, \u000c, \u00XX in lowercase hex.
+            CharEscape::Backspace => "\\u0008".to_owned(),
+            CharEscape::FormFeed => "\\u000c".to_owned(),
+            CharEscape::AsciiControl(b) => format!("\\u{b:04x}"),
+        };
+        writer.write_all(text.as_bytes())
+    }
+}
+
 /// A JSON string as Go's encoding/json writes it (`<`, `>`, `&` escaped as `\u003c`...).
 fn push_go_string(out: &mut String, s: &str) {
-    let json = serde_json::Value::String(s.to_owned()).to_string();
-    out.push_str(
-        &json
-            .replace('<', "\\u003c")
-            .replace('>', "\\u003e")
-            .replace('&', "\\u0026"),
-    );
+    out.push_str(&String::from_utf8_lossy(&go_json(&s)));
 }
 
 /// The sha256 digest of `bytes`.
-pub(crate) fn sha256(bytes: &[u8]) -> Digest {
+pub fn sha256_digest(bytes: &[u8]) -> Digest {
     Digest::from_sha256_bytes(Sha256::digest(bytes).into())
 }
 
@@ -273,6 +335,28 @@ mod tests {
         assert_eq!(
             m.digest.to_string(),
             "sha256:ff328ed19112ef9fb0849c2aa8b51a63cecb6dc7a1fb73b7f9f03873d8382858"
+        );
+    }
+
+    #[test]
+    fn go_json_escapes_as_go_does() {
+        let text = String::from_utf8(go_json(&"<a&b>\u{8}\u{c}\u{1}\n\t\"\\/\u{2028}é")).unwrap();
+        assert_eq!(
+            text,
+            r#""\u003ca\u0026b\u003e\u0008\u000c\u0001\n\t\"\\/\u2028é""#
+        );
+    }
+
+    #[test]
+    fn config_blob_is_dockers_key_order_and_a_newline() {
+        let config = PluginConfig::from_json(
+            br#"{"description":"x<y","interface":{"socket":"a.sock","types":["docker.volumedriver/1.0"]},"entrypoint":["/p"]}"#,
+        )
+        .unwrap();
+        let blob = String::from_utf8(plugin_config_blob(&config)).unwrap();
+        assert_eq!(
+            blob,
+            "{\"Args\":{\"Description\":\"\",\"Name\":\"\",\"Settable\":null,\"Value\":null},\"Description\":\"x\\u003cy\",\"Documentation\":\"\",\"Entrypoint\":[\"/p\"],\"Env\":null,\"Interface\":{\"Socket\":\"a.sock\",\"Types\":[\"docker.volumedriver/1.0\"]},\"IpcHost\":false,\"Linux\":{\"AllowAllDevices\":false,\"Capabilities\":null,\"Devices\":null},\"Mounts\":null,\"Network\":{\"Type\":\"\"},\"PidHost\":false,\"PropagatedMount\":\"\",\"User\":{},\"WorkDir\":\"\"}\n"
         );
     }
 

@@ -18,7 +18,7 @@ use plugind_blobstore::{BlobError, BlobStore, Writer};
 use plugind_types::{Digest, Reference};
 
 use crate::{
-    manifest::{sha256, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE},
+    manifest::{sha256_digest as sha256, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE},
     transport::{
         content_length, drain, query_escape, read_capped, registry_error, BodySource, Req, Session,
         Transport,

@@ -128,6 +128,28 @@ pub enum ManagerError {
     /// The manager is shutting down.
     #[error("plugind is shutting down")]
     ShuttingDown,
+    /// A push to a registry failed (Docker's text: `error pushing plugin: …`).
+    #[error("error pushing plugin: {source}")]
+    Push {
+        /// What the registry client reported.
+        #[source]
+        source: plugind_distribution::DistributionError,
+    },
+    /// The plugin cannot be pushed as stored.
+    #[error("error pushing plugin {name}: {reason}")]
+    PushUnsupported {
+        /// The plugin's full name.
+        name: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// The registry client could not be built from the configuration.
+    #[error("registry client: {source}")]
+    RegistryClient {
+        /// Why.
+        #[source]
+        source: plugind_distribution::DistributionError,
+    },
     /// A background task panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -144,9 +166,6 @@ pub enum ManagerError {
     /// Fetching from or pushing to a registry failed.
     #[error(transparent)]
     Distribution(#[from] plugind_distribution::DistributionError),
-    /// The registry client could not be built.
-    #[error("registry client unavailable: {0}")]
-    RegistryClient(String),
     /// The privileges the user accepted are not the ones the plugin asks for.
     #[error("incorrect privileges")]
     IncorrectPrivileges,
@@ -201,9 +220,11 @@ impl ManagerError {
                 ErrorKind::InvalidArgument
             }
             ManagerError::Resolve(e) | ManagerError::Distribution(e) => e.kind(),
-            ManagerError::RegistryClient(_) => ErrorKind::Unavailable,
             ManagerError::IncorrectPrivileges | ManagerError::Cancelled => ErrorKind::Internal,
             ManagerError::UpgradeEnabled { .. } => ErrorKind::FailedPrecondition,
+            ManagerError::Push { source } => source.kind(),
+            ManagerError::RegistryClient { .. } => ErrorKind::InvalidArgument,
+            ManagerError::PushUnsupported { .. } => ErrorKind::Internal,
         }
     }
 }

@@ -33,8 +33,8 @@ pub mod progress;
 
 pub use error::{ManagerError, Result};
 pub use manager::{
-    Manager, ManagerConfig, PluginHandle, PluginView, RestoreReport, TaskEventReceiver,
-    DOCKER_START_DEADLINE,
+    Manager, ManagerConfig, PluginHandle, PluginView, PushOutcome, RestoreReport,
+    TaskEventReceiver, DOCKER_START_DEADLINE,
 };
 /// For `plugind check`: the daemon's socket paths fit a unix socket address.
 pub use plugind_bundle::socket::check_daemon_sockets;
