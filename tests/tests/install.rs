@@ -641,3 +641,71 @@ fn the_noise_layer_unpacks() {
     }
     assert_eq!(std::fs::read(dest.join("big")).unwrap(), big);
 }
+
+const SDK_SCRIPT: &str = r#"
+import sys, docker
+client = docker.DockerClient(base_url="unix://" + sys.argv[1])
+api = client.api
+remote, v2 = sys.argv[2], sys.argv[3]
+privs = api.plugin_privileges(remote)
+assert privs == [{"Name": "capabilities", "Description": "list of additional capabilities required", "Value": ["CAP_SYS_ADMIN"]}], privs
+p = client.plugins.install(remote, local_name="py")
+assert p.name == "py:latest", p.name
+assert not p.enabled
+assert p.attrs["PluginReference"] == remote, p.attrs
+events = list(api.pull_plugin(remote, [], name="py2"))
+assert events[-1].get("error") == "incorrect privileges", events
+try:
+    client.plugins.install(remote, local_name="py")
+    raise SystemExit("expected APIError")
+except docker.errors.APIError as e:
+    assert e.status_code == 400 and "plugin py:latest already exists" in str(e), str(e)
+out = list(api.upgrade_plugin("py", v2, api.plugin_privileges(v2)))
+assert out and not any("error" in o for o in out), out
+p.reload()
+assert p.attrs["PluginReference"] == v2, p.attrs
+assert p.attrs["Config"]["IpcHost"], p.attrs
+print("SDK OK")
+"#;
+
+#[test]
+#[ignore = "needs root, docker-registry, the docker SDK venv (cargo xtask setup) and the sample plugin"]
+fn python_sdk_installs_and_upgrades() {
+    let python = plugind_tests::workspace().join("target/xtask-tools/venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} missing: run `cargo xtask setup`",
+        python.display()
+    );
+    let registry = TestRegistry::start();
+    let addr = registry.addr().to_owned();
+    seed(&registry, "acme/sample:1.0", |_| {}, None);
+    seed(
+        &registry,
+        "acme/sample:2.0",
+        |c| {
+            c.ipc_host = true;
+            c.linux
+                .capabilities
+                .get_or_insert_with(Vec::new)
+                .push("CAP_NET_ADMIN".into());
+        },
+        None,
+    );
+    let d = Daemon::start(false);
+    let out = std::process::Command::new(python)
+        .arg("-c")
+        .arg(SDK_SCRIPT)
+        .arg(d.socket())
+        .arg(format!("{addr}/acme/sample:1.0"))
+        .arg(format!("{addr}/acme/sample:2.0"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("SDK OK"),
+        "SDK script failed: {stdout}\n{}\nplugind log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.log()
+    );
+}
