@@ -709,3 +709,92 @@ fn python_sdk_installs_and_upgrades() {
         d.log()
     );
 }
+
+/// The docker CLI's stored credentials for `registry` (what `docker login` writes).
+fn write_cli_credentials(d: &Daemon, registry: &str, user: &str, password: &str) {
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let dir = d.dir.join("docker");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        format!(r#"{{"auths":{{"{registry}":{{"auth":"{auth}"}}}}}}"#),
+    )
+    .unwrap();
+}
+
+#[test]
+#[ignore = "needs root, docker-registry, runc, the shim, the docker CLI and the sample plugin"]
+fn install_from_a_registry_with_basic_auth() {
+    let registry = TestRegistry::start_with_htpasswd("alice", "s3cret");
+    let addr = registry.addr().to_owned();
+    // Seeded with the credentials (the push is the distribution crate's).
+    let dir = tempfile::tempdir().unwrap();
+    let store = plugind_blobstore::BlobStore::open(&dir.path().join("blobs")).unwrap();
+    let tar = std::fs::File::open(sample_plugin_dir().with_extension("tar")).unwrap();
+    let imported = import_create_tar(&store, "seed", tar, &LayerLimits::DEFAULT).unwrap();
+    let mut config = PluginConfig::from_json(&imported.config).unwrap();
+    config.rootfs = Some(PluginRootfs {
+        diff_ids: vec![imported.layer.clone()],
+        r#type: "layers".into(),
+    });
+    let mut bytes = serde_json::to_vec(&config).unwrap();
+    bytes.push(b'\n');
+    let c = store.ingest("config", &bytes[..], None).unwrap();
+    let l = store.info(&imported.layer).unwrap();
+    let manifest = PluginManifest::build(
+        Descriptor {
+            media_type: MEDIA_TYPE_PLUGIN_CONFIG.into(),
+            digest: c.digest,
+            size: c.size,
+        },
+        vec![Descriptor {
+            media_type: MEDIA_TYPE_LAYER_GZIP.into(),
+            digest: l.digest,
+            size: l.size,
+        }],
+    );
+    let remote = format!("{addr}/acme/private:1.0");
+    runtime()
+        .block_on(Registry::new(RegistryOptions::default()).unwrap().push(
+            &Reference::parse_normalized(&remote).unwrap(),
+            &AuthConfig::basic("alice", "s3cret"),
+            &manifest,
+            &store,
+            &|_| {},
+        ))
+        .unwrap();
+
+    let d = Daemon::start(false);
+    // No credentials: refused with the registry's reason.
+    let err = d.docker_err(&[
+        "plugin",
+        "install",
+        "--grant-all-permissions",
+        "--disable",
+        &remote,
+    ]);
+    assert!(err.contains("error resolving plugin reference"), "{err}");
+    // Wrong credentials: refused too.
+    write_cli_credentials(&d, &addr, "alice", "wrong");
+    let err = d.docker_err(&[
+        "plugin",
+        "install",
+        "--grant-all-permissions",
+        "--disable",
+        &remote,
+    ]);
+    assert!(err.contains("error resolving plugin reference"), "{err}");
+    assert!(!d.docker(&["plugin", "inspect", &remote]).status.success());
+    // The CLI's stored credentials (X-Registry-Auth): installed.
+    write_cli_credentials(&d, &addr, "alice", "s3cret");
+    let out = d.docker_ok(&[
+        "plugin",
+        "install",
+        "--grant-all-permissions",
+        "--disable",
+        &remote,
+    ]);
+    assert!(out.contains(&format!("Installed plugin {remote}")), "{out}");
+    assert_eq!(inspect(&d, &remote, "{{.PluginReference}}"), remote);
+}
