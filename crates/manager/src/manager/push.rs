@@ -73,8 +73,9 @@ impl Manager {
                 progress(Progress::bytes("Pushing", digest.hex(), current, total));
             }
         };
-        let registry = self.registry()?;
-        let (digest, size) = registry
+        let (digest, size) = self
+            .inner
+            .registry
             .push(&target, auth, &manifest, &self.inner.blobs, &report)
             .await
             .map_err(|source| ManagerError::Push { source })?;

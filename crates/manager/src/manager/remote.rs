@@ -12,7 +12,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use plugind_distribution::{AuthConfig, DistributionError, FetchOutcome, PluginManifest, Registry};
+use plugind_distribution::{AuthConfig, DistributionError, FetchOutcome, PluginManifest};
 use plugind_store::{privileges_match, PluginPrivilege};
 use plugind_types::{config::PluginSettings, Digest};
 
@@ -104,13 +104,6 @@ struct Fetched {
 }
 
 impl Manager {
-    pub(super) fn registry(&self) -> Result<&Registry> {
-        self.inner
-            .registry
-            .as_ref()
-            .map_err(|e| ManagerError::RegistryClient(e.clone()))
-    }
-
     /// The privileges the plugin at `remote` asks for, in Docker's order (its manifest and
     /// config land in the blob store, as in Docker).
     pub async fn remote_privileges(
@@ -125,7 +118,7 @@ impl Manager {
     }
 
     async fn resolve(&self, remote: &Reference, auth: &AuthConfig) -> Result<PluginManifest> {
-        self.registry()?
+        self.registry()
             .resolve(remote, auth)
             .await
             .map_err(resolve_error)
@@ -138,7 +131,7 @@ impl Manager {
         manifest: &PluginManifest,
     ) -> Result<PluginConfig> {
         let bytes = self
-            .registry()?
+            .registry()
             .fetch_config(remote, auth, &manifest.config, &self.inner.blobs)
             .await
             .map_err(resolve_error)?;
@@ -383,7 +376,7 @@ impl Manager {
         if !privileges_match(&wanted, request.privileges) {
             return Err(ManagerError::IncorrectPrivileges);
         }
-        let registry = self.registry()?;
+        let registry = self.registry();
         for layer in &manifest.layers {
             if !layer.is_gzip_layer() {
                 return Err(ManagerError::Distribution(
@@ -436,7 +429,9 @@ impl Manager {
         tokio::task::spawn_blocking(move || {
             let size = bytes.len() as u64;
             match this.inner.blobs.ingest(
-                &format!("manifest-{}", digest.hex()),
+                // A ref of its own: concurrent pulls of one manifest must not meet on one
+                // writer lock (the commit of the same bytes is `AlreadyExists`, which is fine).
+                &format!("manifest-{}-{:016x}", digest.hex(), rand::random::<u64>()),
                 &bytes[..],
                 Some((size, &digest)),
             ) {
@@ -613,5 +608,113 @@ pub(super) fn repair_upgrades(store: &Store) {
                 let _ = fs::remove_dir_all(&previous);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(json: &str) -> PluginConfig {
+        PluginConfig::from_json(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn pull_names_follow_docker() {
+        let n = PullNames::parse("127.0.0.1:5000/acme/sample:1.0", "").unwrap();
+        assert_eq!(n.local, "127.0.0.1:5000/acme/sample:1.0");
+        assert_eq!(n.plugin_reference(), "127.0.0.1:5000/acme/sample:1.0");
+        let n = PullNames::parse("vieux/sshfs", "x").unwrap();
+        assert_eq!(n.local, "x:latest");
+        assert_eq!(n.plugin_reference(), "docker.io/vieux/sshfs:latest");
+        assert_eq!(n.plugin_reference_for_event(), "vieux/sshfs:latest");
+        let hex = "a".repeat(64);
+        let n = PullNames::parse(&format!("acme/s:2.0@sha256:{hex}"), "").unwrap();
+        assert_eq!(n.local, "acme/s:2.0");
+        assert_eq!(
+            n.plugin_reference(),
+            format!("docker.io/acme/s@sha256:{hex}")
+        );
+        let n = PullNames::parse(&format!("acme/s@sha256:{hex}"), "").unwrap();
+        assert_eq!(n.local, "acme/s:latest");
+        let err = |r: &str, n: &str| PullNames::parse(r, n).unwrap_err().to_string();
+        assert_eq!(err("", ""), "invalid reference format");
+        assert_eq!(
+            err("Acme/x", ""),
+            "invalid reference format: repository name must be lowercase"
+        );
+        assert_eq!(
+            err("acme/x", &format!("a@sha256:{hex}")),
+            "cannot use digest in plugin tag"
+        );
+    }
+
+    #[test]
+    fn upgrade_keeps_the_settings_the_new_config_still_declares() {
+        let new = config(
+            r#"{"Env":[{"Name":"DEBUG","Value":"0","Settable":["value"]},{"Name":"NEW","Value":"n"}],
+            "Mounts":[{"Name":"data","Source":"/new","Destination":"/d","Settable":["source"]}],
+            "Args":{"Name":"args","Settable":["value"],"Value":["--new"]}}"#,
+        );
+        let old = PluginSettings {
+            env: vec!["DEBUG=1".into(), "GONE=x".into()],
+            mounts: vec![plugind_types::config::PluginMount {
+                name: "data".into(),
+                source: Some("/kept".into()),
+                ..Default::default()
+            }],
+            args: vec!["-a".into()],
+            devices: Vec::new(),
+        };
+        let s = carry_settings(&old, &new);
+        assert_eq!(s.env, ["DEBUG=1", "NEW=n"]);
+        assert_eq!(s.mounts[0].source.as_deref(), Some("/kept"));
+        assert_eq!(s.mounts[0].destination, "/d");
+        assert_eq!(s.args, ["-a"]);
+        let no_args = config(r#"{"Args":{"Value":["--fixed"]}}"#);
+        assert_eq!(carry_settings(&old, &no_args).args, ["--fixed"]);
+    }
+
+    /// An upgrade cut after the old rootfs moved aside: rolled back when the record still
+    /// names the old config, finished when it names the new one.
+    #[test]
+    fn repair_finishes_or_rolls_back_a_cut_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path()).unwrap();
+        let mut digests = Vec::new();
+        for n in 0..2u8 {
+            let id = PluginId::from_bytes([n + 1; 32]);
+            let mut r = PluginRecord::new(
+                id.clone(),
+                format!("p{n}:latest"),
+                config("{}"),
+                String::new(),
+                SystemTime::now(),
+            );
+            let old = Digest::from_sha256_bytes([9; 32]);
+            r.state.blobs.config = Some(if n == 0 {
+                old.clone()
+            } else {
+                Digest::from_sha256_bytes([8; 32])
+            });
+            fs::create_dir_all(store.plugin_dir(&id)).unwrap();
+            store.add(r).unwrap();
+            let previous = store
+                .plugin_dir(&id)
+                .join(format!("{PREVIOUS_ROOTFS}{}", old.hex()));
+            fs::create_dir_all(previous.join("old")).unwrap();
+            fs::create_dir_all(store.rootfs_dir(&id).join("new")).unwrap();
+            digests.push((id, previous));
+        }
+        repair_upgrades(&store);
+        // p0: the record names the old config: the old rootfs is back.
+        let (id, previous) = &digests[0];
+        assert!(store.rootfs_dir(id).join("old").exists());
+        assert!(!store.rootfs_dir(id).join("new").exists());
+        assert!(!previous.exists());
+        // p1: the record names another config: the upgrade committed.
+        let (id, previous) = &digests[1];
+        assert!(store.rootfs_dir(id).join("new").exists());
+        assert!(!previous.exists());
     }
 }
