@@ -429,3 +429,52 @@ fn docker_plugin_push_errors_read_as_dockers() {
         "{err}"
     );
 }
+
+#[test]
+#[ignore = "needs root, runc, the shim, the docker CLI, the packaged sample plugin and docker-registry"]
+fn created_pushed_installed_and_pushed_again_keeps_the_digest() {
+    let registry = TestRegistry::start();
+    let d = plugind_tests::Daemon::start(false);
+    let first = format!("{}/acme/sample:1.0", registry.addr());
+    d.docker_ok(&["plugin", "create", &first, &sample_dir()]);
+    let aux = |name: &str| -> serde_json::Value {
+        let (status, stream) = d
+            .request("POST", &format!("/plugins/{name}/push"), None)
+            .unwrap();
+        assert_eq!(status, 200, "{stream}");
+        let last = stream.trim_end().lines().last().unwrap().to_owned();
+        serde_json::from_str::<serde_json::Value>(&last).unwrap()["aux"].clone()
+    };
+    let pushed = aux(&first);
+    d.docker_ok(&["plugin", "rm", &first]);
+
+    // Installed from the registry under another repository's name, then pushed there: the
+    // stored manifest goes as is (same digest), its blobs mounted or found, none uploaded.
+    let second = format!("{}/other/copy:2.0", registry.addr());
+    d.docker_ok(&[
+        "plugin",
+        "install",
+        "--grant-all-permissions",
+        "--disable",
+        "--alias",
+        &second,
+        &first,
+    ]);
+    let uploads_before = registry.count_requests("PUT", "/blobs/uploads/");
+    let again = aux(&second);
+    assert_eq!(again["Digest"], pushed["Digest"]);
+    assert_eq!(again["Size"], pushed["Size"]);
+    assert_eq!(again["Tag"], "2.0");
+    assert_eq!(
+        registry.count_requests("PUT", "/blobs/uploads/"),
+        uploads_before,
+        "blobs uploaded again:\n{}",
+        registry.log()
+    );
+    assert_eq!(
+        registry.count_requests("POST", "mount="),
+        2,
+        "{}",
+        registry.log()
+    );
+}

@@ -8,6 +8,20 @@
 //!
 //! Everything a registry sends is hostile: sizes are capped, digests are checked against what
 //! was asked for, media types are checked, error bodies are read only up to a cap.
+//!
+//! Why not `oci-client` (evaluated, 0.18): it asks token servers for `repository:<repo>:pull`
+//! with no way to use the `repository(plugin):` class Docker's token servers expect for
+//! plugins; it has no OAuth refresh-token flow for `identitytoken` credentials; it reads
+//! manifests and error bodies without a cap; pushing a blob needs the whole blob in memory (or
+//! its own chunking) instead of a stream from the blobstore; and it brings reqwest, a second
+//! HTTP stack next to the hyper the daemon already has. The protocol needed here is small
+//! (about ten request kinds), so it is written on hyper + hyper-util with rustls (ring
+//! provider, the system's roots; no OpenSSL, no C build of aws-lc).
+//!
+//! Modules: `registry` (the operations), `transport` (deadlines, retries, auth round,
+//! redirects, capped reads), `endpoint` (which URL a registry is reached at), `challenge`
+//! (`WWW-Authenticate`), `manifest` (Docker's bytes, parsing, Go's JSON encoding), `auth`
+//! (`X-Registry-Auth`).
 #![warn(missing_docs)]
 
 mod auth;

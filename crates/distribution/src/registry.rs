@@ -128,8 +128,8 @@ fn push_scope(path: &str) -> String {
 }
 
 impl Registry {
-    /// Builds a client (loads the system's TLS roots; none found only disables HTTPS
-    /// verification success, never plain HTTP).
+    /// Builds a client and loads the system's TLS roots. Without any root, HTTPS registries
+    /// fail certificate verification; nothing ever falls back to plain HTTP.
     pub fn new(opts: RegistryOptions) -> Result<Registry> {
         Ok(Registry {
             inner: Arc::new(Inner {

@@ -30,6 +30,7 @@ struct Seen {
     method: String,
     path: String,
     headers: HeaderMap,
+    body: Bytes,
 }
 
 /// What the fake answers; `n` is how many requests for this path it saw before.
@@ -61,17 +62,25 @@ impl Fake {
                         let handler = handler.clone();
                         let log = log.clone();
                         async move {
+                            let method = req.method().to_string();
+                            let path = req
+                                .uri()
+                                .path_and_query()
+                                .map(|p| p.to_string())
+                                .unwrap_or_default();
+                            let headers = req.headers().clone();
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
                             let s = Seen {
-                                method: req.method().to_string(),
-                                path: req
-                                    .uri()
-                                    .path_and_query()
-                                    .map(|p| p.to_string())
-                                    .unwrap_or_default(),
-                                headers: req.headers().clone(),
+                                method,
+                                path,
+                                headers,
+                                body,
                             };
-                            // Read (and drop) any request body.
-                            let _ = req.into_body().collect().await;
                             let n = {
                                 let mut log = log.lock().unwrap();
                                 let n = log.iter().filter(|x| x.path == s.path).count();
@@ -721,4 +730,47 @@ async fn a_dropped_fetch_leaves_a_resumable_ingest() {
             .as_deref(),
         Some("bytes=30000-")
     );
+}
+
+#[tokio::test]
+async fn an_identity_token_is_exchanged_through_the_oauth_refresh_flow() {
+    let manifest = manifest_of(b"{}\n", b"layer");
+    let bytes = manifest.bytes.clone();
+    let fake = Fake::start(move |s, _| {
+        if s.path.starts_with("/oauth") {
+            let form = String::from_utf8_lossy(&s.body).into_owned();
+            let good = s.method == "POST"
+                && form.contains("grant_type=refresh_token")
+                && form.contains("refresh_token=rt-secret")
+                && form.contains("scope=repository%28plugin%29%3Aacme%2Fp%3Apull");
+            return if good {
+                reply(200, &[], r#"{"access_token":"tok-2","expires_in":120}"#)
+            } else {
+                reply(400, &[], format!("bad form {form}"))
+            };
+        }
+        if s.headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer tok-2") {
+            let host = s.headers["host"].to_str().unwrap().to_owned();
+            return reply(
+                401,
+                &[(
+                    "www-authenticate",
+                    &format!("Bearer realm=\"http://{host}/oauth\",service=\"fake\""),
+                )],
+                "",
+            );
+        }
+        reply(200, &[], bytes.clone())
+    })
+    .await;
+    let auth = AuthConfig {
+        identity_token: Some("rt-secret".into()),
+        ..AuthConfig::default()
+    };
+    let got = client()
+        .resolve(&fake.reference("acme/p:1"), &auth)
+        .await
+        .unwrap();
+    assert_eq!(got, manifest);
+    assert_eq!(fake.count("POST", "/oauth"), 1);
 }
