@@ -143,13 +143,6 @@ pub enum ManagerError {
         /// Why.
         reason: &'static str,
     },
-    /// The registry client could not be built from the configuration.
-    #[error("registry client: {source}")]
-    RegistryClient {
-        /// Why.
-        #[source]
-        source: plugind_distribution::DistributionError,
-    },
     /// A background task panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -166,6 +159,9 @@ pub enum ManagerError {
     /// Fetching from or pushing to a registry failed.
     #[error(transparent)]
     Distribution(#[from] plugind_distribution::DistributionError),
+    /// The registry client could not be built.
+    #[error("registry client unavailable: {0}")]
+    RegistryClient(String),
     /// The privileges the user accepted are not the ones the plugin asks for.
     #[error("incorrect privileges")]
     IncorrectPrivileges,
@@ -216,15 +212,15 @@ impl ManagerError {
             ManagerError::PluginCall(_) => ErrorKind::Internal,
             ManagerError::Sys(_) | ManagerError::Join(_) => ErrorKind::Internal,
             ManagerError::RootLocked { .. } | ManagerError::ShuttingDown => ErrorKind::Unavailable,
+            ManagerError::Push { source } => source.kind(),
+            ManagerError::PushUnsupported { .. } => ErrorKind::Internal,
             ManagerError::RemoteReference(_) | ManagerError::DigestInPluginTag => {
                 ErrorKind::InvalidArgument
             }
             ManagerError::Resolve(e) | ManagerError::Distribution(e) => e.kind(),
+            ManagerError::RegistryClient(_) => ErrorKind::Unavailable,
             ManagerError::IncorrectPrivileges | ManagerError::Cancelled => ErrorKind::Internal,
             ManagerError::UpgradeEnabled { .. } => ErrorKind::FailedPrecondition,
-            ManagerError::Push { source } => source.kind(),
-            ManagerError::RegistryClient { .. } => ErrorKind::InvalidArgument,
-            ManagerError::PushUnsupported { .. } => ErrorKind::Internal,
         }
     }
 }

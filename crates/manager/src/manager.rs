@@ -162,8 +162,6 @@ struct Inner {
     config: ManagerConfig,
     store: Store,
     blobs: BlobStore,
-    /// The registry client (connections and tokens shared by every remote operation).
-    registry: plugind_distribution::Registry,
     executor: Arc<dyn Executor>,
     events: EventHub,
     /// One async lock per plugin: lifecycle operations of one plugin run one at a time.
@@ -186,6 +184,8 @@ struct Inner {
     /// The quarantined plugin directories, as found (and pruned) at start; only a start
     /// quarantines, so this stays true without reading the disk again.
     quarantine: Vec<PathBuf>,
+    /// The registry client (its error when it could not be built, e.g. no TLS roots).
+    registry: std::result::Result<plugind_distribution::Registry, String>,
     /// Held for the manager's lifetime: two daemons must never share one root.
     _root_lock: LockFile,
 }
@@ -223,15 +223,17 @@ impl Manager {
             tokio::task::spawn_blocking(move || Self::open_roots(&config)).await??
         };
         let (root_lock, store, reload, blobs) = opened;
-        let registry = plugind_distribution::Registry::new(config.registry.clone())
-            .map_err(|source| ManagerError::RegistryClient { source })?;
         let store_quarantine = store.quarantined();
+        let registry =
+            plugind_distribution::Registry::new(config.registry.clone()).map_err(|e| e.to_string());
+        if let Err(e) = &registry {
+            tracing::warn!(error = %e, "registry client unavailable: install, upgrade and push will fail");
+        }
         let manager = Manager {
             inner: Arc::new(Inner {
                 config,
                 store,
                 blobs,
-                registry,
                 executor,
                 events: EventHub::new(1024),
                 locks: StdMutex::new(HashMap::new()),
@@ -243,6 +245,7 @@ impl Manager {
                 background: StdMutex::new(tokio::task::JoinSet::new()),
                 stop_events: watch::channel(false).0,
                 quarantine: store_quarantine,
+                registry,
                 _root_lock: root_lock,
             }),
         };
@@ -359,11 +362,6 @@ impl Manager {
     /// The manager's configuration.
     pub fn config(&self) -> &ManagerConfig {
         &self.inner.config
-    }
-
-    /// The registry client remote operations use.
-    pub fn registry(&self) -> &plugind_distribution::Registry {
-        &self.inner.registry
     }
 
     /// Resolves `name` and takes the plugin's lifecycle lock; the record is read again under

@@ -73,9 +73,8 @@ impl Manager {
                 progress(Progress::bytes("Pushing", digest.hex(), current, total));
             }
         };
-        let (digest, size) = self
-            .inner
-            .registry
+        let registry = self.registry()?;
+        let (digest, size) = registry
             .push(&target, auth, &manifest, &self.inner.blobs, &report)
             .await
             .map_err(|source| ManagerError::Push { source })?;

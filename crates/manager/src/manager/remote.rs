@@ -12,7 +12,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use plugind_distribution::{AuthConfig, DistributionError, FetchOutcome, PluginManifest};
+use plugind_distribution::{AuthConfig, DistributionError, FetchOutcome, PluginManifest, Registry};
 use plugind_store::{privileges_match, PluginPrivilege};
 use plugind_types::{config::PluginSettings, Digest};
 
@@ -104,6 +104,13 @@ struct Fetched {
 }
 
 impl Manager {
+    pub(super) fn registry(&self) -> Result<&Registry> {
+        self.inner
+            .registry
+            .as_ref()
+            .map_err(|e| ManagerError::RegistryClient(e.clone()))
+    }
+
     /// The privileges the plugin at `remote` asks for, in Docker's order (its manifest and
     /// config land in the blob store, as in Docker).
     pub async fn remote_privileges(
@@ -118,7 +125,7 @@ impl Manager {
     }
 
     async fn resolve(&self, remote: &Reference, auth: &AuthConfig) -> Result<PluginManifest> {
-        self.registry()
+        self.registry()?
             .resolve(remote, auth)
             .await
             .map_err(resolve_error)
@@ -131,7 +138,7 @@ impl Manager {
         manifest: &PluginManifest,
     ) -> Result<PluginConfig> {
         let bytes = self
-            .registry()
+            .registry()?
             .fetch_config(remote, auth, &manifest.config, &self.inner.blobs)
             .await
             .map_err(resolve_error)?;
@@ -376,7 +383,7 @@ impl Manager {
         if !privileges_match(&wanted, request.privileges) {
             return Err(ManagerError::IncorrectPrivileges);
         }
-        let registry = self.registry();
+        let registry = self.registry()?;
         for layer in &manifest.layers {
             if !layer.is_gzip_layer() {
                 return Err(ManagerError::Distribution(
