@@ -6,6 +6,8 @@
 //! packaged sample plugin; [`require_e2e`] panics with the missing piece instead of letting a
 //! test pass silently.
 
+pub mod registry;
+
 use std::{
     fs,
     path::{Path, PathBuf},

@@ -136,6 +136,7 @@ pub(crate) fn bench(which: Option<&str>) -> anyhow::Result<()> {
         ("queue", "plugind-queue"),
         ("executor", "plugind-executor"),
         ("daemon", ""),
+        ("registry", ""),
     ];
     let selected: Vec<_> = GROUPS
         .iter()
@@ -143,13 +144,15 @@ pub(crate) fn bench(which: Option<&str>) -> anyhow::Result<()> {
         .collect();
     if selected.is_empty() {
         bail!(
-            "unknown benchmark {:?}; known: blobstore, queue, executor, daemon",
+            "unknown benchmark {:?}; known: blobstore, queue, executor, daemon, registry",
             which.unwrap_or("")
         );
     }
     for (name, package) in selected {
         println!("==> bench {name}");
-        if package.is_empty() {
+        if *name == "registry" {
+            crate::bench::run_registry_bench()?;
+        } else if package.is_empty() {
             crate::bench::run_daemon_bench()?;
         } else {
             run_cmd(cargo().args(["bench", "--locked", "-p", package]))?;

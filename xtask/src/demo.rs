@@ -1,10 +1,18 @@
 //! `cargo xtask demo`: the main job, end to end and unattended. Builds everything and the
 //! sample plugin, starts plugind on a throwaway root and socket, then drives it with the real
-//! docker CLI: create the sample plugin, enable it, show `plugin ls` and `inspect`, use it
+//! docker CLI: create the sample plugin, push it to a local registry (Debian's
+//! `docker-registry`, started by the demo on a free loopback port and stopped afterwards),
+//! remove it and install it back from the registry, show `plugin ls` and `inspect`, use it
 //! (a volume created, listed and removed through plugind's volume API, which calls the
 //! plugin), show its logs, disable, remove, and stop plugind. Each step is printed.
 
-use std::process::{Command, Stdio};
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
 
 use anyhow::{bail, Context};
 
@@ -48,10 +56,25 @@ pub(crate) fn run() -> anyhow::Result<()> {
         Ok(stdout)
     };
 
-    step("create the sample plugin from its directory");
-    cli(&["plugin", "create", NAME, &out.dir.to_string_lossy()])?;
-    step("enable it (plugind waits until the plugin's socket answers)");
-    cli(&["plugin", "enable", NAME])?;
+    step("start a local registry (docker-registry on a free loopback port)");
+    let registry = LocalRegistry::start(&d.dir.join("registry"))?;
+    println!("registry listening on {}", registry.addr);
+    let remote = format!("{}/{NAME}:1.0", registry.addr);
+
+    step("create the sample plugin from its directory and push it");
+    cli(&["plugin", "create", &remote, &out.dir.to_string_lossy()])?;
+    cli(&["plugin", "push", &remote])?;
+    cli(&["plugin", "rm", &remote])?;
+
+    step("install it from the registry (pull, then enable: plugind waits for its socket)");
+    cli(&[
+        "plugin",
+        "install",
+        "--grant-all-permissions",
+        "--alias",
+        NAME,
+        &remote,
+    ])?;
     step("the state");
     cli(&["plugin", "ls"])?;
     cli(&["plugin", "inspect", "--format", "{{.Name}} enabled={{.Enabled}} state={{.PluginD.State}} pid={{.PluginD.Pid}} implements={{.Config.Interface.Types}}", NAME])?;
@@ -71,12 +94,76 @@ pub(crate) fn run() -> anyhow::Result<()> {
     cli(&["plugin", "rm", NAME])?;
     cli(&["plugin", "ls"])?;
 
-    step("stop plugind");
+    step("stop plugind and the registry");
     drop(d);
+    drop(registry);
     println!("\ndemo finished: every step succeeded");
     Ok(())
 }
 
 fn step(what: &str) {
     println!("\n==> {what}");
+}
+
+/// Debian's `docker-registry` on a free loopback port with its storage under `dir`; killed
+/// when dropped.
+struct LocalRegistry {
+    child: Child,
+    addr: String,
+}
+
+impl LocalRegistry {
+    fn start(dir: &Path) -> anyhow::Result<LocalRegistry> {
+        let binary = find_program("docker-registry")
+            .or_else(|| find_program("registry"))
+            .context("the demo needs Debian's docker-registry (cargo xtask setup)")?;
+        std::fs::create_dir_all(dir.join("storage"))?;
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let addr = format!("127.0.0.1:{port}");
+        let config = dir.join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                dir.join("storage").display()
+            ),
+        )?;
+        let log = std::fs::File::create(dir.join("registry.log"))?;
+        let child = Command::new(binary)
+            .arg("serve")
+            .arg(&config)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("start docker-registry")?;
+        let registry = LocalRegistry { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !registry.answers() {
+            if Instant::now() > deadline {
+                bail!("docker-registry did not answer on {}", registry.addr);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(registry)
+    }
+
+    /// `GET /v2/` answers 200.
+    fn answers(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(&self.addr) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        if write!(s, "GET /v2/ HTTP/1.0\r\nHost: {}\r\n\r\n", self.addr).is_err() {
+            return false;
+        }
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).is_ok() && head.ends_with(b"200")
+    }
+}
+
+impl Drop for LocalRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -49,7 +49,7 @@ enum Task {
     },
     /// Run the benchmarks and print ratios against same-run baselines.
     Bench {
-        /// Only this benchmark group: blobstore, queue, executor, daemon.
+        /// Only this benchmark group: blobstore, queue, executor, daemon, registry.
         which: Option<String>,
     },
     /// Build the sample volume plugin (static) and package it under target/plugin/.

@@ -17,6 +17,10 @@ use plugind_types::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+pub use plugind_manager::PluginPrivilege;
+
+use crate::progress::ProgressSink;
+
 /// What the API needs from the plugin manager.
 ///
 /// Names are passed exactly as the client wrote them in the URL (`test/vol`, `test/vol:latest`,
@@ -79,6 +83,92 @@ pub trait PluginBackend: Send + Sync + 'static {
 
     /// Facts for `GET /info`.
     fn info(&self) -> BackendInfo;
+
+    /// Pushes a plugin to the registry and repository its name points at
+    /// (docker-plugin-api.md §3.10), reporting Docker's progress objects to `progress` (the
+    /// last one the `aux` with tag, digest and size). `registry_auth` is the raw
+    /// `X-Registry-Auth` header, "" when absent. An unknown plugin is `NotFound` (made with
+    /// [`BackendError::lookup`]) before anything is reported. The default refuses.
+    async fn push(
+        &self,
+        name: &str,
+        registry_auth: &str,
+        progress: crate::progress::ProgressSink,
+    ) -> Result<(), BackendError> {
+        let _ = (name, registry_auth, progress);
+        Err(BackendError::new(
+            ErrorKind::Internal,
+            "plugin push is not supported by this backend",
+        ))
+    }
+
+    /// The privileges the plugin at `remote` asks for (`GET /plugins/privileges`), in
+    /// Docker's order. `auth` is the raw `X-Registry-Auth` header ("" when absent).
+    async fn privileges(
+        &self,
+        remote: &str,
+        auth: &str,
+    ) -> Result<Vec<PluginPrivilege>, BackendError> {
+        let _ = (remote, auth);
+        Err(BackendError::new(
+            ErrorKind::Internal,
+            "registry access is not available",
+        ))
+    }
+
+    /// The local name a pull of `remote` as `name` installs (moby's `getName`), or the
+    /// request's error (invalid remote or name): checked before the stream starts, and sent
+    /// as `Docker-Plugin-Name`.
+    fn pull_name(&self, remote: &str, name: &str) -> Result<String, BackendError> {
+        let _ = (remote, name);
+        Err(BackendError::new(
+            ErrorKind::Internal,
+            "registry access is not available",
+        ))
+    }
+
+    /// Installs `remote` as `name` (the value [`PluginBackend::pull_name`] returned),
+    /// reporting to `progress`; publishes the `pull` event. An error returned before the first
+    /// progress message is the request's error (status code); later ones end the stream.
+    /// The future is dropped when the client goes away: the pull must then leave nothing.
+    async fn pull(
+        &self,
+        request: RemoteOperation,
+        progress: ProgressSink,
+    ) -> Result<(), BackendError> {
+        let _ = (request, progress);
+        Err(BackendError::new(
+            ErrorKind::Internal,
+            "registry access is not available",
+        ))
+    }
+
+    /// Upgrades the plugin `request.name` (normalised, `x:latest`) to `request.remote`,
+    /// reporting to `progress`; as [`PluginBackend::pull`] for errors and cancellation.
+    async fn upgrade(
+        &self,
+        request: RemoteOperation,
+        progress: ProgressSink,
+    ) -> Result<(), BackendError> {
+        let _ = (request, progress);
+        Err(BackendError::new(
+            ErrorKind::Internal,
+            "registry access is not available",
+        ))
+    }
+}
+
+/// What a pull or upgrade asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteOperation {
+    /// The remote reference as the client wrote it.
+    pub remote: String,
+    /// The local plugin name, normalised (`x:latest`).
+    pub name: String,
+    /// The raw `X-Registry-Auth` header ("" when absent).
+    pub auth: String,
+    /// The privileges the user accepted (the request body).
+    pub privileges: Vec<PluginPrivilege>,
 }
 
 /// A failed backend operation: its kind picks the HTTP status, its message is sent verbatim.

@@ -48,6 +48,10 @@ pub(crate) enum Endpoint {
     Create,
     /// `POST /plugins/{name}/set`: lookup errors keep their code, every setting error is 500.
     Set,
+    /// Pull, upgrade and privileges (distribution.md §3): a taken name is 400, invalid
+    /// references and untyped failures 500, a missing manifest 404, an unreachable registry
+    /// 502, an enabled plugin (upgrade) 409.
+    Remote,
     /// Everything else follows [`kind_status`].
     Other,
 }
@@ -70,6 +74,9 @@ pub(crate) fn backend_status(endpoint: Endpoint, err: &BackendError) -> StatusCo
         (Endpoint::Set, Stage::Operation, _) => StatusCode::INTERNAL_SERVER_ERROR,
         (Endpoint::Create, _, ErrorKind::AlreadyExists) => StatusCode::CONFLICT,
         (Endpoint::Create, _, _) => StatusCode::INTERNAL_SERVER_ERROR,
+        (Endpoint::Remote, _, ErrorKind::AlreadyExists) => StatusCode::BAD_REQUEST,
+        (Endpoint::Remote, _, ErrorKind::InvalidArgument) => StatusCode::INTERNAL_SERVER_ERROR,
+        (Endpoint::Remote, _, ErrorKind::Unavailable) => StatusCode::BAD_GATEWAY,
         (_, _, kind) => kind_status(kind),
     }
 }
@@ -79,6 +86,8 @@ pub(crate) fn backend_status(endpoint: Endpoint, err: &BackendError) -> StatusCo
 pub(crate) struct HttpError {
     pub(crate) status: StatusCode,
     pub(crate) message: String,
+    /// `Docker-Plugin-Name` of pull and upgrade errors that come after the name was parsed.
+    pub(crate) plugin_name: Option<String>,
 }
 
 impl HttpError {
@@ -86,7 +95,14 @@ impl HttpError {
         HttpError {
             status,
             message: message.into(),
+            plugin_name: None,
         }
+    }
+
+    /// The same error answered with a `Docker-Plugin-Name` header.
+    pub(crate) fn with_plugin_name(mut self, name: &str) -> Self {
+        self.plugin_name = Some(name.to_owned());
+        self
     }
 
     /// 400: Docker's invalid-parameter class.
@@ -131,5 +147,12 @@ mod tests {
         let pre = BackendError::new(ErrorKind::FailedPrecondition, "plugin x is enabled");
         assert_eq!(backend_status(Endpoint::Other, &pre), 409);
         assert_eq!(nf.message, r#"plugin "x" not found"#);
+        let bad_ref = BackendError::new(ErrorKind::InvalidArgument, "invalid reference format");
+        let down = BackendError::new(ErrorKind::Unavailable, "error resolving plugin reference");
+        assert_eq!(backend_status(Endpoint::Remote, &exists), 400);
+        assert_eq!(backend_status(Endpoint::Remote, &bad_ref), 500);
+        assert_eq!(backend_status(Endpoint::Remote, &down), 502);
+        assert_eq!(backend_status(Endpoint::Remote, &nf), 404);
+        assert_eq!(backend_status(Endpoint::Remote, &pre), 409);
     }
 }

@@ -11,12 +11,12 @@
 //! Layout: `server` (socket, accept loop, routing, version checks, common headers), `plugins`
 //! and `system` (the handlers), `filters` (Docker's `filters` parameter), `body` (size-limited
 //! and streamed request bodies), `connection` (idle, header and write deadlines, the
-//! descriptor budget), `gojson` (Go's JSON error texts), `query` (Go's query, bool,
+//! descriptor budget), `gojson` (Go's JSON error texts), `progress` (Docker's
+//! progress stream for pull, upgrade and push), `query` (Go's query, bool,
 //! integer and time parsing), `error` (the single kind -> status mapping).
 //!
 //! Architecture invariant: only this crate knows the HTTP protocol and Docker's wire quirks;
-//! it holds no plugin state and decides no plugin semantics. Remote operations (pull, push,
-//! upgrade, privileges) are answered 501 until the manager provides them.
+//! it holds no plugin state and decides no plugin semantics.
 
 #![warn(missing_docs)]
 
@@ -30,7 +30,9 @@ pub mod fuzzing;
 mod gojson;
 mod manager_backend;
 mod plugins;
+mod progress;
 mod query;
+mod remote;
 mod server;
 mod system;
 mod volume_backend;
@@ -39,11 +41,13 @@ mod volumes;
 
 pub use backend::{
     BackendError, BackendInfo, EventActor, EventMessage, EventSubscription, LogLine, LogSource,
-    LogStream, LogsOptions, PluginBackend, PluginJson, PluginStatus, RuntimeInfo, Stage,
+    LogStream, LogsOptions, PluginBackend, PluginJson, PluginPrivilege, PluginStatus,
+    RemoteOperation, RuntimeInfo, Stage,
 };
 pub use connection::{connection_budget, reserved_descriptors};
 pub use error::ApiError;
 pub use manager_backend::{ManagerBackend, RuntimeFacts};
+pub use progress::ProgressSink;
 pub use server::{
     bind, serve, ServerOptions, API_VERSION, DEFAULT_BODY_TIMEOUT, DEFAULT_CREATE_BODY_LIMIT,
     DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_JSON_BODY_LIMIT, DEFAULT_MAX_CONNECTIONS,

@@ -20,7 +20,13 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::backend::{
     BackendError, BackendInfo, EventMessage, EventSubscription, LogLine, LogSource, LogStream,
-    LogsOptions, PluginBackend, PluginJson, PluginStatus, RuntimeInfo,
+    LogsOptions, PluginBackend, PluginJson, PluginPrivilege, PluginStatus, RemoteOperation,
+    RuntimeInfo,
+};
+use crate::progress::ProgressSink;
+use plugind_manager::{
+    manager::{PullNames, RemoteRequest},
+    AuthConfig,
 };
 
 /// How many events the API keeps for `since` queries (Docker keeps 256).
@@ -234,6 +240,20 @@ impl PluginBackend for ManagerBackend {
         self.manager.set(name, &args).await.map_err(to_error)
     }
 
+    async fn push(
+        &self,
+        name: &str,
+        registry_auth: &str,
+        progress: crate::progress::ProgressSink,
+    ) -> Result<(), BackendError> {
+        let auth = plugind_manager::AuthConfig::from_header(registry_auth);
+        self.manager
+            .push(name, &auth, progress.as_fn())
+            .await
+            .map(|_| ())
+            .map_err(to_error)
+    }
+
     fn subscribe_events(&self) -> EventSubscription {
         let (backlog, live) = self.events.subscribe_where(|_| true);
         EventSubscription { backlog, live }
@@ -242,6 +262,59 @@ impl PluginBackend for ManagerBackend {
     async fn logs(&self, name: &str, options: LogsOptions) -> Result<LogStream, BackendError> {
         let path = self.manager.log_path(name).map_err(to_error)?;
         Ok(follow_log(path, options).await)
+    }
+
+    async fn privileges(
+        &self,
+        remote: &str,
+        auth: &str,
+    ) -> Result<Vec<PluginPrivilege>, BackendError> {
+        let auth = AuthConfig::from_header(auth);
+        self.manager
+            .remote_privileges(remote, &auth)
+            .await
+            .map_err(to_error)
+    }
+
+    fn pull_name(&self, remote: &str, name: &str) -> Result<String, BackendError> {
+        PullNames::parse(remote, name)
+            .map(|n| n.local)
+            .map_err(to_error)
+    }
+
+    async fn pull(
+        &self,
+        request: RemoteOperation,
+        progress: ProgressSink,
+    ) -> Result<(), BackendError> {
+        let names = PullNames::parse(&request.remote, &request.name).map_err(to_error)?;
+        let auth = AuthConfig::from_header(&request.auth);
+        let remote = RemoteRequest {
+            auth: &auth,
+            privileges: &request.privileges,
+        };
+        self.manager
+            .pull(&names, remote, progress.shared())
+            .await
+            .map(drop)
+            .map_err(to_error)
+    }
+
+    async fn upgrade(
+        &self,
+        request: RemoteOperation,
+        progress: ProgressSink,
+    ) -> Result<(), BackendError> {
+        let names = PullNames::parse(&request.remote, &request.name).map_err(to_error)?;
+        let auth = AuthConfig::from_header(&request.auth);
+        let remote = RemoteRequest {
+            auth: &auth,
+            privileges: &request.privileges,
+        };
+        self.manager
+            .upgrade(&request.name, &names.remote, remote, progress.shared())
+            .await
+            .map_err(to_error)
     }
 
     fn info(&self) -> BackendInfo {

@@ -73,6 +73,28 @@ pub(crate) async fn enable(
     Ok(empty(StatusCode::OK))
 }
 
+/// `POST /plugins/{name}/push`: Docker's progress stream, ending with the `aux` object; an
+/// unknown plugin is a 404 before the stream starts, registry failures are in-stream.
+pub(crate) async fn push(
+    state: &State,
+    name: &str,
+    req: &hyper::Request<hyper::body::Incoming>,
+) -> Result<Response<Body>, HttpError> {
+    let registry_auth = req
+        .headers()
+        .get("X-Registry-Auth")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let backend = state.backend.clone();
+    let name = name.to_owned();
+    crate::progress::respond(
+        move |sink| async move { backend.push(&name, &registry_auth, sink).await },
+        |e| HttpError::backend(Endpoint::Other, e),
+    )
+    .await
+}
+
 /// The `timeout` of an enable: `None` for 0.
 fn enable_timeout(raw: &str) -> Result<Option<Duration>, String> {
     let secs = atoi(raw)?;

@@ -32,7 +32,7 @@ use crate::{
     error::HttpError,
     plugins,
     query::Query,
-    system, volumes, ApiError,
+    remote, system, volumes, ApiError,
 };
 
 /// The newest API version served; unprefixed requests are treated as this version.
@@ -480,7 +480,14 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
         Err(e) => error_response(e, json_errors),
         Ok(()) => match dispatch(state, route, req).await {
             Ok(resp) => resp,
-            Err(e) => error_response(e, json_errors),
+            Err(e) => {
+                let plugin_name = e.plugin_name.clone();
+                let mut resp = error_response(e, json_errors);
+                if let Some(v) = plugin_name.and_then(|n| header::HeaderValue::from_str(&n).ok()) {
+                    resp.headers_mut().insert(remote::PLUGIN_NAME_HEADER, v);
+                }
+                resp
+            }
         },
     };
     let h = resp.headers_mut();
@@ -530,12 +537,10 @@ async fn dispatch(
         Route::Events => system::events(state, &query()?),
         Route::List => plugins::list(state, &query()?).await,
         Route::Inspect(name) => plugins::inspect(state, &name).await,
-        Route::Privileges => Err(HttpError::not_implemented(
-            "reading the privileges of a remote plugin (registry access)",
-        )),
-        Route::Pull => Err(HttpError::not_implemented("plugin install (pull)")),
-        Route::Push(_) => Err(HttpError::not_implemented("plugin push")),
-        Route::Upgrade(_) => Err(HttpError::not_implemented("plugin upgrade")),
+        Route::Privileges => remote::privileges(state, &query()?, req.headers()).await,
+        Route::Pull => remote::pull(state, req).await,
+        Route::Push(name) => plugins::push(state, &name, &req).await,
+        Route::Upgrade(name) => remote::upgrade(state, &name, req).await,
         Route::Remove(name) => plugins::remove(state, &name, &query()?).await,
         Route::Enable(name) => plugins::enable(state, &name, &query()?).await,
         Route::Disable(name) => plugins::disable(state, &name, &query()?).await,

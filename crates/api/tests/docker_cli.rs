@@ -362,7 +362,7 @@ async fn events_since_until_with_plugin_filter() {
 }
 
 #[tokio::test]
-async fn install_is_refused_clearly() {
+async fn install_renders_the_stream_and_uses_the_plugin_name() {
     let s = Server::start().await;
     let o = docker(
         &s,
@@ -370,18 +370,34 @@ async fn install_is_refused_clearly() {
             "plugin",
             "install",
             "--grant-all-permissions",
-            "vieux/sshfs",
+            "--disable",
+            "--alias",
+            "x",
+            "acme/sample:1.0",
+        ],
+    )
+    .await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(
+        o.stdout,
+        "latest: Pulling from acme/sample\nabababababab: Waiting\nabababababab: Complete\nInstalled plugin acme/sample:1.0\n"
+    );
+    assert_eq!(s.backend.names(), ["x:latest"]);
+    let o = docker(
+        &s,
+        &[
+            "plugin",
+            "install",
+            "--grant-all-permissions",
+            "acme/missing",
         ],
     )
     .await;
     assert_eq!(o.code, 1);
-    assert!(
-        o.stderr.starts_with("Error response from daemon: "),
-        "{}",
-        o.stderr
+    assert_eq!(
+        o.stderr.trim(),
+        "Error response from daemon: error resolving plugin reference: manifest unknown"
     );
-    assert!(o.stderr.contains("not implemented"), "{}", o.stderr);
-    assert!(s.backend.names().is_empty());
 }
 
 #[tokio::test]

@@ -468,22 +468,190 @@ async fn create_body_limit_creates_nothing() {
 }
 
 #[tokio::test]
-async fn remote_operations_are_not_implemented() {
+async fn privileges_answer_dockers_array_without_newline() {
     let s = Server::start().await;
-    for (m, p) in [
-        ("GET", "/v1.45/plugins/privileges?remote=foo"),
-        ("POST", "/v1.45/plugins/pull?remote=foo&name="),
-        ("POST", "/v1.45/plugins/foo/push"),
-        ("POST", "/v1.45/plugins/foo/upgrade?remote=foo"),
-    ] {
-        let r = s.call(m, p, &[], b"").await;
-        assert_eq!(r.status, 501, "{p}");
-        assert_eq!(r.header("content-type"), Some("application/json"));
-        assert!(r.json()["message"]
-            .as_str()
-            .unwrap()
-            .contains("not implemented"));
+    let r = s
+        .get("/v1.41/plugins/privileges?remote=acme/sample:1.0")
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(
+        r.text(),
+        r#"[{"Name":"network","Description":"permissions to access a network","Value":["host"]}]"#
+    );
+    s.get("/plugins/privileges")
+        .await
+        .assert_error(500, "invalid reference format");
+    s.get("/plugins/privileges?remote=Acme/x")
+        .await
+        .assert_error(
+            500,
+            "invalid reference format: repository name must be lowercase",
+        );
+    s.get("/plugins/privileges?remote=acme/missing")
+        .await
+        .assert_error(404, "error resolving plugin reference: manifest unknown");
+}
+
+const GRANTED: &[u8] =
+    br#"[{"Name": "network", "Description": "permissions to access a network", "Value": ["host"]}]"#;
+
+#[tokio::test]
+async fn pull_checks_body_then_names_then_streams_with_the_plugin_name() {
+    let s = Server::start().await;
+    let json = [("Content-Type", "application/json")];
+    // The body first, before the remote: Docker's texts, no name header yet.
+    let r = s
+        .call("POST", "/plugins/pull?remote=acme/sample", &json, b"")
+        .await;
+    r.assert_error(500, "failed to parse privileges: EOF");
+    assert_eq!(r.header("docker-plugin-name"), None);
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    s.call("POST", "/plugins/pull?remote=acme/sample", &form, GRANTED)
+        .await
+        .assert_error(500, "failed to parse privileges: EOF");
+    s.call("POST", "/plugins/pull?remote=acme/sample", &json, b"{}")
+        .await
+        .assert_error(
+            500,
+            "failed to parse privileges: json: cannot unmarshal object into Go value of type types.PluginPrivileges",
+        );
+    s.call("POST", "/plugins/pull", &json, GRANTED)
+        .await
+        .assert_error(500, "invalid reference format");
+    s.call("POST", "/plugins/pull?remote=acme/sample&name=a@sha256:0123456789012345678901234567890123456789012345678901234567890123", &json, GRANTED)
+        .await
+        .assert_error(500, "cannot use digest in plugin tag");
+    let r = s
+        .call(
+            "POST",
+            "/plugins/pull?remote=acme/missing:1.0&name=",
+            &json,
+            GRANTED,
+        )
+        .await;
+    r.assert_error(404, "error resolving plugin reference: manifest unknown");
+    assert_eq!(r.header("docker-plugin-name"), Some("acme/missing:1.0"));
+    assert!(s.backend.names().is_empty());
+
+    // Success: the header, a chunked JSON stream, one object per chunk.
+    let req = Request::builder()
+        .method("POST")
+        .uri("/v1.41/plugins/pull?remote=acme/sample:1.0&name=x")
+        .header("Content-Type", "application/json")
+        .body(Full::new(Bytes::from_static(GRANTED)))
+        .unwrap();
+    let resp = s.send(req).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["docker-plugin-name"], "x:latest");
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    assert_eq!(resp.headers()["transfer-encoding"], "chunked");
+    let mut body = resp.into_body();
+    let mut chunks = Vec::new();
+    while let Some(f) = body.frame().await {
+        if let Ok(d) = f.unwrap().into_data() {
+            chunks.push(String::from_utf8(d.to_vec()).unwrap());
+        }
     }
+    assert_eq!(
+        chunks.concat(),
+        concat!(
+            "{\"status\":\"Pulling from acme/sample\",\"id\":\"latest\"}\r\n",
+            "{\"status\":\"Waiting\",\"progressDetail\":{},\"id\":\"abababababab\"}\r\n",
+            "{\"status\":\"Extracting\",\"progressDetail\":{\"current\":1146880,\"total\":1669322},\"progress\":\"[==================================\\u003e                ]  1.147MB/1.669MB\",\"id\":\"abababababab\"}\r\n",
+            "{\"status\":\"Complete\",\"progressDetail\":{},\"id\":\"abababababab\"}\r\n",
+        )
+    );
+    assert!(chunks
+        .iter()
+        .all(|c| c.ends_with("\r\n") && c.matches("\r\n").count() == 1));
+    assert_eq!(s.backend.names(), ["x:latest"]);
+
+    // The name is taken: 400 (not create's 409), with the header.
+    let r = s
+        .call(
+            "POST",
+            "/plugins/pull?remote=acme/sample:1.0&name=x",
+            &json,
+            GRANTED,
+        )
+        .await;
+    r.assert_error(400, "plugin x:latest already exists");
+    assert_eq!(r.header("docker-plugin-name"), Some("x:latest"));
+
+    // Wrong privileges: 200, and the error is the last object.
+    let r = s
+        .call(
+            "POST",
+            "/plugins/pull?remote=acme/sample:1.0&name=y",
+            &json,
+            b"[]",
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.text().ends_with("{\"errorDetail\":{\"message\":\"incorrect privileges\"},\"error\":\"incorrect privileges\"}\r\n"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(s.backend.names(), ["x:latest"]);
+}
+
+#[tokio::test]
+async fn upgrade_reads_the_body_first_and_names_the_plugin() {
+    let s = Server::start().await;
+    s.backend.add("on:latest", VOLUME_CONFIG, true);
+    s.backend.add("off:latest", VOLUME_CONFIG, false);
+    let json = [("Content-Type", "application/json")];
+    // No body: the body error even for an unknown plugin.
+    s.call(
+        "POST",
+        "/plugins/nosuch/upgrade?remote=acme/sample:2.0",
+        &json,
+        b"",
+    )
+    .await
+    .assert_error(500, "failed to parse privileges: EOF");
+    s.call("POST", "/plugins/nosuch/upgrade", &json, GRANTED)
+        .await
+        .assert_error(500, "invalid reference format");
+    let r = s
+        .call(
+            "POST",
+            "/plugins/nosuch/upgrade?remote=acme/sample:2.0",
+            &json,
+            GRANTED,
+        )
+        .await;
+    r.assert_error(404, r#"plugin "nosuch:latest" not found"#);
+    assert_eq!(r.header("docker-plugin-name"), Some("nosuch:latest"));
+    let r = s
+        .call(
+            "POST",
+            "/plugins/on/upgrade?remote=acme/sample:2.0",
+            &json,
+            GRANTED,
+        )
+        .await;
+    r.assert_error(
+        409,
+        "plugin must be disabled before upgrading: plugin on:latest is enabled",
+    );
+    assert_eq!(r.header("docker-plugin-name"), Some("on:latest"));
+    let r = s
+        .call(
+            "POST",
+            "/plugins/off/upgrade?remote=acme/sample:2.0",
+            &json,
+            GRANTED,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("docker-plugin-name"), Some("off:latest"));
+    assert_eq!(
+        r.text(),
+        "{\"status\":\"Pulling from acme/sample\",\"id\":\"2.0\"}\r\n"
+    );
 }
 
 async fn next_line(body: &mut hyper::body::Incoming) -> Option<serde_json::Value> {

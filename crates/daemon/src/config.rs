@@ -122,6 +122,10 @@ pub struct Cli {
     /// Where `--publish-docker-specs` writes spec files.
     #[arg(long, value_name = "DIR", default_value = plugind_volumes::publish::DOCKER_SPECS_DIR)]
     pub docker_specs_dir: PathBuf,
+    /// A registry reached over plain HTTP besides loopback: HOST[:PORT] or a CIDR
+    /// (repeatable; the file's `insecure-registries` list), as dockerd's.
+    #[arg(long = "insecure-registry", value_name = "REGISTRY")]
+    pub insecure_registry: Vec<String>,
     /// Which options were given on the command line (filled by [`Cli::parse_from`]).
     #[arg(skip)]
     explicit: Vec<String>,
@@ -211,6 +215,7 @@ struct FileConfig {
     publish_dir: Option<PathBuf>,
     publish_docker_specs: Option<bool>,
     docker_specs_dir: Option<PathBuf>,
+    insecure_registries: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -271,6 +276,8 @@ pub struct Config {
     pub publish_dir: PathBuf,
     /// Where Docker spec files of published plugins are written; `None`: not written.
     pub docker_specs_dir: Option<PathBuf>,
+    /// Registries reached over plain HTTP besides loopback (`host[:port]` or CIDR).
+    pub insecure_registries: Vec<String>,
 }
 
 /// What a SIGHUP changed: settings applied at once, and settings that differ from the running
@@ -336,6 +343,11 @@ impl ReloadDiff {
         check(
             running.docker_specs_dir != new.docker_specs_dir,
             "publish-docker-specs",
+            false,
+        );
+        check(
+            running.insecure_registries != new.insecure_registries,
+            "insecure-registries",
             false,
         );
         diff
@@ -477,6 +489,12 @@ impl Config {
             )),
             publish_dir: PathBuf::new(),
             docker_specs_dir: None,
+            insecure_registries: pick(
+                cli,
+                "insecure_registry",
+                &cli.insecure_registry,
+                file.insecure_registries,
+            ),
         };
         let mut config = config;
         let exec_root = config.exec_root.clone();
@@ -683,6 +701,26 @@ mod tests {
         assert_eq!(c.api_idle_timeout, Duration::from_secs(7));
         assert_eq!(c.api_body_timeout, Duration::from_secs(9));
         assert_eq!(c.plugin_start_timeout, Duration::from_millis(12_500));
+    }
+
+    #[test]
+    fn insecure_registries_from_flags_or_file() {
+        let c = with_file(r#"insecure-registries = ["10.0.0.0/8"]"#, &[]).unwrap();
+        assert_eq!(c.insecure_registries, ["10.0.0.0/8"]);
+        let c = with_file(
+            r#"insecure-registries = ["10.0.0.0/8"]"#,
+            &[
+                "--insecure-registry",
+                "reg.local:5000",
+                "--insecure-registry=192.168.0.0/16",
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.insecure_registries, ["reg.local:5000", "192.168.0.0/16"]);
+        assert!(Config::load(&cli(&[]))
+            .unwrap()
+            .insecure_registries
+            .is_empty());
     }
 
     #[test]

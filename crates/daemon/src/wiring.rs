@@ -63,6 +63,8 @@ pub async fn build_backend(config: &Config) -> anyhow::Result<Wiring> {
     let mut manager_config = ManagerConfig::new(&config.root, &config.exec_root);
     manager_config.live_restore = config.live_restore;
     manager_config.default_ready_timeout = config.plugin_start_timeout;
+    manager_config.registry.insecure_registries = config.insecure_registries.clone();
+    manager_config.registry.user_agent = format!("plugind/{}", env!("CARGO_PKG_VERSION"));
     let (manager, report) = Manager::start(manager_config, Arc::new(executor.clone()), events_rx)
         .await
         .context("starting the plugin manager")?;

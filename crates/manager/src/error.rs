@@ -128,9 +128,52 @@ pub enum ManagerError {
     /// The manager is shutting down.
     #[error("plugind is shutting down")]
     ShuttingDown,
+    /// A push to a registry failed (Docker's text: `error pushing plugin: …`).
+    #[error("error pushing plugin: {source}")]
+    Push {
+        /// What the registry client reported.
+        #[source]
+        source: plugind_distribution::DistributionError,
+    },
+    /// The plugin cannot be pushed as stored.
+    #[error("error pushing plugin {name}: {reason}")]
+    PushUnsupported {
+        /// The plugin's full name.
+        name: String,
+        /// Why.
+        reason: &'static str,
+    },
     /// A background task panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    /// The remote of a pull or upgrade, or the local name, is not a valid reference (Docker's
+    /// bare texts: `invalid reference format`, `… must be lowercase`).
+    #[error(transparent)]
+    RemoteReference(plugind_types::ReferenceError),
+    /// A pull named its local plugin with a digest.
+    #[error("cannot use digest in plugin tag")]
+    DigestInPluginTag,
+    /// The registry could not resolve the remote (Docker's prefix).
+    #[error("error resolving plugin reference: {0}")]
+    Resolve(#[source] plugind_distribution::DistributionError),
+    /// Fetching from or pushing to a registry failed.
+    #[error(transparent)]
+    Distribution(#[from] plugind_distribution::DistributionError),
+    /// The registry client could not be built.
+    #[error("registry client unavailable: {0}")]
+    RegistryClient(String),
+    /// The privileges the user accepted are not the ones the plugin asks for.
+    #[error("incorrect privileges")]
+    IncorrectPrivileges,
+    /// Upgrade of an enabled plugin.
+    #[error("plugin must be disabled before upgrading: plugin {name} is enabled")]
+    UpgradeEnabled {
+        /// The plugin's full name.
+        name: String,
+    },
+    /// The client went away; the operation stopped and left nothing.
+    #[error("operation cancelled")]
+    Cancelled,
 }
 
 impl ManagerError {
@@ -169,6 +212,15 @@ impl ManagerError {
             ManagerError::PluginCall(_) => ErrorKind::Internal,
             ManagerError::Sys(_) | ManagerError::Join(_) => ErrorKind::Internal,
             ManagerError::RootLocked { .. } | ManagerError::ShuttingDown => ErrorKind::Unavailable,
+            ManagerError::Push { source } => source.kind(),
+            ManagerError::PushUnsupported { .. } => ErrorKind::Internal,
+            ManagerError::RemoteReference(_) | ManagerError::DigestInPluginTag => {
+                ErrorKind::InvalidArgument
+            }
+            ManagerError::Resolve(e) | ManagerError::Distribution(e) => e.kind(),
+            ManagerError::RegistryClient(_) => ErrorKind::Unavailable,
+            ManagerError::IncorrectPrivileges | ManagerError::Cancelled => ErrorKind::Internal,
+            ManagerError::UpgradeEnabled { .. } => ErrorKind::FailedPrecondition,
         }
     }
 }

@@ -408,7 +408,24 @@ pub fn unpack_layer(
     dest: &Path,
     limits: &LayerLimits,
 ) -> Result<(), LayerError> {
-    let reader = blobs.reader(digest)?;
+    unpack_layer_reporting(blobs, digest, dest, limits, &|_| true)
+}
+
+/// [`unpack_layer`] reporting the compressed bytes read so far to `progress` (Docker's
+/// `Extracting` counts those); when `progress` returns false the unpack stops with an error
+/// (the caller was cancelled) and `dest` is left for the caller to remove.
+pub fn unpack_layer_reporting(
+    blobs: &BlobStore,
+    digest: &Digest,
+    dest: &Path,
+    limits: &LayerLimits,
+    progress: &(dyn Fn(u64) -> bool + Send + Sync),
+) -> Result<(), LayerError> {
+    let reader = CountingReader {
+        inner: blobs.reader(digest)?,
+        read: 0,
+        progress,
+    };
     let refused = RefusedBy::default();
     let mut archive = tar::Archive::new(TarGuard::new(
         GzDecoder::new(io::BufReader::with_capacity(1 << 20, reader)),
@@ -421,6 +438,24 @@ pub fn unpack_layer(
     archive.set_overwrite(true);
     let result = unpack_entries(&mut archive, dest, limits);
     refused.take().map_or(result, Err)
+}
+
+/// Counts bytes read and reports them; fails reads once the callback says stop.
+struct CountingReader<'a, R> {
+    inner: R,
+    read: u64,
+    progress: &'a (dyn Fn(u64) -> bool + Send + Sync),
+}
+
+impl<R: Read> Read for CountingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if !(self.progress)(self.read) {
+            return Err(io::Error::other("unpack cancelled"));
+        }
+        Ok(n)
+    }
 }
 
 fn unpack_entries<R: Read>(

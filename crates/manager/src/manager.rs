@@ -24,10 +24,14 @@ use plugind_types::{config::PluginConfig, config::PluginRootfs, PluginId, Refere
 use tokio::sync::{watch, Mutex as AsyncMutex};
 
 mod create;
+mod push;
+mod remote;
 mod restore;
 mod supervise;
 mod task;
 
+pub use push::PushOutcome;
+pub use remote::{PullNames, RemoteRequest};
 pub use supervise::TaskEventReceiver;
 
 use crate::{
@@ -64,6 +68,8 @@ pub struct ManagerConfig {
     pub max_plugin_answer_bytes: usize,
     /// Reported as `Config.DockerVersion` of created plugins.
     pub docker_version: String,
+    /// How registries are reached (install, upgrade, push, privileges).
+    pub registry: plugind_distribution::RegistryOptions,
 }
 
 impl ManagerConfig {
@@ -79,6 +85,7 @@ impl ManagerConfig {
             layer_limits: LayerLimits::DEFAULT,
             max_plugin_answer_bytes: crate::client::DEFAULT_MAX_ANSWER_BYTES,
             docker_version: concat!("plugind-", env!("CARGO_PKG_VERSION")).to_owned(),
+            registry: plugind_distribution::RegistryOptions::default(),
         }
     }
 
@@ -177,6 +184,8 @@ struct Inner {
     /// The quarantined plugin directories, as found (and pruned) at start; only a start
     /// quarantines, so this stays true without reading the disk again.
     quarantine: Vec<PathBuf>,
+    /// The registry client (its error when it could not be built, e.g. no TLS roots).
+    registry: std::result::Result<plugind_distribution::Registry, String>,
     /// Held for the manager's lifetime: two daemons must never share one root.
     _root_lock: LockFile,
 }
@@ -215,6 +224,11 @@ impl Manager {
         };
         let (root_lock, store, reload, blobs) = opened;
         let store_quarantine = store.quarantined();
+        let registry =
+            plugind_distribution::Registry::new(config.registry.clone()).map_err(|e| e.to_string());
+        if let Err(e) = &registry {
+            tracing::warn!(error = %e, "registry client unavailable: install, upgrade and push will fail");
+        }
         let manager = Manager {
             inner: Arc::new(Inner {
                 config,
@@ -231,6 +245,7 @@ impl Manager {
                 background: StdMutex::new(tokio::task::JoinSet::new()),
                 stop_events: watch::channel(false).0,
                 quarantine: store_quarantine,
+                registry,
                 _root_lock: root_lock,
             }),
         };
@@ -292,6 +307,7 @@ impl Manager {
             Err(e) => return Err(e.into()),
         };
         let (store, reload) = Store::open(&config.root)?;
+        remote::repair_upgrades(&store);
         let blobs = BlobStore::open(&config.root.join("storage"))?;
         for dir in [
             config.exec_root.join("plugins"),

@@ -18,8 +18,10 @@ use hyper::{body::Incoming, HeaderMap, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use plugind_api::{
     BackendError, BackendInfo, EventMessage, EventSubscription, LogLine, LogSource, LogStream,
-    LogsOptions, PluginBackend, PluginJson, PluginStatus, RuntimeInfo, ServerOptions,
+    LogsOptions, PluginBackend, PluginJson, PluginPrivilege, PluginStatus, ProgressSink,
+    RemoteOperation, RuntimeInfo, ServerOptions,
 };
+use plugind_manager::{manager::PullNames, progress::Progress};
 use plugind_types::{
     config::{PluginConfig, PluginSettings},
     ErrorKind, Reference,
@@ -400,6 +402,99 @@ impl PluginBackend for Fake {
                 |mut rx| async move { rx.recv().await.ok().map(|l| (l, rx)) },
             );
         Ok(Box::pin(futures::StreamExt::chain(backlog, live)))
+    }
+
+    async fn privileges(
+        &self,
+        remote: &str,
+        _auth: &str,
+    ) -> Result<Vec<PluginPrivilege>, BackendError> {
+        self.pull_name(remote, "")?;
+        if remote.contains("missing") {
+            return Err(BackendError::new(
+                ErrorKind::NotFound,
+                "error resolving plugin reference: manifest unknown",
+            ));
+        }
+        Ok(vec![PluginPrivilege {
+            name: "network".into(),
+            description: "permissions to access a network".into(),
+            value: vec!["host".into()],
+        }])
+    }
+
+    fn pull_name(&self, remote: &str, name: &str) -> Result<String, BackendError> {
+        PullNames::parse(remote, name)
+            .map(|n| n.local)
+            .map_err(|e| BackendError::new(e.kind(), e.to_string()))
+    }
+
+    /// Docker's order: name taken (400), resolve (404 for `missing`), then the stream; empty
+    /// privileges fail in-stream; success adds a disabled volume plugin.
+    async fn pull(
+        &self,
+        request: RemoteOperation,
+        progress: ProgressSink,
+    ) -> Result<(), BackendError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(("pull".into(), request.name.clone()));
+        if self.names().contains(&request.name) {
+            return Err(BackendError::new(
+                ErrorKind::AlreadyExists,
+                format!("plugin {} already exists", request.name),
+            ));
+        }
+        if request.remote.contains("missing") {
+            return Err(BackendError::new(
+                ErrorKind::NotFound,
+                "error resolving plugin reference: manifest unknown",
+            ));
+        }
+        progress.send(Progress::Named {
+            status: "Pulling from acme/sample".into(),
+            id: "latest".into(),
+        });
+        progress.send(Progress::step("Waiting", &"ab".repeat(32)));
+        progress.send(Progress::bytes(
+            "Extracting",
+            &"ab".repeat(32),
+            1_146_880,
+            1_669_322,
+        ));
+        if request.privileges.is_empty() {
+            return Err(BackendError::new(
+                ErrorKind::Internal,
+                "incorrect privileges",
+            ));
+        }
+        progress.send(Progress::step("Complete", &"ab".repeat(32)));
+        self.add(&request.name, VOLUME_CONFIG, false);
+        Ok(())
+    }
+
+    async fn upgrade(
+        &self,
+        request: RemoteOperation,
+        progress: ProgressSink,
+    ) -> Result<(), BackendError> {
+        let plugins = self.plugins.lock().unwrap().clone();
+        let i = self.find(&plugins, &request.name)?;
+        if plugins[i].enabled {
+            return Err(BackendError::new(
+                ErrorKind::FailedPrecondition,
+                format!(
+                    "plugin must be disabled before upgrading: plugin {} is enabled",
+                    plugins[i].name
+                ),
+            ));
+        }
+        progress.send(Progress::Named {
+            status: "Pulling from acme/sample".into(),
+            id: "2.0".into(),
+        });
+        Ok(())
     }
 
     fn info(&self) -> BackendInfo {

@@ -11,7 +11,14 @@ pub(super) struct PendingBlobs<'m> {
     digests: Vec<plugind_types::Digest>,
 }
 
-impl PendingBlobs<'_> {
+impl<'m> PendingBlobs<'m> {
+    pub(super) fn new(manager: &'m Manager) -> Self {
+        PendingBlobs {
+            manager,
+            digests: Vec::new(),
+        }
+    }
+
     pub(super) fn add(&mut self, digest: &plugind_types::Digest) {
         *lock(&self.manager.inner.pending_blobs)
             .entry(digest.clone())
@@ -112,9 +119,9 @@ impl Manager {
                 diff_ids: vec![imported.layer.clone()],
                 r#type: "layers".into(),
             });
-            let config_json = serde_json::to_vec(&config).map_err(|e| ManagerError::Config {
-                detail: e.to_string(),
-            })?;
+            // Docker's config blob (Go's encoding plus "\n"), so a push sends the bytes Docker
+            // would and the stored blob is the one pushed.
+            let config_json = plugind_distribution::plugin_config_blob(&config);
             let gc = self.gc_shared();
             let config_blob =
                 match inner
