@@ -122,7 +122,7 @@ pub struct Cli {
     /// Where `--publish-docker-specs` writes spec files.
     #[arg(long, value_name = "DIR", default_value = plugind_volumes::publish::DOCKER_SPECS_DIR)]
     pub docker_specs_dir: PathBuf,
-    /// A registry reached over plain HTTP besides loopback: HOST[:PORT] or a CIDR
+    /// A registry reached over plain HTTP besides loopback: `HOST[:PORT]` or a CIDR
     /// (repeatable; the file's `insecure-registries` list), as dockerd's.
     #[arg(long = "insecure-registry", value_name = "REGISTRY")]
     pub insecure_registry: Vec<String>,
