@@ -41,6 +41,14 @@ const UPLOAD_PROGRESS_PERIOD: Duration = Duration::from_millis(200);
 /// How often a fetch that waits for a concurrent download of the same blob looks again.
 const LOCKED_POLL: Duration = Duration::from_millis(20);
 
+/// Receives a downloaded blob's bytes right after they are written to the ingest, with the
+/// ingest offset they start at, on the blocking writer thread (it may block: the download waits).
+/// An offset other than the end of what the tee saw means a resumed or restarted download, so
+/// a consumer of the stream (an unpacker) must give up on it; a blob another fetch downloaded,
+/// or one already stored, reaches the tee not at all. The tee sees bytes before their digest is
+/// checked: whatever it builds must be thrown away unless the fetch succeeds.
+pub type BlobTee = Arc<dyn Fn(u64, &[u8]) + Send + Sync>;
+
 /// How the client reaches registries.
 #[derive(Debug, Clone)]
 pub struct RegistryOptions {
@@ -297,6 +305,21 @@ impl Registry {
         store: &BlobStore,
         progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<FetchOutcome> {
+        self.fetch_blob_teed(r, auth, d, store, progress, None)
+            .await
+    }
+
+    /// [`Registry::fetch_blob`] handing every byte written to the ingest to `tee` as well (so
+    /// the caller can unpack while the blob streams).
+    pub async fn fetch_blob_teed(
+        &self,
+        r: &Reference,
+        auth: &AuthConfig,
+        d: &Descriptor,
+        store: &BlobStore,
+        progress: &(dyn Fn(u64) + Send + Sync),
+        tee: Option<BlobTee>,
+    ) -> Result<FetchOutcome> {
         if self.stored_with_size(store, d).await? {
             return Ok(FetchOutcome::AlreadyExists);
         }
@@ -333,7 +356,9 @@ impl Registry {
                 .await?;
             }
             if writer.offset() < d.size {
-                let (w, outcome) = self.download(&session, r, d, writer, progress).await;
+                let (w, outcome) = self
+                    .download(&session, r, d, writer, progress, tee.clone())
+                    .await;
                 writer = w;
                 if let Err(e) = outcome {
                     let discard = matches!(
@@ -432,6 +457,7 @@ impl Registry {
         d: &Descriptor,
         mut writer: Writer,
         progress: &(dyn Fn(u64) + Send + Sync),
+        tee: Option<BlobTee>,
     ) -> (Writer, Result<()>) {
         let offset = writer.offset();
         let resp = match self
@@ -480,8 +506,12 @@ impl Registry {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
         let task = tokio::task::spawn_blocking(move || {
             while let Some(chunk) = rx.blocking_recv() {
+                let at = writer.offset();
                 if let Err(e) = writer.write_all(&chunk) {
                     return (writer, Err(e));
+                }
+                if let Some(tee) = &tee {
+                    tee(at, &chunk);
                 }
             }
             (writer, Ok(()))
