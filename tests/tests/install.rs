@@ -159,6 +159,14 @@ fn install_from_a_registry_like_docker() {
         body,
         r#"[{"Name":"capabilities","Description":"list of additional capabilities required","Value":["CAP_SYS_ADMIN"]}]"#
     );
+    // Its side effect, as Docker's: the manifest is in the blob store (distribution.md §3.1).
+    assert!(
+        d.dir
+            .join("root/storage/blobs/sha256")
+            .join(digest.hex())
+            .exists(),
+        "the privileges call did not store the manifest"
+    );
 
     // Install disabled, with an alias and a setting.
     let out = d.docker_ok(&[

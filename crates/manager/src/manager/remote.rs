@@ -242,6 +242,7 @@ impl Manager {
     ) -> Result<Vec<PluginPrivilege>> {
         let remote = Reference::parse_normalized(remote).map_err(ManagerError::RemoteReference)?;
         let manifest = self.resolve(&remote, auth).await?;
+        self.store_manifest(&manifest).await?;
         let config = self.fetch_config(&remote, auth, &manifest).await?;
         Ok(plugind_store::privileges(&config))
     }
