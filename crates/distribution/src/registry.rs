@@ -2,7 +2,6 @@
 
 use std::{
     collections::HashMap,
-    io::Write as _,
     sync::{atomic::AtomicU64, Arc, Mutex},
     time::Duration,
 };
@@ -41,8 +40,8 @@ const UPLOAD_PROGRESS_PERIOD: Duration = Duration::from_millis(200);
 /// How often a fetch that waits for a concurrent download of the same blob looks again.
 const LOCKED_POLL: Duration = Duration::from_millis(20);
 
-/// Receives a downloaded blob's bytes right after they are written to the ingest, with the
-/// ingest offset they start at, on the blocking writer thread (it may block: the download waits).
+/// Receives a downloaded blob's bytes as they are handed to the ingest, with the ingest offset
+/// they start at, on the blocking writer thread (it may block: the download waits).
 /// An offset other than the end of what the tee saw means a resumed or restarted download, so
 /// a consumer of the stream (an unpacker) must give up on it; a blob another fetch downloaded,
 /// or one already stored, reaches the tee not at all. The tee sees bytes before their digest is
@@ -501,20 +500,19 @@ impl Registry {
             }
         }
         // The writer lives on a blocking thread; chunks reach it through a small channel, so
-        // hashing and disk writes overlap the network. A dropped future closes the channel and
-        // the writer is dropped there, keeping the ingest resumable.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+        // hashing and disk writes overlap the network (and each other: `copy_from` hashes and
+        // writes on threads of their own). A dropped future closes the channel and the writer
+        // is dropped there, keeping the ingest resumable (reopening it rehashes its data).
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
         let task = tokio::task::spawn_blocking(move || {
-            while let Some(chunk) = rx.blocking_recv() {
-                let at = writer.offset();
-                if let Err(e) = writer.write_all(&chunk) {
-                    return (writer, Err(e));
-                }
-                if let Some(tee) = &tee {
-                    tee(at, &chunk);
-                }
-            }
-            (writer, Ok(()))
+            let mut chunks = ChunkSource {
+                rx,
+                chunk: Bytes::new(),
+                at: writer.offset(),
+                tee,
+            };
+            let copied = writer.copy_from(&mut chunks).map(drop);
+            (writer, copied)
         });
         let mut body = resp.into_body();
         let mut total = start;
@@ -554,14 +552,7 @@ impl Registry {
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         };
         if let Err(e) = written {
-            return (
-                writer,
-                Err(DistributionError::Blobstore(BlobError::Io {
-                    op: "write ingest",
-                    path: std::path::PathBuf::from(d.digest.to_string()),
-                    source: e,
-                })),
-            );
+            return (writer, Err(DistributionError::Blobstore(e)));
         }
         if let Err(e) = streamed {
             return (writer, Err(e));
@@ -824,6 +815,35 @@ fn is_transient(e: &DistributionError) -> bool {
         | DistributionError::Truncated { .. } => true,
         DistributionError::Registry { status, .. } => *status == 429 || *status >= 500,
         _ => false,
+    }
+}
+
+/// The chunks of a download as a reader (for the ingest's pipelined copy); hands each chunk
+/// to the tee, with its ingest offset, as it is taken from the channel. The channel's end is
+/// the end of the stream.
+struct ChunkSource {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    chunk: Bytes,
+    at: u64,
+    tee: Option<BlobTee>,
+}
+
+impl std::io::Read for ChunkSource {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() {
+            let Some(chunk) = self.rx.blocking_recv() else {
+                return Ok(0);
+            };
+            if let Some(tee) = &self.tee {
+                tee(self.at, &chunk);
+            }
+            self.at += chunk.len() as u64;
+            self.chunk = chunk;
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk[..n]);
+        bytes::Buf::advance(&mut self.chunk, n);
+        Ok(n)
     }
 }
 

@@ -1,7 +1,12 @@
 //! Plugins from a registry: `privileges`, `pull` (install) and `upgrade` (distribution.md §2,
 //! §3). Blobs stream into the blob store through `plugind_distribution`; layers are unpacked
-//! with the same escape rules as create (`layer::unpack_layer_reporting`) into a staging
-//! directory under `<root>/tmp`; the record is written last.
+//! with the same escape rules as create (`layer::unpack_gzip_layer_from`) into a staging
+//! directory under `<root>/tmp`; the record is written last. A plugin's single layer is
+//! unpacked WHILE it downloads: the download tees its bytes to the unpacker
+//! (`Registry::fetch_blob_teed`), and the staging directory is kept only if the unpacker saw
+//! the whole blob from offset 0 and the store then verified its digest and size; otherwise
+//! (failure, resumed download, blob fetched by a concurrent pull) it is thrown away and the
+//! layer is unpacked from the store as before.
 //!
 //! Crash safety: until the record is written a pull leaves only a staging directory (removed
 //! at the next start), a plugin directory without record (removed by the store's reload) and
@@ -10,7 +15,7 @@
 //! [`repair_upgrades`] finishes or rolls back an upgrade a crash cut, by comparing that name
 //! with the record's config digest.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use plugind_distribution::{
     AuthConfig, BlobTee, DistributionError, FetchOutcome, PluginManifest, Registry,
@@ -114,6 +119,9 @@ struct Fetched {
     /// its digest then checked): the staging directory is complete and synced.
     staged: Option<StagingGuard>,
 }
+
+/// Compressed bytes unpacked between two early writeback kicks of a streaming unpack.
+const WRITEBACK_EVERY: u64 = 16 << 20;
 
 /// Chunks queued between a download and the unpacker reading it: a slow unpacker slows the
 /// download instead of filling memory.
@@ -672,19 +680,37 @@ impl Manager {
                 chunk: Vec::new(),
                 at: 0,
             };
-            let result = layer::unpack_gzip_layer_from(
-                reader,
-                &dest,
-                &this.inner.config.layer_limits,
-                &|n| {
-                    let before = last.load(Ordering::Relaxed);
-                    if n >= total || n.saturating_sub(before) >= step || before == 0 {
-                        last.store(n.max(1), Ordering::Relaxed);
-                        report(Progress::bytes("Extracting", &hex, n, total));
+            // Writeback starts while the layer unpacks (a sync every WRITEBACK_EVERY bytes,
+            // never waited for), so the final sync finds little left to write.
+            let (sync_tx, sync_rx) = std::sync::mpsc::sync_channel::<()>(1);
+            let synced = AtomicU64::new(0);
+            let result = std::thread::scope(|scope| {
+                let syncer = scope.spawn(|| {
+                    for () in sync_rx {
+                        let _ = plugind_sys::fs::sync_filesystem(&dest);
                     }
-                    !abandoned()
-                },
-            )
+                });
+                let unpacked = layer::unpack_gzip_layer_from(
+                    reader,
+                    &dest,
+                    &this.inner.config.layer_limits,
+                    &|n| {
+                        let before = last.load(Ordering::Relaxed);
+                        if n >= total || n.saturating_sub(before) >= step || before == 0 {
+                            last.store(n.max(1), Ordering::Relaxed);
+                            report(Progress::bytes("Extracting", &hex, n, total));
+                        }
+                        if n.saturating_sub(synced.load(Ordering::Relaxed)) >= WRITEBACK_EVERY {
+                            synced.store(n, Ordering::Relaxed);
+                            let _ = sync_tx.try_send(());
+                        }
+                        !abandoned()
+                    },
+                );
+                drop(sync_tx);
+                let _ = syncer.join();
+                unpacked
+            })
             .map_err(ManagerError::from)
             .and_then(|()| Ok(plugind_sys::fs::sync_filesystem(&dest)?));
             let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
