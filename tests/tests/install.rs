@@ -667,6 +667,29 @@ fn install_unpacks_the_layer_while_it_downloads() {
         std::fs::read(d.dir.join(format!("root/{id}/rootfs/big"))).unwrap(),
         big
     );
+
+    // A layer of many small files unpacks whole while it streams.
+    let names: Vec<String> = (0..300).map(|i| format!("f{i}")).collect();
+    let entries: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), n.as_bytes())).collect();
+    seed(&registry, "acme/many:1.0", |_| {}, Some(&entries));
+    let many = format!("{}/acme/many:1.0", registry.addr());
+    d.docker_ok(&[
+        "plugin",
+        "install",
+        "--grant-all-permissions",
+        "--disable",
+        "--alias",
+        "many",
+        &many,
+    ]);
+    let id = inspect(&d, "many", "{{.Id}}");
+    for name in &names {
+        assert_eq!(
+            std::fs::read_to_string(d.dir.join(format!("root/{id}/rootfs/{name}"))).unwrap(),
+            *name
+        );
+    }
+    assert!(leftovers(&d).is_empty(), "{:?}", leftovers(&d));
 }
 
 #[test]
