@@ -35,6 +35,8 @@ application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+j
 const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
 /// Bytes between two calls of a fetch's progress callback.
 const PROGRESS_STEP: u64 = 256 * 1024;
+/// Bytes of small body frames gathered before they go to a download's writer thread.
+const COALESCE: usize = 256 * 1024;
 /// How often a push reports upload progress.
 const UPLOAD_PROGRESS_PERIOD: Duration = Duration::from_millis(200);
 /// How often a fetch that waits for a concurrent download of the same blob looks again.
@@ -517,6 +519,9 @@ impl Registry {
         let mut body = resp.into_body();
         let mut total = start;
         let mut reported = start;
+        // Small frames are gathered into chunks of COALESCE bytes: one hand-off to the writer
+        // thread per chunk rather than per frame.
+        let mut gathered = bytes::BytesMut::new();
         let streamed: Result<()> = async {
             loop {
                 let frame = tokio::time::timeout(self.timeout(), body.frame())
@@ -535,7 +540,16 @@ impl Registry {
                         limit: d.size,
                     });
                 }
-                if tx.send(data).await.is_err() {
+                let chunk = if gathered.is_empty() && data.len() >= COALESCE {
+                    data
+                } else {
+                    gathered.extend_from_slice(&data);
+                    if gathered.len() < COALESCE {
+                        continue;
+                    }
+                    gathered.split().freeze()
+                };
+                if tx.send(chunk).await.is_err() {
                     break; // the writer failed; its error is reported below
                 }
                 if total - reported >= PROGRESS_STEP {
@@ -546,6 +560,10 @@ impl Registry {
             Ok(())
         }
         .await;
+        if !gathered.is_empty() && !matches!(streamed, Err(DistributionError::TooLarge { .. })) {
+            // Received in order: worth keeping even when the stream was cut after them.
+            let _ = tx.send(gathered.freeze()).await;
+        }
         drop(tx);
         let (writer, written) = match task.await {
             Ok(pair) => pair,
