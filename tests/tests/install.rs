@@ -159,6 +159,14 @@ fn install_from_a_registry_like_docker() {
         body,
         r#"[{"Name":"capabilities","Description":"list of additional capabilities required","Value":["CAP_SYS_ADMIN"]}]"#
     );
+    // Its side effect, as Docker's: the manifest is in the blob store (distribution.md §3.1).
+    assert!(
+        d.dir
+            .join("root/storage/blobs/sha256")
+            .join(digest.hex())
+            .exists(),
+        "the privileges call did not store the manifest"
+    );
 
     // Install disabled, with an alias and a setting.
     let out = d.docker_ok(&[
@@ -620,6 +628,68 @@ fn concurrent_installs_download_a_shared_layer_once() {
         "{}",
         registry.log()
     );
+}
+
+/// The layer is unpacked while it downloads (distribution.md §2: `Extracting` before
+/// `Download complete`); before, every `Extracting` came after the download had finished.
+#[test]
+#[ignore = "needs root, docker-registry, runc, the shim, the docker CLI and the sample plugin"]
+fn install_unpacks_the_layer_while_it_downloads() {
+    use std::io::Read;
+    const SIZE: usize = 6 << 20;
+    let registry = TestRegistry::start();
+    let big = noise(SIZE, 11);
+    seed(&registry, "acme/stream:1.0", |_| {}, Some(&[("big", &big)]));
+    let remote = format!("{}/acme/stream:1.0", registry.addr());
+    let d = Daemon::start(false);
+    let mut conn = pull_until(&d, &remote, "s", "Pulling from");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Up to the chunked body's last chunk (the connection stays open).
+    while !seen.ends_with(b"0\r\n\r\n") {
+        let n = conn.read(&mut buf).unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let stream = String::from_utf8_lossy(&seen);
+    let extracting = stream.find(r#""status":"Extracting""#);
+    let downloaded = stream.find(r#""status":"Download complete""#);
+    let complete = stream.find(r#""status":"Complete""#);
+    assert!(
+        extracting.is_some() && downloaded.is_some() && complete.is_some(),
+        "{stream}"
+    );
+    assert!(extracting < downloaded && downloaded < complete, "{stream}");
+    assert!(!stream.contains("errorDetail"), "{stream}");
+    assert!(whole_or_nothing(&d, "s", SIZE), "not installed: {stream}");
+    let id = inspect(&d, "s", "{{.Id}}");
+    assert_eq!(
+        std::fs::read(d.dir.join(format!("root/{id}/rootfs/big"))).unwrap(),
+        big
+    );
+
+    // A layer of many small files unpacks whole while it streams.
+    let names: Vec<String> = (0..300).map(|i| format!("f{i}")).collect();
+    let entries: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), n.as_bytes())).collect();
+    seed(&registry, "acme/many:1.0", |_| {}, Some(&entries));
+    let many = format!("{}/acme/many:1.0", registry.addr());
+    d.docker_ok(&[
+        "plugin",
+        "install",
+        "--grant-all-permissions",
+        "--disable",
+        "--alias",
+        "many",
+        &many,
+    ]);
+    let id = inspect(&d, "many", "{{.Id}}");
+    for name in &names {
+        assert_eq!(
+            std::fs::read_to_string(d.dir.join(format!("root/{id}/rootfs/{name}"))).unwrap(),
+            *name
+        );
+    }
+    assert!(leftovers(&d).is_empty(), "{:?}", leftovers(&d));
 }
 
 #[test]

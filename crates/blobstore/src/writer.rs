@@ -324,7 +324,7 @@ impl Writer {
     /// still read from the source once and never read back from the file.
     ///
     /// On error the hash may cover bytes that were not written: the caller must abort.
-    pub(crate) fn copy_from(&mut self, reader: &mut dyn Read) -> Result<u64> {
+    pub fn copy_from(&mut self, reader: &mut dyn Read) -> Result<u64> {
         type Chunk = (Arc<Vec<u8>>, usize);
         let (hash_tx, hash_rx) = mpsc::sync_channel::<Chunk>(PIPELINE_BUFFERS);
         let (write_tx, write_rx) = mpsc::sync_channel::<Chunk>(PIPELINE_BUFFERS);

@@ -40,4 +40,4 @@ pub use manifest::{
     MEDIA_TYPE_MANIFEST_V2, MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_LAYER_GZIP,
     MEDIA_TYPE_OCI_LAYER_TAR, MEDIA_TYPE_OCI_MANIFEST, MEDIA_TYPE_PLUGIN_CONFIG,
 };
-pub use registry::{FetchOutcome, PushProgress, Registry, RegistryOptions};
+pub use registry::{BlobTee, FetchOutcome, PushProgress, Registry, RegistryOptions};

@@ -2,7 +2,6 @@
 
 use std::{
     collections::HashMap,
-    io::Write as _,
     sync::{atomic::AtomicU64, Arc, Mutex},
     time::Duration,
 };
@@ -36,10 +35,20 @@ application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+j
 const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
 /// Bytes between two calls of a fetch's progress callback.
 const PROGRESS_STEP: u64 = 256 * 1024;
+/// Bytes of small body frames gathered before they go to a download's writer thread.
+const COALESCE: usize = 256 * 1024;
 /// How often a push reports upload progress.
 const UPLOAD_PROGRESS_PERIOD: Duration = Duration::from_millis(200);
 /// How often a fetch that waits for a concurrent download of the same blob looks again.
 const LOCKED_POLL: Duration = Duration::from_millis(20);
+
+/// Receives a downloaded blob's bytes as they are handed to the ingest, with the ingest offset
+/// they start at, on the blocking writer thread (it may block: the download waits).
+/// An offset other than the end of what the tee saw means a resumed or restarted download, so
+/// a consumer of the stream (an unpacker) must give up on it; a blob another fetch downloaded,
+/// or one already stored, reaches the tee not at all. The tee sees bytes before their digest is
+/// checked: whatever it builds must be thrown away unless the fetch succeeds.
+pub type BlobTee = Arc<dyn Fn(u64, &[u8]) + Send + Sync>;
 
 /// How the client reaches registries.
 #[derive(Debug, Clone)]
@@ -297,6 +306,21 @@ impl Registry {
         store: &BlobStore,
         progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<FetchOutcome> {
+        self.fetch_blob_teed(r, auth, d, store, progress, None)
+            .await
+    }
+
+    /// [`Registry::fetch_blob`] handing every byte written to the ingest to `tee` as well (so
+    /// the caller can unpack while the blob streams).
+    pub async fn fetch_blob_teed(
+        &self,
+        r: &Reference,
+        auth: &AuthConfig,
+        d: &Descriptor,
+        store: &BlobStore,
+        progress: &(dyn Fn(u64) + Send + Sync),
+        tee: Option<BlobTee>,
+    ) -> Result<FetchOutcome> {
         if self.stored_with_size(store, d).await? {
             return Ok(FetchOutcome::AlreadyExists);
         }
@@ -333,7 +357,9 @@ impl Registry {
                 .await?;
             }
             if writer.offset() < d.size {
-                let (w, outcome) = self.download(&session, r, d, writer, progress).await;
+                let (w, outcome) = self
+                    .download(&session, r, d, writer, progress, tee.clone())
+                    .await;
                 writer = w;
                 if let Err(e) = outcome {
                     let discard = matches!(
@@ -432,6 +458,7 @@ impl Registry {
         d: &Descriptor,
         mut writer: Writer,
         progress: &(dyn Fn(u64) + Send + Sync),
+        tee: Option<BlobTee>,
     ) -> (Writer, Result<()>) {
         let offset = writer.offset();
         let resp = match self
@@ -475,20 +502,26 @@ impl Registry {
             }
         }
         // The writer lives on a blocking thread; chunks reach it through a small channel, so
-        // hashing and disk writes overlap the network. A dropped future closes the channel and
-        // the writer is dropped there, keeping the ingest resumable.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+        // hashing and disk writes overlap the network (and each other: `copy_from` hashes and
+        // writes on threads of their own). A dropped future closes the channel and the writer
+        // is dropped there, keeping the ingest resumable (reopening it rehashes its data).
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
         let task = tokio::task::spawn_blocking(move || {
-            while let Some(chunk) = rx.blocking_recv() {
-                if let Err(e) = writer.write_all(&chunk) {
-                    return (writer, Err(e));
-                }
-            }
-            (writer, Ok(()))
+            let mut chunks = ChunkSource {
+                rx,
+                chunk: Bytes::new(),
+                at: writer.offset(),
+                tee,
+            };
+            let copied = writer.copy_from(&mut chunks).map(drop);
+            (writer, copied)
         });
         let mut body = resp.into_body();
         let mut total = start;
         let mut reported = start;
+        // Small frames are gathered into chunks of COALESCE bytes: one hand-off to the writer
+        // thread per chunk rather than per frame.
+        let mut gathered = bytes::BytesMut::new();
         let streamed: Result<()> = async {
             loop {
                 let frame = tokio::time::timeout(self.timeout(), body.frame())
@@ -507,7 +540,16 @@ impl Registry {
                         limit: d.size,
                     });
                 }
-                if tx.send(data).await.is_err() {
+                let chunk = if gathered.is_empty() && data.len() >= COALESCE {
+                    data
+                } else {
+                    gathered.extend_from_slice(&data);
+                    if gathered.len() < COALESCE {
+                        continue;
+                    }
+                    gathered.split().freeze()
+                };
+                if tx.send(chunk).await.is_err() {
                     break; // the writer failed; its error is reported below
                 }
                 if total - reported >= PROGRESS_STEP {
@@ -518,20 +560,17 @@ impl Registry {
             Ok(())
         }
         .await;
+        if !gathered.is_empty() && !matches!(streamed, Err(DistributionError::TooLarge { .. })) {
+            // Received in order: worth keeping even when the stream was cut after them.
+            let _ = tx.send(gathered.freeze()).await;
+        }
         drop(tx);
         let (writer, written) = match task.await {
             Ok(pair) => pair,
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         };
         if let Err(e) = written {
-            return (
-                writer,
-                Err(DistributionError::Blobstore(BlobError::Io {
-                    op: "write ingest",
-                    path: std::path::PathBuf::from(d.digest.to_string()),
-                    source: e,
-                })),
-            );
+            return (writer, Err(DistributionError::Blobstore(e)));
         }
         if let Err(e) = streamed {
             return (writer, Err(e));
@@ -794,6 +833,35 @@ fn is_transient(e: &DistributionError) -> bool {
         | DistributionError::Truncated { .. } => true,
         DistributionError::Registry { status, .. } => *status == 429 || *status >= 500,
         _ => false,
+    }
+}
+
+/// The chunks of a download as a reader (for the ingest's pipelined copy); hands each chunk
+/// to the tee, with its ingest offset, as it is taken from the channel. The channel's end is
+/// the end of the stream.
+struct ChunkSource {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    chunk: Bytes,
+    at: u64,
+    tee: Option<BlobTee>,
+}
+
+impl std::io::Read for ChunkSource {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() {
+            let Some(chunk) = self.rx.blocking_recv() else {
+                return Ok(0);
+            };
+            if let Some(tee) = &self.tee {
+                tee(self.at, &chunk);
+            }
+            self.at += chunk.len() as u64;
+            self.chunk = chunk;
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk[..n]);
+        bytes::Buf::advance(&mut self.chunk, n);
+        Ok(n)
     }
 }
 

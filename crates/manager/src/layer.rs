@@ -421,8 +421,20 @@ pub fn unpack_layer_reporting(
     limits: &LayerLimits,
     progress: &(dyn Fn(u64) -> bool + Send + Sync),
 ) -> Result<(), LayerError> {
+    unpack_gzip_layer_from(blobs.reader(digest)?, dest, limits, progress)
+}
+
+/// [`unpack_layer_reporting`] from any reader of the gzip layer's bytes (a download as it
+/// streams): the same escape rules, the same limits. Nothing checks the bytes' digest here: a
+/// caller unpacking unverified bytes must throw `dest` away unless the digest checks out.
+pub fn unpack_gzip_layer_from<R: Read>(
+    compressed: R,
+    dest: &Path,
+    limits: &LayerLimits,
+    progress: &(dyn Fn(u64) -> bool + Send + Sync),
+) -> Result<(), LayerError> {
     let reader = CountingReader {
-        inner: blobs.reader(digest)?,
+        inner: compressed,
         read: 0,
         progress,
     };

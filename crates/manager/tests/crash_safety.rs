@@ -27,7 +27,11 @@ use plugind_executor::{
     CreateTask, Executor, ExecutorConfig, ExitInfo, RestoreOutcome, Runtimes, ShimExecutor,
     TaskState,
 };
-use plugind_manager::{Manager, ManagerConfig, ManagerError, RunState};
+use plugind_manager::{
+    manager::{PullNames, RemoteRequest},
+    AuthConfig, Manager, ManagerConfig, ManagerError, RunState,
+};
+use plugind_types::Reference;
 
 type Events = tokio::sync::mpsc::UnboundedReceiver<plugind_executor::TaskEvent>;
 
@@ -324,6 +328,29 @@ async fn child_runs_until_its_failpoint() {
         "create-enable" => {
             world.create(&m, "victim").await;
             m.enable("victim", None).await.unwrap();
+        }
+        other if other.starts_with("pull ") => {
+            pull(&m, &other["pull ".len()..], "victim").await;
+        }
+        other if other.starts_with("upgrade ") => {
+            let remote = Reference::parse_normalized(&other["upgrade ".len()..]).unwrap();
+            let auth = AuthConfig::from_header("");
+            let privileges = m
+                .remote_privileges(&remote.full_string(), &auth)
+                .await
+                .unwrap();
+            let request = RemoteRequest {
+                auth: &auth,
+                privileges: &privileges,
+            };
+            m.upgrade(
+                "victim:latest",
+                &remote,
+                request,
+                Arc::new(|_: plugind_manager::progress::Progress| {}),
+            )
+            .await
+            .unwrap();
         }
         other => panic!("unknown step {other}"),
     }
@@ -770,4 +797,234 @@ async fn quarantined_records_are_listed() {
     assert!(listed[0].join("config.json").exists());
     assert!(m.list().is_empty());
     m.shutdown().await;
+}
+
+/// Installs `remote` as `name` with the privileges it asks for.
+async fn pull(m: &Manager, remote: &str, name: &str) {
+    let auth = AuthConfig::from_header("");
+    let privileges = m.remote_privileges(remote, &auth).await.unwrap();
+    let request = RemoteRequest {
+        auth: &auth,
+        privileges: &privileges,
+    };
+    m.pull(
+        &PullNames::parse(remote, name).unwrap(),
+        request,
+        Arc::new(|_: plugind_manager::progress::Progress| {}),
+    )
+    .await
+    .unwrap();
+}
+
+/// Debian's `docker-registry` on a free loopback port with throwaway storage; killed on drop.
+struct LocalRegistry {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl LocalRegistry {
+    fn start(dir: &Path) -> LocalRegistry {
+        let binary = ["/usr/bin/docker-registry", "/usr/local/bin/registry"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("these tests need docker-registry (cargo xtask setup)");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        fs::create_dir_all(dir.join("storage")).unwrap();
+        let config = dir.join("config.yml");
+        fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                dir.join("storage").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(binary)
+            .arg("serve")
+            .arg(&config)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let registry = LocalRegistry { child, addr };
+        for _ in 0..600 {
+            if std::net::TcpStream::connect(&registry.addr).is_ok() {
+                return registry;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("docker-registry did not listen on {}", registry.addr);
+    }
+}
+
+impl Drop for LocalRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The sample plugin pushed as `<registry>/acme/crash:1.0` and, with another description and
+/// one more file in its rootfs, as `:2.0`; returns the two config digests.
+async fn seed_registry(registry: &LocalRegistry) -> (String, String) {
+    let seeder = World::new();
+    let m = seeder.manager(false).await;
+    let mut digests = Vec::new();
+    for version in ["1.0", "2.0"] {
+        let name = format!("{}/acme/crash:{version}", registry.addr);
+        let src = seeder.dir.join(format!("src-{version}"));
+        let copied = Command::new("cp")
+            .arg("-a")
+            .arg(plugin_dir())
+            .arg(&src)
+            .status()
+            .unwrap();
+        assert!(copied.success());
+        let config = fs::read_to_string(src.join("config.json")).unwrap();
+        fs::write(
+            src.join("config.json"),
+            config.replacen(
+                "\"description\": \"",
+                &format!("\"description\": \"version {version}: "),
+                1,
+            ),
+        )
+        .unwrap();
+        fs::write(src.join("rootfs/VERSION"), version).unwrap();
+        let tar = Command::new("tar")
+            .arg("-C")
+            .arg(&src)
+            .args(["-cf", "-", "config.json", "rootfs"])
+            .output()
+            .unwrap();
+        assert!(tar.status.success());
+        m.create(&name, Box::new(std::io::Cursor::new(tar.stdout)))
+            .await
+            .unwrap();
+        m.push(&name, &AuthConfig::from_header(""), &|_| {})
+            .await
+            .unwrap();
+        let view = m.inspect(&name).unwrap();
+        digests.push(view.record.state.blobs.config.unwrap().to_string());
+    }
+    m.shutdown().await;
+    (digests.remove(0), digests.remove(0))
+}
+
+/// The plugin `victim` is whole at `version`: record (reference, config digest), its config
+/// blob stored, its rootfs holding that version; no staging, previous rootfs or ingest left.
+fn assert_whole_at(world: &World, m: &Manager, remote: &str, config_digest: &str, version: &str) {
+    let view = m.inspect("victim").unwrap();
+    let record = &view.record;
+    assert_eq!(record.plugin.plugin_reference, remote);
+    let config = record.state.blobs.config.as_ref().unwrap();
+    assert_eq!(config.to_string(), config_digest);
+    let hex = config.to_string()["sha256:".len()..].to_owned();
+    assert!(
+        world
+            .root()
+            .join("storage/blobs/sha256")
+            .join(&hex)
+            .exists(),
+        "the config blob of the record is not stored"
+    );
+    assert!(record
+        .plugin
+        .config
+        .description
+        .starts_with(&format!("version {version}: ")));
+    let dir = world.root().join(record.id().to_string());
+    assert_eq!(
+        fs::read_to_string(dir.join("rootfs/VERSION")).unwrap(),
+        version
+    );
+    assert!(dir.join("rootfs/volume-plugin").exists());
+    let previous: Vec<_> = World::entries(&dir)
+        .into_iter()
+        .filter(|n| n.starts_with("rootfs-previous"))
+        .collect();
+    assert!(previous.is_empty(), "{previous:?}");
+    assert_no_transfer_debris(world);
+}
+
+/// No staging directory and no ingest is left after a restart.
+fn assert_no_transfer_debris(world: &World) {
+    for sub in ["tmp", "storage/ingest"] {
+        let left = World::entries(&world.root().join(sub));
+        assert!(left.is_empty(), "{sub}/ holds {left:?}");
+    }
+}
+
+/// A pull killed after its rootfs is in place but before its record: after a restart there
+/// is no plugin, no rootfs, no staging, ingest or stray blob, and the same pull then works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, runc, containerd-shim-runc-v2, docker-registry and the packaged sample plugin"]
+async fn pull_killed_before_its_record_leaves_nothing() {
+    let world = World::new();
+    let registry = LocalRegistry::start(&world.dir.join("registry"));
+    let (v1, _) = seed_registry(&registry).await;
+    let remote = format!("{}/acme/crash:1.0", registry.addr);
+    world.crash_child(&format!("pull {remote}"), "pull-before-record");
+    assert_eq!(world.plugin_dirs().len(), 1, "the crash left no rootfs");
+    let m = world.manager(false).await;
+    assert!(m.list().is_empty(), "a half-pulled plugin is listed");
+    world.assert_no_create_debris();
+    pull(&m, &remote, "victim").await;
+    assert_whole_at(&world, &m, &remote, &v1, "1.0");
+    m.shutdown().await;
+}
+
+/// An upgrade killed at `failpoint` (before its record names the new version) is rolled back
+/// completely at the next start; a second upgrade then works.
+async fn upgrade_crash_rolls_back(failpoint: &str) {
+    let world = World::new();
+    let registry = LocalRegistry::start(&world.dir.join("registry"));
+    let (v1, v2) = seed_registry(&registry).await;
+    let (old, new) = (
+        format!("{}/acme/crash:1.0", registry.addr),
+        format!("{}/acme/crash:2.0", registry.addr),
+    );
+    {
+        let m = world.manager(false).await;
+        pull(&m, &old, "victim").await;
+        m.shutdown().await;
+    }
+    world.crash_child(&format!("upgrade {new}"), failpoint);
+    let m = world.manager(false).await;
+    assert_eq!(m.list().len(), 1);
+    assert_whole_at(&world, &m, &old, &v1, "1.0");
+    let auth = AuthConfig::from_header("");
+    let privileges = m.remote_privileges(&new, &auth).await.unwrap();
+    let request = RemoteRequest {
+        auth: &auth,
+        privileges: &privileges,
+    };
+    m.upgrade(
+        "victim:latest",
+        &Reference::parse_normalized(&new).unwrap(),
+        request,
+        Arc::new(|_: plugind_manager::progress::Progress| {}),
+    )
+    .await
+    .unwrap();
+    assert_whole_at(&world, &m, &new, &v2, "2.0");
+    m.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, runc, containerd-shim-runc-v2, docker-registry and the packaged sample plugin"]
+async fn upgrade_killed_after_moving_the_old_rootfs_aside_rolls_back() {
+    upgrade_crash_rolls_back("upgrade-after-move-aside").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, runc, containerd-shim-runc-v2, docker-registry and the packaged sample plugin"]
+async fn upgrade_killed_before_its_record_rolls_back() {
+    upgrade_crash_rolls_back("upgrade-before-record").await;
 }

@@ -1,7 +1,12 @@
 //! Plugins from a registry: `privileges`, `pull` (install) and `upgrade` (distribution.md §2,
 //! §3). Blobs stream into the blob store through `plugind_distribution`; layers are unpacked
-//! with the same escape rules as create (`layer::unpack_layer_reporting`) into a staging
-//! directory under `<root>/tmp`; the record is written last.
+//! with the same escape rules as create (`layer::unpack_gzip_layer_from`) into a staging
+//! directory under `<root>/tmp`; the record is written last. A plugin's single layer is
+//! unpacked WHILE it downloads: the download tees its bytes to the unpacker
+//! (`Registry::fetch_blob_teed`), and the staging directory is kept only if the unpacker saw
+//! the whole blob from offset 0 and the store then verified its digest and size; otherwise
+//! (failure, resumed download, blob fetched by a concurrent pull) it is thrown away and the
+//! layer is unpacked from the store as before.
 //!
 //! Crash safety: until the record is written a pull leaves only a staging directory (removed
 //! at the next start), a plugin directory without record (removed by the store's reload) and
@@ -10,9 +15,11 @@
 //! [`repair_upgrades`] finishes or rolls back an upgrade a crash cut, by comparing that name
 //! with the record's config digest.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use plugind_distribution::{AuthConfig, DistributionError, FetchOutcome, PluginManifest, Registry};
+use plugind_distribution::{
+    AuthConfig, BlobTee, DistributionError, FetchOutcome, PluginManifest, Registry,
+};
 use plugind_store::{privileges_match, PluginPrivilege};
 use plugind_types::{config::PluginSettings, Digest};
 
@@ -87,6 +94,13 @@ pub struct RemoteRequest<'a> {
     pub privileges: &'a [PluginPrivilege],
 }
 
+/// A layer being unpacked while it downloads.
+struct StreamingUnpack {
+    sink: Arc<TeeSink>,
+    task: tokio::task::JoinHandle<Result<()>>,
+    guard: StagingGuard,
+}
+
 /// Set on drop: tells blocking work of a pull whose future was dropped (client gone) to stop
 /// and leave nothing.
 struct CancelOnDrop(Arc<AtomicBool>);
@@ -101,6 +115,122 @@ impl Drop for CancelOnDrop {
 struct Fetched {
     manifest: PluginManifest,
     config: PluginConfig,
+    /// Set when the layer was unpacked into the staging directory while it downloaded (and
+    /// its digest then checked): the staging directory is complete and synced.
+    staged: Option<StagingGuard>,
+}
+
+/// Compressed bytes unpacked between two early writeback kicks of a streaming unpack.
+const WRITEBACK_EVERY: u64 = 16 << 20;
+
+/// Chunks queued between a download and the unpacker reading it: a slow unpacker slows the
+/// download instead of filling memory.
+const TEE_CHUNKS: usize = 64;
+
+/// The download side of a streaming unpack: hands the bytes written to the ingest to the
+/// unpacker as long as they arrive in order from offset 0 (a resumed or restarted download
+/// breaks the stream; the layer is then unpacked from the store).
+struct TeeSink {
+    inner: std::sync::Mutex<TeeState>,
+}
+
+struct TeeState {
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    seen: u64,
+    broken: bool,
+}
+
+impl TeeSink {
+    fn feed(&self, at: u64, bytes: &[u8]) {
+        let mut state = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if state.broken {
+            return;
+        }
+        if at != state.seen {
+            state.broken = true;
+            state.tx = None;
+            return;
+        }
+        state.seen += bytes.len() as u64;
+        if let Some(tx) = &state.tx {
+            if tx.send(bytes.to_vec()).is_err() {
+                // The unpacker stopped (done or failed); its result tells which.
+                state.tx = None;
+            }
+        }
+    }
+
+    /// Ends the stream; true when the unpacker was given exactly `size` bytes from offset 0.
+    fn finish(&self, size: u64) -> bool {
+        let mut state = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        state.tx = None;
+        !state.broken && state.seen == size
+    }
+}
+
+/// The unpacker side: reads the chunks the tee queued; the end of the queue is the end of the
+/// stream.
+struct ChunkReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    chunk: Vec<u8>,
+    at: usize,
+}
+
+impl std::io::Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(chunk) => {
+                    self.chunk = chunk;
+                    self.at = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Who removes a streaming unpack's staging directory when the pull is dropped (client gone):
+/// the unpacker if it is still running (it sees `abandoned`), the guard if it has finished.
+#[derive(Default)]
+struct StagingState {
+    finished: bool,
+    abandoned: bool,
+}
+
+/// Removes the staging directory of a streaming unpack unless disarmed (the blocking stage of
+/// the pull or upgrade then owns it).
+struct StagingGuard {
+    path: PathBuf,
+    state: Arc<std::sync::Mutex<StagingState>>,
+    armed: bool,
+}
+
+impl StagingGuard {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for StagingGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.abandoned = true;
+        if state.finished {
+            let path = self.path.clone();
+            // Drop may run on an async worker: the removal gets a thread of its own.
+            std::thread::spawn(move || {
+                let _ = fs::remove_dir_all(path);
+            });
+        }
+    }
 }
 
 impl Manager {
@@ -120,6 +250,7 @@ impl Manager {
     ) -> Result<Vec<PluginPrivilege>> {
         let remote = Reference::parse_normalized(remote).map_err(ManagerError::RemoteReference)?;
         let manifest = self.resolve(&remote, auth).await?;
+        self.store_manifest(&manifest).await?;
         let config = self.fetch_config(&remote, auth, &manifest).await?;
         Ok(plugind_store::privileges(&config))
     }
@@ -160,8 +291,20 @@ impl Manager {
         let manifest = self.resolve(&names.remote, request.auth).await?;
         let id = PluginId::from_bytes(rand::random());
         let mut pending = create::PendingBlobs::new(self);
+        let staging = self
+            .inner
+            .config
+            .root
+            .join("tmp")
+            .join(format!("rootfs-{id}"));
         let fetched = self
-            .fetch_all(&names.remote, &manifest, request, &mut pending, &*progress)
+            .fetch_all(
+                &names.remote,
+                &manifest,
+                request,
+                &mut pending,
+                (&staging, &id, &progress),
+            )
             .await?;
         let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
         let cancelled = Arc::clone(&cancel.0);
@@ -171,13 +314,17 @@ impl Manager {
         let manifest_digest = fetched.manifest.digest.clone();
         let config_digest = fetched.manifest.config.digest.clone();
         let config = fetched.config;
+        let staged = fetched.staged;
         let report = Arc::clone(&progress);
         let this = self.clone();
         let record = tokio::task::spawn_blocking(move || {
             let inner = &this.inner;
-            check_config(&config, &inner.config.exec_root, &id)?;
-            let staging = inner.config.root.join("tmp").join(format!("rootfs-{id}"));
-            this.unpack_staging(&layers, &staging, &cancelled, &*report)?;
+            if let Some(guard) = staged {
+                guard.disarm();
+            } else {
+                check_config(&config, &inner.config.exec_root, &id)?;
+                this.unpack_staging(&layers, &staging, &cancelled, &*report)?;
+            }
             let dir = inner.store.plugin_dir(&id);
             let placed = (|| {
                 if cancelled.load(Ordering::SeqCst) {
@@ -237,8 +384,21 @@ impl Manager {
         }
         let manifest = self.resolve(remote, request.auth).await?;
         let mut pending = create::PendingBlobs::new(self);
+        let id = record.id().clone();
+        let staging = self
+            .inner
+            .config
+            .root
+            .join("tmp")
+            .join(format!("rootfs-{id}-upgrade"));
         let fetched = self
-            .fetch_all(remote, &manifest, request, &mut pending, &*progress)
+            .fetch_all(
+                remote,
+                &manifest,
+                request,
+                &mut pending,
+                (&staging, &id, &progress),
+            )
             .await?;
         let names = PullNames {
             remote: remote.clone(),
@@ -271,13 +431,17 @@ impl Manager {
     ) -> Result<PluginRecord> {
         let inner = &self.inner;
         let id = old.id().clone();
-        check_config(&fetched.config, &inner.config.exec_root, &id)?;
         let staging = inner
             .config
             .root
             .join("tmp")
             .join(format!("rootfs-{id}-upgrade"));
-        self.unpack_staging(&fetched.manifest.layers, &staging, cancelled, report)?;
+        if let Some(guard) = fetched.staged {
+            guard.disarm();
+        } else {
+            check_config(&fetched.config, &inner.config.exec_root, &id)?;
+            self.unpack_staging(&fetched.manifest.layers, &staging, cancelled, report)?;
+        }
         if cancelled.load(Ordering::SeqCst) {
             let _ = fs::remove_dir_all(&staging);
             return Err(ManagerError::Cancelled);
@@ -351,15 +515,18 @@ impl Manager {
     }
 
     /// Reports the start, fetches config and layers into the blob store (each digest pending
-    /// from before its download until `pending` is dropped) and checks the privileges.
+    /// from before its download until `pending` is dropped) and checks the privileges and the
+    /// config. A single layer that is downloaded is unpacked into `staging` while it streams
+    /// (`Fetched::staged`); otherwise the caller unpacks from the store.
     async fn fetch_all(
         &self,
         remote: &Reference,
         manifest: &PluginManifest,
         request: RemoteRequest<'_>,
         pending: &mut create::PendingBlobs<'_>,
-        progress: ProgressFn<'_>,
+        (staging, id, shared): (&Path, &PluginId, &SharedProgress),
     ) -> Result<Fetched> {
+        let progress: ProgressFn<'_> = &**shared;
         let tag_or_digest = remote
             .digest()
             .map(ToString::to_string)
@@ -383,7 +550,10 @@ impl Manager {
         if !privileges_match(&wanted, request.privileges) {
             return Err(ManagerError::IncorrectPrivileges);
         }
+        // Before any layer is unpacked: a config that cannot run costs no download.
+        check_config(&config, &self.inner.config.exec_root, id)?;
         let registry = self.registry()?;
+        let mut staged = None;
         for layer in &manifest.layers {
             if !layer.is_gzip_layer() {
                 return Err(ManagerError::Distribution(
@@ -409,10 +579,52 @@ impl Manager {
                     progress(Progress::bytes("Downloading", &hex, n, total));
                 }
             };
-            let outcome = registry
-                .fetch_blob(remote, request.auth, layer, &self.inner.blobs, &on_bytes)
-                .await?;
-            match outcome {
+            if manifest.layers.len() != 1 {
+                registry
+                    .fetch_blob(remote, request.auth, layer, &self.inner.blobs, &on_bytes)
+                    .await?;
+                progress(Progress::step("Download complete", &hex));
+                continue;
+            }
+            let streaming = self.start_streaming_unpack(staging, layer, shared);
+            let tee: BlobTee = {
+                let sink = Arc::clone(&streaming.sink);
+                Arc::new(move |at, bytes| sink.feed(at, bytes))
+            };
+            let fetched = registry
+                .fetch_blob_teed(
+                    remote,
+                    request.auth,
+                    layer,
+                    &self.inner.blobs,
+                    &on_bytes,
+                    Some(tee),
+                )
+                .await;
+            let intact = streaming.sink.finish(layer.size);
+            let unpacked = match streaming.task.await {
+                Ok(r) => r,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            };
+            if fetched.is_ok() && intact {
+                progress(Progress::step("Download complete", &hex));
+                // The unpacker saw exactly the bytes whose digest the store just checked.
+                unpacked?;
+                progress(Progress::step("Complete", &hex));
+                staged = Some(streaming.guard);
+                continue;
+            }
+            // A failed download, or one the unpacker did not see whole (resumed, or another
+            // pull fetched the blob): what it unpacked goes; the caller unpacks from the store.
+            streaming.guard.disarm();
+            let dest = staging.to_owned();
+            tokio::task::spawn_blocking(move || {
+                if dest.exists() {
+                    let _ = fs::remove_dir_all(&dest);
+                }
+            })
+            .await?;
+            match fetched? {
                 FetchOutcome::AlreadyExists | FetchOutcome::Downloaded => {
                     progress(Progress::step("Download complete", &hex));
                 }
@@ -421,7 +633,94 @@ impl Manager {
         Ok(Fetched {
             manifest: manifest.clone(),
             config,
+            staged,
         })
+    }
+
+    /// Starts unpacking `layer` into a new `staging` directory from the bytes its download
+    /// will feed to the returned sink; the unpacker removes the directory when it fails or the
+    /// pull was abandoned.
+    fn start_streaming_unpack(
+        &self,
+        staging: &Path,
+        layer: &plugind_distribution::Descriptor,
+        report: &SharedProgress,
+    ) -> StreamingUnpack {
+        let (tx, rx) = std::sync::mpsc::sync_channel(TEE_CHUNKS);
+        let sink = Arc::new(TeeSink {
+            inner: std::sync::Mutex::new(TeeState {
+                tx: Some(tx),
+                seen: 0,
+                broken: false,
+            }),
+        });
+        let state = Arc::new(std::sync::Mutex::new(StagingState::default()));
+        let guard = StagingGuard {
+            path: staging.to_owned(),
+            state: Arc::clone(&state),
+            armed: true,
+        };
+        let this = self.clone();
+        let report = Arc::clone(report);
+        let (dest, hex, total) = (
+            staging.to_owned(),
+            layer.digest.hex().to_owned(),
+            layer.size,
+        );
+        let task = tokio::task::spawn_blocking(move || {
+            if dest.exists() {
+                let _ = fs::remove_dir_all(&dest);
+            }
+            fs::create_dir(&dest).map_err(|e| io_err("create directory", &dest, e))?;
+            let step = (total / 50).max(32 << 10);
+            let last = std::sync::atomic::AtomicU64::new(0);
+            let abandoned = || state.lock().unwrap_or_else(|p| p.into_inner()).abandoned;
+            let reader = ChunkReader {
+                rx,
+                chunk: Vec::new(),
+                at: 0,
+            };
+            // Writeback starts while the layer unpacks (a sync every WRITEBACK_EVERY bytes,
+            // never waited for), so the final sync finds little left to write.
+            let (sync_tx, sync_rx) = std::sync::mpsc::sync_channel::<()>(1);
+            let synced = AtomicU64::new(0);
+            let result = std::thread::scope(|scope| {
+                let syncer = scope.spawn(|| {
+                    for () in sync_rx {
+                        let _ = plugind_sys::fs::sync_filesystem(&dest);
+                    }
+                });
+                let unpacked = layer::unpack_gzip_layer_from(
+                    reader,
+                    &dest,
+                    &this.inner.config.layer_limits,
+                    &|n| {
+                        let before = last.load(Ordering::Relaxed);
+                        if n >= total || n.saturating_sub(before) >= step || before == 0 {
+                            last.store(n.max(1), Ordering::Relaxed);
+                            report(Progress::bytes("Extracting", &hex, n, total));
+                        }
+                        if n.saturating_sub(synced.load(Ordering::Relaxed)) >= WRITEBACK_EVERY {
+                            synced.store(n, Ordering::Relaxed);
+                            let _ = sync_tx.try_send(());
+                        }
+                        !abandoned()
+                    },
+                );
+                drop(sync_tx);
+                let _ = syncer.join();
+                unpacked
+            })
+            .map_err(ManagerError::from)
+            .and_then(|()| Ok(plugind_sys::fs::sync_filesystem(&dest)?));
+            let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+            state.finished = true;
+            if result.is_err() || state.abandoned {
+                let _ = fs::remove_dir_all(&dest);
+            }
+            result
+        });
+        StreamingUnpack { sink, task, guard }
     }
 
     /// The manifest's bytes in the blob store (push rebuilds from stored blobs; the record
