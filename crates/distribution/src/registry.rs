@@ -520,13 +520,27 @@ impl Registry {
         let mut total = start;
         let mut reported = start;
         // Small frames are gathered into chunks of COALESCE bytes: one hand-off to the writer
-        // thread per chunk rather than per frame.
+        // thread per chunk rather than per frame. Only frames already there are gathered: when
+        // the body has to wait, what was gathered goes to the writer first, so a stalled or
+        // abandoned download keeps everything received in its resumable ingest.
         let mut gathered = bytes::BytesMut::new();
         let streamed: Result<()> = async {
             loop {
-                let frame = tokio::time::timeout(self.timeout(), body.frame())
-                    .await
-                    .map_err(|_| DistributionError::Protocol("timeout reading blob".into()))?;
+                let ready = futures::FutureExt::now_or_never(body.frame());
+                let frame = match ready {
+                    Some(frame) => frame,
+                    None => {
+                        if !gathered.is_empty() && tx.send(gathered.split().freeze()).await.is_err()
+                        {
+                            break; // the writer failed; its error is reported below
+                        }
+                        tokio::time::timeout(self.timeout(), body.frame())
+                            .await
+                            .map_err(|_| {
+                                DistributionError::Protocol("timeout reading blob".into())
+                            })?
+                    }
+                };
                 let Some(frame) = frame else { break };
                 let frame =
                     frame.map_err(|e| DistributionError::Protocol(format!("reading blob: {e}")))?;

@@ -706,8 +706,15 @@ async fn a_dropped_fetch_leaves_a_resumable_ingest() {
     )
     .await;
     assert!(dropped.is_err(), "the fetch should still be waiting");
-    // The writer's thread drains what it was sent, then releases the ingest.
+    // The writer's thread drains what it was sent, then releases the ingest. (The deadline
+    // only turns a lost-bytes regression into a failure instead of a hang.)
+    let hang_guard = std::time::Instant::now();
     let ingest = loop {
+        assert!(
+            hang_guard.elapsed() < Duration::from_secs(60),
+            "the bytes received before the drop never reached the ingest: {:?}",
+            store.ingests().unwrap()
+        );
         let ingests = store.ingests().unwrap();
         if let Some(i) = ingests.first().filter(|i| i.offset == 30_000) {
             break i.clone();
