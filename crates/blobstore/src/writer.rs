@@ -319,7 +319,7 @@ impl Writer {
 
     /// Streams `reader` to the end into this ingest, as a pipeline over shared buffers: the
     /// calling thread reads, one helper thread hashes, another writes, and a third flushes
-    /// written data to disk every [`SYNC_EVERY`] bytes. Hashing (the bottleneck) thus gets a core
+    /// written data to disk every `SYNC_EVERY` bytes. Hashing (the bottleneck) thus gets a core
     /// to itself while copying, page-cache writes and disk IO happen beside it; every byte is
     /// still read from the source once and never read back from the file.
     ///
