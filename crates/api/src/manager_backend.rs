@@ -287,14 +287,9 @@ impl PluginBackend for ManagerBackend {
         request: RemoteOperation,
         progress: ProgressSink,
     ) -> Result<(), BackendError> {
-        let names = PullNames::parse(&request.remote, &request.name).map_err(to_error)?;
-        let auth = AuthConfig::from_header(&request.auth);
-        let remote = RemoteRequest {
-            auth: &auth,
-            privileges: &request.privileges,
-        };
+        let (names, auth) = parse_remote(&request)?;
         self.manager
-            .pull(&names, remote, progress.shared())
+            .pull(&names, remote_request(&request, &auth), progress.shared())
             .await
             .map(drop)
             .map_err(to_error)
@@ -305,12 +300,8 @@ impl PluginBackend for ManagerBackend {
         request: RemoteOperation,
         progress: ProgressSink,
     ) -> Result<(), BackendError> {
-        let names = PullNames::parse(&request.remote, &request.name).map_err(to_error)?;
-        let auth = AuthConfig::from_header(&request.auth);
-        let remote = RemoteRequest {
-            auth: &auth,
-            privileges: &request.privileges,
-        };
+        let (names, auth) = parse_remote(&request)?;
+        let remote = remote_request(&request, &auth);
         self.manager
             .upgrade(&request.name, &names.remote, remote, progress.shared())
             .await
@@ -429,6 +420,20 @@ async fn read_new(
     while let Some(i) = partial.find('\n') {
         let line: String = partial.drain(..=i).collect();
         pending.push_back(to_log_line(line.trim_end_matches('\n')));
+    }
+}
+
+/// The names and credentials of a pull or upgrade request.
+fn parse_remote(request: &RemoteOperation) -> Result<(PullNames, AuthConfig), BackendError> {
+    let names = PullNames::parse(&request.remote, &request.name).map_err(to_error)?;
+    Ok((names, AuthConfig::from_header(&request.auth)))
+}
+
+/// The manager's view of a pull or upgrade request.
+fn remote_request<'a>(request: &'a RemoteOperation, auth: &'a AuthConfig) -> RemoteRequest<'a> {
+    RemoteRequest {
+        auth,
+        privileges: &request.privileges,
     }
 }
 

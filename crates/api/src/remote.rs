@@ -107,22 +107,9 @@ pub(crate) async fn pull(
     state: &State,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, HttpError> {
-    let uri = req.uri().clone();
-    let auth = registry_auth(req.headers());
-    let privileges = read_privileges(state, req).await?;
-    let q = Query::parse(uri.query())?;
-    let remote = q.get("remote").to_owned();
-    let local = state
-        .backend
-        .pull_name(&remote, q.get("name"))
-        .map_err(|e| HttpError::backend(Endpoint::Remote, e))?;
-    let op = RemoteOperation {
-        remote,
-        name: local.clone(),
-        auth,
-        privileges,
-    };
+    let op = remote_operation(state, None, req).await?;
     let backend = Arc::clone(&state.backend);
+    let local = op.name.clone();
     stream_with_name(
         &local,
         move |sink| async move { backend.pull(op, sink).await },
@@ -136,27 +123,38 @@ pub(crate) async fn upgrade(
     name: &str,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, HttpError> {
+    let op = remote_operation(state, Some(name), req).await?;
+    let backend = Arc::clone(&state.backend);
+    let local = op.name.clone();
+    stream_with_name(&local, move |sink| async move {
+        backend.upgrade(op, sink).await
+    })
+    .await
+}
+
+/// What pull and upgrade share, in moby's order: the privileges body first, then the
+/// remote, then the local name normalised (`getName`): the path's for upgrade (`Some`), the
+/// query's `name` for pull.
+async fn remote_operation(
+    state: &State,
+    name: Option<&str>,
+    req: Request<Incoming>,
+) -> Result<RemoteOperation, HttpError> {
     let uri = req.uri().clone();
     let auth = registry_auth(req.headers());
     let privileges = read_privileges(state, req).await?;
     let q = Query::parse(uri.query())?;
     let remote = q.get("remote").to_owned();
-    // moby's `getName`: the remote is parsed first, then the plugin's name is normalised.
     let local = state
         .backend
-        .pull_name(&remote, name)
+        .pull_name(&remote, name.unwrap_or(q.get("name")))
         .map_err(|e| HttpError::backend(Endpoint::Remote, e))?;
-    let op = RemoteOperation {
+    Ok(RemoteOperation {
         remote,
-        name: local.clone(),
+        name: local,
         auth,
         privileges,
-    };
-    let backend = Arc::clone(&state.backend);
-    stream_with_name(&local, move |sink| async move {
-        backend.upgrade(op, sink).await
     })
-    .await
 }
 
 async fn stream_with_name<F, Fut>(local: &str, operation: F) -> Result<Response<Body>, HttpError>
