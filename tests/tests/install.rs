@@ -7,10 +7,7 @@
 
 use std::{path::Path, time::Duration};
 
-use plugind_distribution::{
-    AuthConfig, Descriptor, PluginManifest, Registry, RegistryOptions, MEDIA_TYPE_LAYER_GZIP,
-    MEDIA_TYPE_PLUGIN_CONFIG,
-};
+use plugind_distribution::{AuthConfig, PluginManifest, Registry, RegistryOptions};
 use plugind_manager::layer::{import_create_tar, LayerLimits};
 use plugind_tests::{registry::TestRegistry, sample_plugin_dir, Daemon};
 use plugind_types::{
@@ -81,18 +78,7 @@ fn seed(
     config_bytes.push(b'\n');
     let c = store.ingest("config", &config_bytes[..], None).unwrap();
     let l = store.info(&layer_digest).unwrap();
-    let manifest = PluginManifest::build(
-        Descriptor {
-            media_type: MEDIA_TYPE_PLUGIN_CONFIG.into(),
-            digest: c.digest,
-            size: c.size,
-        },
-        vec![Descriptor {
-            media_type: MEDIA_TYPE_LAYER_GZIP.into(),
-            digest: l.digest,
-            size: l.size,
-        }],
-    );
+    let manifest = PluginManifest::for_plugin((c.digest, c.size), (l.digest, l.size));
     let client = Registry::new(RegistryOptions {
         request_timeout: Duration::from_secs(20),
         ..RegistryOptions::default()
@@ -813,18 +799,7 @@ fn install_from_a_registry_with_basic_auth() {
     bytes.push(b'\n');
     let c = store.ingest("config", &bytes[..], None).unwrap();
     let l = store.info(&imported.layer).unwrap();
-    let manifest = PluginManifest::build(
-        Descriptor {
-            media_type: MEDIA_TYPE_PLUGIN_CONFIG.into(),
-            digest: c.digest,
-            size: c.size,
-        },
-        vec![Descriptor {
-            media_type: MEDIA_TYPE_LAYER_GZIP.into(),
-            digest: l.digest,
-            size: l.size,
-        }],
-    );
+    let manifest = PluginManifest::for_plugin((c.digest, c.size), (l.digest, l.size));
     let remote = format!("{addr}/acme/private:1.0");
     runtime()
         .block_on(Registry::new(RegistryOptions::default()).unwrap().push(

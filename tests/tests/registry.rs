@@ -7,8 +7,8 @@
 
 use plugind_blobstore::BlobStore;
 use plugind_distribution::{
-    AuthConfig, Descriptor, DistributionError, FetchOutcome, PluginManifest, PushProgress,
-    Registry, RegistryOptions, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_PLUGIN_CONFIG,
+    AuthConfig, DistributionError, FetchOutcome, PluginManifest, PushProgress, Registry,
+    RegistryOptions,
 };
 use plugind_tests::registry::{free_port, TestRegistry};
 use plugind_types::Reference;
@@ -35,18 +35,7 @@ fn fixture(seed: u8, layer_size: usize) -> Fixture {
         .collect();
     let c = store.ingest("config", &config[..], None).unwrap();
     let l = store.ingest("layer", &layer[..], None).unwrap();
-    let manifest = PluginManifest::build(
-        Descriptor {
-            media_type: MEDIA_TYPE_PLUGIN_CONFIG.into(),
-            digest: c.digest,
-            size: c.size,
-        },
-        vec![Descriptor {
-            media_type: MEDIA_TYPE_LAYER_GZIP.into(),
-            digest: l.digest,
-            size: l.size,
-        }],
-    );
+    let manifest = PluginManifest::for_plugin((c.digest, c.size), (l.digest, l.size));
     Fixture {
         _dir: dir,
         store,

@@ -89,6 +89,23 @@ struct WireDescriptor {
 }
 
 impl PluginManifest {
+    /// The manifest of a plugin as Docker pushes one: its config blob and its one gzip layer,
+    /// each given as (digest, size).
+    pub fn for_plugin(config: (Digest, u64), layer: (Digest, u64)) -> PluginManifest {
+        PluginManifest::build(
+            Descriptor {
+                media_type: MEDIA_TYPE_PLUGIN_CONFIG.to_owned(),
+                digest: config.0,
+                size: config.1,
+            },
+            vec![Descriptor {
+                media_type: MEDIA_TYPE_LAYER_GZIP.to_owned(),
+                digest: layer.0,
+                size: layer.1,
+            }],
+        )
+    }
+
     /// Docker's byte-exact schema-2 plugin manifest: compact JSON, keys `schemaVersion`,
     /// `config`, `layers`, `mediaType` in that order, no trailing newline.
     pub fn build(config: Descriptor, layers: Vec<Descriptor>) -> PluginManifest {

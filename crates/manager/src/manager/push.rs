@@ -9,8 +9,7 @@
 //! for each, then `aux` with tag, digest and size.
 
 use plugind_distribution::{
-    plugin_config_blob, sha256_digest, AuthConfig, Descriptor, PluginManifest, PushProgress,
-    MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_PLUGIN_CONFIG,
+    plugin_config_blob, sha256_digest, AuthConfig, PluginManifest, PushProgress,
 };
 use plugind_types::Digest;
 
@@ -146,17 +145,9 @@ impl Manager {
                 Ok(m.inner.blobs.info(&layer_digest)?.size)
             })
             .await??;
-        Ok(PluginManifest::build(
-            Descriptor {
-                media_type: MEDIA_TYPE_PLUGIN_CONFIG.to_owned(),
-                digest: config_digest,
-                size: config_size,
-            },
-            vec![Descriptor {
-                media_type: MEDIA_TYPE_LAYER_GZIP.to_owned(),
-                digest: layer,
-                size: layer_size,
-            }],
+        Ok(PluginManifest::for_plugin(
+            (config_digest, config_size),
+            (layer, layer_size),
         ))
     }
 }
