@@ -396,6 +396,49 @@ pub struct BackendInfo {
     pub plugins_enabled: usize,
     /// Plugin directories moved aside because their record could not be used (bounded).
     pub quarantined: Vec<PathBuf>,
+    /// The declarative plugin set's status (`PluginD.PluginSet`); `None` when none is
+    /// configured.
+    pub plugin_set: Option<PluginSetInfo>,
+}
+
+/// `PluginD.PluginSet` of `GET /info`: how the configured plugin set stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PluginSetInfo {
+    /// Unlisted plugins are removed.
+    pub prune: bool,
+    /// Reconcile runs finished since start.
+    pub runs: u64,
+    /// A run is in progress.
+    pub reconciling: bool,
+    /// When the last run finished (RFC 3339), "" before the first.
+    pub last_run: String,
+    /// One per `[[plugin]]` entry, in the file's order.
+    pub entries: Vec<PluginSetEntryInfo>,
+    /// Plugins removed by prune since start.
+    pub pruned: Vec<String>,
+    /// Unlisted plugins prune kept because they are in use.
+    pub prune_kept: Vec<String>,
+}
+
+/// One entry of [`PluginSetInfo`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PluginSetEntryInfo {
+    /// The local name.
+    pub alias: String,
+    /// The wanted reference.
+    pub reference: String,
+    /// `pending`, `in-sync`, `drift` or `failed`.
+    pub status: String,
+    /// Why it drifts, or the error of a failed entry.
+    pub reason: String,
+    /// The last error ("" once in sync again).
+    pub last_error: String,
+    /// Failures in a row.
+    pub failures: u32,
+    /// When a failed entry is tried again (RFC 3339), "" otherwise.
+    pub next_retry: String,
 }
 
 /// One runtime in `GET /info`'s `Runtimes`, as Docker prints it.

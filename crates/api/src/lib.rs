@@ -41,8 +41,8 @@ mod volumes;
 
 pub use backend::{
     BackendError, BackendInfo, EventActor, EventMessage, EventSubscription, LogLine, LogSource,
-    LogStream, LogsOptions, PluginBackend, PluginJson, PluginPrivilege, PluginStatus,
-    RemoteOperation, RuntimeInfo, Stage,
+    LogStream, LogsOptions, PluginBackend, PluginJson, PluginPrivilege, PluginSetEntryInfo,
+    PluginSetInfo, PluginStatus, RemoteOperation, RuntimeInfo, Stage,
 };
 pub use connection::{connection_budget, reserved_descriptors};
 pub use error::ApiError;

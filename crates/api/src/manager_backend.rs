@@ -332,8 +332,43 @@ impl PluginBackend for ManagerBackend {
                 .filter(|p| p.record.desired_enabled())
                 .count(),
             quarantined: self.manager.quarantined(),
+            plugin_set: plugin_set_info(self.manager.plugin_set_status()),
         }
     }
+}
+
+/// `PluginD.PluginSet` from the manager's status; `None` when no set is configured.
+fn plugin_set_info(status: plugind_manager::PluginSetStatus) -> Option<crate::PluginSetInfo> {
+    fn time(t: Option<std::time::SystemTime>) -> String {
+        t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or_else(String::new, |d| {
+                crate::query::rfc3339_nano(d.as_nanos() as i128)
+            })
+    }
+    if !status.configured {
+        return None;
+    }
+    Some(crate::PluginSetInfo {
+        prune: status.prune,
+        runs: status.runs,
+        reconciling: status.running,
+        last_run: time(status.last_run),
+        entries: status
+            .entries
+            .into_iter()
+            .map(|e| crate::PluginSetEntryInfo {
+                status: e.state.as_str().to_owned(),
+                reason: e.state.reason().to_owned(),
+                alias: e.alias,
+                reference: e.reference,
+                last_error: e.last_error.unwrap_or_default(),
+                failures: e.failures,
+                next_retry: time(e.next_retry),
+            })
+            .collect(),
+        pruned: status.pruned,
+        prune_kept: status.prune_kept,
+    })
 }
 
 fn to_log_line(line: &str) -> LogLine {

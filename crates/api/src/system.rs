@@ -158,7 +158,7 @@ pub(crate) fn info(state: &State) -> Response<Body> {
             "LiveRestoreEnabled": b.live_restore,
             "Warnings": quarantine_warnings(&b.quarantined),
             "PluginD": {"Plugins": b.plugins, "PluginsEnabled": b.plugins_enabled,
-                        "Quarantined": b.quarantined},
+                        "Quarantined": b.quarantined, "PluginSet": b.plugin_set},
         }),
     )
 }

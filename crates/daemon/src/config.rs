@@ -216,6 +216,32 @@ struct FileConfig {
     publish_docker_specs: Option<bool>,
     docker_specs_dir: Option<PathBuf>,
     insecure_registries: Option<Vec<String>>,
+    prune: Option<bool>,
+    #[serde(default)]
+    plugin: Vec<PluginEntryConfig>,
+}
+
+/// One `[[plugin]]` table: a plugin of the declarative plugin set.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PluginEntryConfig {
+    /// The remote reference (`registry/repo:tag` or `@sha256:…`).
+    pub reference: String,
+    /// The local name (`docker plugin install --alias`); default: the reference's name.
+    pub alias: Option<String>,
+    /// `docker plugin set` arguments (`KEY=VALUE`).
+    #[serde(default)]
+    pub settings: Vec<String>,
+    /// Accepted privileges: name -> values (`mount = ["/data"]`).
+    #[serde(default)]
+    pub privileges: BTreeMap<String, Vec<String>>,
+    /// Whether the plugin should run.
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+}
+
+fn enabled_by_default() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -278,6 +304,10 @@ pub struct Config {
     pub docker_specs_dir: Option<PathBuf>,
     /// Registries reached over plain HTTP besides loopback (`host[:port]` or CIDR).
     pub insecure_registries: Vec<String>,
+    /// The declarative plugin set (`[[plugin]]` tables), checked by [`Config::plugin_set`].
+    pub plugins: Vec<PluginEntryConfig>,
+    /// Remove installed plugins the set does not name (except those in use).
+    pub prune: bool,
 }
 
 /// What a SIGHUP changed: settings applied at once, and settings that differ from the running
@@ -350,6 +380,8 @@ impl ReloadDiff {
             "insecure-registries",
             false,
         );
+        check(running.plugins != new.plugins, "plugin", true);
+        check(running.prune != new.prune, "prune", true);
         diff
     }
 
@@ -359,6 +391,8 @@ impl ReloadDiff {
             runtimes: new.runtimes.clone(),
             default_runtime: new.default_runtime.clone(),
             shutdown_timeout: new.shutdown_timeout,
+            plugins: new.plugins.clone(),
+            prune: new.prune,
             ..running.clone()
         }
     }
@@ -495,6 +529,8 @@ impl Config {
                 &cli.insecure_registry,
                 file.insecure_registries,
             ),
+            plugins: file.plugin,
+            prune: file.prune.unwrap_or(false),
         };
         let mut config = config;
         let exec_root = config.exec_root.clone();
@@ -560,7 +596,31 @@ impl Config {
                 bail!("{what} must be greater than 0");
             }
         }
+        self.plugin_set()?;
         Ok(())
+    }
+
+    /// The `[[plugin]]` tables and `prune` as the manager's checked plugin set: a bad
+    /// reference or alias, a duplicate alias, a malformed setting or an unknown privilege name
+    /// is a configuration error (reported by `plugind check`, at start and on reload).
+    pub fn plugin_set(&self) -> anyhow::Result<plugind_manager::PluginSet> {
+        let entries = self
+            .plugins
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                plugind_manager::PluginSetEntry::parse(
+                    &format!("[[plugin]] {} ({})", i + 1, p.reference),
+                    &p.reference,
+                    p.alias.as_deref(),
+                    p.settings.clone(),
+                    p.privileges.clone(),
+                    p.enabled,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .context("invalid plugin set")?;
+        plugind_manager::PluginSet::new(entries, self.prune).context("invalid plugin set")
     }
 }
 
@@ -777,6 +837,89 @@ mod tests {
         let again = ReloadDiff::between(&after, &new);
         assert!(again.applied.is_empty());
         assert_eq!(again.needs_restart.len(), 3);
+    }
+
+    #[test]
+    fn plugin_tables_become_a_checked_plugin_set() {
+        let file = r#"
+prune = true
+
+[[plugin]]
+reference = "registry.example.com/acme/vol:1.2"
+alias = "vol"
+settings = ["DEBUG=1", "mount.source=/srv/vol"]
+privileges = { mount = ["/var/lib/vol"], "host pid namespace" = ["true"] }
+
+[[plugin]]
+reference = "registry.example.com/acme/net:3"
+enabled = false
+"#;
+        let config = with_file(file, &[]).unwrap();
+        assert!(config.prune);
+        assert_eq!(config.plugins.len(), 2);
+        assert!(config.plugins[0].enabled, "enabled defaults to true");
+        assert!(!config.plugins[1].enabled);
+        let set = config.plugin_set().unwrap();
+        assert!(set.prune());
+        assert_eq!(set.entries()[0].alias(), "vol:latest");
+        assert_eq!(set.entries()[1].alias(), "registry.example.com/acme/net:3");
+        assert_eq!(
+            set.entries()[0].settings,
+            ["DEBUG=1", "mount.source=/srv/vol"]
+        );
+        assert_eq!(
+            set.entries()[0].accepted["mount"],
+            vec!["/var/lib/vol".to_owned()]
+        );
+        // No tables: an empty set, nothing reconciled.
+        assert!(Config::load(&cli(&[]))
+            .unwrap()
+            .plugin_set()
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn invalid_plugin_tables_are_config_errors() {
+        for (file, expected) in [
+            (
+                "[[plugin]]\nreference = \"Acme/Vol\"\n",
+                "must be lowercase",
+            ),
+            (
+                "[[plugin]]\nreference = \"acme/a\"\nalias = \"x\"\n\
+                 [[plugin]]\nreference = \"acme/b\"\nalias = \"x:latest\"\n",
+                "already used by plugin 1",
+            ),
+            (
+                "[[plugin]]\nreference = \"acme/a\"\nprivileges = { root = [\"yes\"] }\n",
+                "unknown privilege \"root\"",
+            ),
+            (
+                "[[plugin]]\nreference = \"acme/a\"\nsettings = [\"DEBUG\"]\n",
+                "KEY=VALUE",
+            ),
+            ("[[plugin]]\nalias = \"x\"\n", "missing field `reference`"),
+            (
+                "[[plugin]]\nreference = \"acme/a\"\nenable = true\n",
+                "unknown field `enable`",
+            ),
+        ] {
+            let err = format!("{:#}", with_file(file, &[]).unwrap_err());
+            assert!(err.contains(expected), "{file:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn reload_applies_the_plugin_set() {
+        let running = with_file("", &[]).unwrap();
+        let new = with_file("prune = true\n[[plugin]]\nreference = \"acme/a:1\"\n", &[]).unwrap();
+        let diff = ReloadDiff::between(&running, &new);
+        assert_eq!(diff.applied, ["plugin", "prune"]);
+        assert!(diff.needs_restart.is_empty());
+        let after = ReloadDiff::apply(&running, &new);
+        assert_eq!(after.plugins, new.plugins);
+        assert!(after.prune);
     }
 
     #[test]
@@ -1009,9 +1152,17 @@ mod tests {
             .unwrap(),
         );
         assert_eq!(all.runtimes["crun"].path, "/usr/bin/crun");
+        // The example [[plugin]] tables are a valid plugin set.
+        assert_eq!(
+            all.plugins.len(),
+            2,
+            "the file shows two [[plugin]] examples"
+        );
+        assert_eq!(all.plugin_set().unwrap().entries().len(), 2);
         assert_eq!(
             Config {
                 runtimes: defaults.runtimes.clone(),
+                plugins: defaults.plugins.clone(),
                 ..all
             },
             defaults
@@ -1033,6 +1184,8 @@ mod tests {
         for key in keys {
             let shown = if key == "runtimes" {
                 "\n#[runtimes.".to_owned()
+            } else if key == "plugin" {
+                "\n#[[plugin]]".to_owned()
             } else {
                 format!("\n#{key} = ")
             };

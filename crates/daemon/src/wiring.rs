@@ -30,8 +30,8 @@ const TASK_EVENT_CAPACITY: usize = 1024;
 /// What the daemon asks of the manager besides the API calls.
 #[async_trait]
 pub trait Lifecycle: Send + Sync {
-    /// Applies a re-read configuration (SIGHUP); only runtimes and the default runtime change
-    /// at run time.
+    /// Applies a re-read configuration (SIGHUP); only runtimes, the default runtime and the
+    /// plugin set change at run time (the set is reconciled in the background).
     async fn reload(&self, config: &Config) -> anyhow::Result<()>;
 
     /// Announces a finished reload as a `daemon` `reload` event (as dockerd does).
@@ -101,6 +101,9 @@ pub async fn build_backend(config: &Config) -> anyhow::Result<Wiring> {
     )
     .await
     .context("publishing volume plugins")?;
+    // After restore and once the publisher follows the manager; reconciled in the background,
+    // so neither the API socket nor READY=1 waits for registries.
+    manager.apply_plugin_set(config.plugin_set()?);
     let lifecycle = Box::new(Wired {
         publisher,
         manager,
@@ -128,6 +131,7 @@ impl Lifecycle for Wired {
             .reload_runtimes(&runtimes(config)?)
             .context("reloading runtimes")?;
         self.backend.set_runtimes(runtime_facts(config));
+        self.manager.apply_plugin_set(config.plugin_set()?);
         Ok(())
     }
 

@@ -174,6 +174,22 @@ pub enum ManagerError {
     /// The client went away; the operation stopped and left nothing.
     #[error("operation cancelled")]
     Cancelled,
+    /// An entry of the declarative plugin set is invalid (a configuration error).
+    #[error("{entry}: {reason}")]
+    InvalidPluginSet {
+        /// Which entry (`plugin 2`).
+        entry: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A plugin of the plugin set asks for privileges its entry does not accept.
+    #[error("plugin {name} asks for privileges not accepted by its entry: {missing}")]
+    PrivilegesNotAccepted {
+        /// The plugin's local name.
+        name: String,
+        /// The privileges (and values) not accepted.
+        missing: String,
+    },
 }
 
 impl ManagerError {
@@ -221,6 +237,8 @@ impl ManagerError {
             ManagerError::RegistryClient(_) => ErrorKind::Unavailable,
             ManagerError::IncorrectPrivileges | ManagerError::Cancelled => ErrorKind::Internal,
             ManagerError::UpgradeEnabled { .. } => ErrorKind::FailedPrecondition,
+            ManagerError::InvalidPluginSet { .. } => ErrorKind::InvalidArgument,
+            ManagerError::PrivilegesNotAccepted { .. } => ErrorKind::FailedPrecondition,
         }
     }
 }

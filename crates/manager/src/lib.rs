@@ -33,8 +33,9 @@ pub mod progress;
 
 pub use error::{ManagerError, Result};
 pub use manager::{
-    Manager, ManagerConfig, PluginHandle, PluginView, PushOutcome, RestoreReport,
-    TaskEventReceiver, DOCKER_START_DEADLINE,
+    EntryState, EntryStatus, Manager, ManagerConfig, PluginHandle, PluginSet, PluginSetEntry,
+    PluginSetStatus, PluginView, PushOutcome, RestoreReport, TaskEventReceiver,
+    DOCKER_START_DEADLINE,
 };
 // What the manager's API names from the crates below it, re-exported item by item so that
 // consumers (api, volumes, daemon, tests) use exactly the versions the manager uses. Whole

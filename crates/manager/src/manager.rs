@@ -24,12 +24,17 @@ use plugind_types::{config::PluginConfig, config::PluginRootfs, PluginId, Refere
 use tokio::sync::{watch, Mutex as AsyncMutex};
 
 mod create;
+mod plugin_set;
 mod push;
 mod remote;
 mod restore;
 mod supervise;
 mod task;
 
+pub use plugin_set::{
+    privileges_accepted, settings_drift, EntryState, EntryStatus, PluginSet, PluginSetEntry,
+    PluginSetStatus, PRIVILEGE_NAMES,
+};
 pub use push::PushOutcome;
 pub use remote::{PullNames, RemoteRequest};
 pub use supervise::TaskEventReceiver;
@@ -186,6 +191,8 @@ struct Inner {
     quarantine: Vec<PathBuf>,
     /// The registry client (its error when it could not be built, e.g. no TLS roots).
     registry: std::result::Result<plugind_distribution::Registry, String>,
+    /// The declarative plugin set and its runner's status.
+    plugin_set: plugin_set::PluginSetRunner,
     /// Held for the manager's lifetime: two daemons must never share one root.
     _root_lock: LockFile,
 }
@@ -246,6 +253,7 @@ impl Manager {
                 stop_events: watch::channel(false).0,
                 quarantine: store_quarantine,
                 registry,
+                plugin_set: Default::default(),
                 _root_lock: root_lock,
             }),
         };

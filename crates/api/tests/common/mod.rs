@@ -514,6 +514,7 @@ impl PluginBackend for Fake {
             plugins: plugins.len(),
             plugins_enabled: plugins.iter().filter(|p| p.enabled).count(),
             quarantined: Vec::new(),
+            plugin_set: None,
         }
     }
 }
