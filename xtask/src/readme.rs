@@ -11,6 +11,8 @@
 //! - `systemd`: commands for a systemd host; a service systemd starts would run outside the
 //!   namespace, so they are only checked to name the unit of `contrib/` (the unit itself is
 //!   verified by `cargo xtask package` and its readiness by `tests/tests/sd_notify.rs`);
+//! - `example`: commands for hosts readme-check cannot be (a Kubernetes cluster), shown and
+//!   neither run nor checked;
 //! - `podman`: the Podman flow, which needs a container image and Podman's storage set up for
 //!   this host; `tests/tests/podman.rs` runs it, and the check makes sure every command of the
 //!   block (program and subcommand) is one that test runs.
@@ -35,7 +37,7 @@ pub(crate) struct Block {
     pub(crate) line: usize,
 }
 
-const KINDS: &[&str] = &["run", "package", "ci", "systemd", "podman"];
+const KINDS: &[&str] = &["run", "package", "ci", "systemd", "podman", "example"];
 
 /// The sh blocks of a README with their markers; an unmarked block or unknown kind is an error.
 pub(crate) fn marked_blocks(readme: &str) -> anyhow::Result<Vec<Block>> {
@@ -138,6 +140,10 @@ pub(crate) fn run() -> anyhow::Result<()> {
             }
             "ci" => println!(
                 "readme-check: README.md:{}: run by .ci/run itself",
+                block.line
+            ),
+            "example" => println!(
+                "readme-check: README.md:{}: an example for other hosts, not run",
                 block.line
             ),
             "podman" => {
@@ -252,6 +258,8 @@ mod tests {
         assert_eq!(blocks[1].kind, "ci");
         let unmarked = marked_blocks("text\n```sh\nrm -rf /\n```\n").unwrap_err();
         assert!(unmarked.to_string().contains("README.md:2"), "{unmarked}");
+        let example = marked_blocks("<!-- readme-check: example -->\n```sh\nkubectl x\n```\n");
+        assert_eq!(example.unwrap()[0].kind, "example");
         let unknown = marked_blocks("<!-- readme-check: maybe -->\n```sh\nx\n```\n").unwrap_err();
         assert!(unknown.to_string().contains("unknown"), "{unknown}");
         assert!(marked_blocks("```sh\nx\n").is_err());

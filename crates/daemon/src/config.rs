@@ -879,6 +879,19 @@ enabled = false
             .is_empty());
     }
 
+    /// README's `plugind.toml` examples are files plugind accepts.
+    #[test]
+    fn readme_config_examples_load() {
+        let readme = include_str!("../../../README.md");
+        let mut found = 0;
+        for block in readme.split("```toml\n").skip(1) {
+            let text = block.split("```").next().unwrap();
+            let config = with_file(text, &[]).unwrap_or_else(|e| panic!("{e:#}:\n{text}"));
+            found += config.plugin_set().unwrap().entries().len();
+        }
+        assert!(found >= 2, "README shows [[plugin]] tables in a toml block");
+    }
+
     #[test]
     fn invalid_plugin_tables_are_config_errors() {
         for (file, expected) in [
