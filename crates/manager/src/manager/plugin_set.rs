@@ -763,6 +763,203 @@ mod tests {
         assert!(settings_drift(&record, &["NOPE=1".into()]).is_err());
     }
 
+    /// An executor that knows no task: enough for a manager whose plugins never run.
+    struct NoTasks;
+
+    fn none<T>(id: &str) -> plugind_executor::Result<T> {
+        Err(plugind_executor::ExecutorError::NotFound { id: id.to_owned() })
+    }
+
+    #[async_trait::async_trait]
+    impl Executor for NoTasks {
+        async fn create(
+            &self,
+            req: CreateTask,
+        ) -> plugind_executor::Result<plugind_executor::TaskState> {
+            none(&req.id)
+        }
+        async fn kill(&self, id: &str, _: Duration) -> plugind_executor::Result<ExitInfo> {
+            none(id)
+        }
+        async fn delete(&self, id: &str) -> plugind_executor::Result<ExitInfo> {
+            none(id)
+        }
+        async fn destroy(&self, _: &str, _: &Path) -> plugind_executor::Result<()> {
+            Ok(())
+        }
+        fn leftovers(&self) -> Vec<String> {
+            Vec::new()
+        }
+        async fn state(&self, id: &str) -> plugind_executor::Result<plugind_executor::TaskState> {
+            none(id)
+        }
+        async fn restore(
+            &self,
+            _: Vec<(String, PathBuf)>,
+        ) -> Vec<plugind_executor::RestoreOutcome> {
+            Vec::new()
+        }
+        fn log_tail(&self, id: &str, _: usize) -> plugind_executor::Result<Vec<String>> {
+            none(id)
+        }
+        fn log_path(&self, id: &str) -> PathBuf {
+            PathBuf::from(id)
+        }
+    }
+
+    async fn manager(dir: &Path) -> Manager {
+        let mut config = ManagerConfig::new(&dir.join("root"), &dir.join("run"));
+        config.registry.retries = 0;
+        let (_tx, rx) = tokio::sync::mpsc::channel(4);
+        Manager::start(config, Arc::new(NoTasks), rx)
+            .await
+            .unwrap()
+            .0
+    }
+
+    /// A plugin tar `create` accepts: config.json and a one-file rootfs.
+    fn plugin_tar() -> Vec<u8> {
+        let config = br#"{"Description":"t","Entrypoint":["/p"],"Interface":{"Socket":"p.sock","Types":["docker.volumedriver/1.0"]}}"#;
+        let mut tar = tar::Builder::new(Vec::new());
+        for (path, data) in [("config.json", &config[..]), ("rootfs/p", b"#!/bin/sh\n")] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o755);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            h.set_cksum();
+            tar.append_data(&mut h, path, data).unwrap();
+        }
+        tar.into_inner().unwrap()
+    }
+
+    /// A reference to a registry that refuses connections at once.
+    fn unreachable(repo: &str) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        format!("127.0.0.1:{port}/{repo}:1")
+    }
+
+    fn simple(reference: &str, alias: &str) -> PluginSetEntry {
+        PluginSetEntry::parse("t", reference, Some(alias), vec![], BTreeMap::new(), true).unwrap()
+    }
+
+    async fn wait(manager: &Manager, done: impl Fn(&PluginSetStatus) -> bool) -> PluginSetStatus {
+        manager
+            .watch_plugin_set()
+            .wait_for(|s| !s.running && done(s))
+            .await
+            .unwrap()
+            .clone()
+    }
+
+    #[tokio::test]
+    async fn failing_entries_are_reported_and_a_new_set_runs_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let manager = manager(dir.path()).await;
+        assert_eq!(manager.background_tasks(), 1, "the event loop only");
+        // An empty set starts nothing.
+        manager.apply_plugin_set(PluginSet::default());
+        assert_eq!(manager.background_tasks(), 1);
+        assert!(!manager.plugin_set_status().configured);
+        let set = PluginSet::new(
+            vec![
+                simple(&unreachable("acme/a"), "a"),
+                simple(&unreachable("acme/b"), "b"),
+            ],
+            false,
+        )
+        .unwrap();
+        manager.apply_plugin_set(set);
+        let status = wait(&manager, |s| s.runs >= 1).await;
+        assert!(status.configured && !status.prune);
+        assert_eq!(status.entries.len(), 2);
+        for (entry, alias) in status.entries.iter().zip(["a:latest", "b:latest"]) {
+            // The first entry's failure did not keep the second from being tried.
+            assert_eq!(entry.alias, alias);
+            assert!(
+                matches!(&entry.state, EntryState::Failed(e) if e.contains("127.0.0.1")),
+                "{entry:?}"
+            );
+            assert_eq!(entry.failures, 1);
+            assert!(entry.next_retry.is_some());
+            assert_eq!(entry.last_error.as_deref(), Some(entry.state.reason()));
+        }
+        let reconcile: Vec<PluginEvent> = manager
+            .events()
+            .subscribe(None)
+            .0
+            .into_iter()
+            .filter(|e| e.action == "reconcile")
+            .collect();
+        assert_eq!(reconcile.len(), 2, "{reconcile:?}");
+        assert_eq!(reconcile[0].attributes["status"], "failed");
+        assert_eq!(reconcile[0].attributes["name"], "a:latest");
+
+        // A new set (a reload) does not wait for the entries' backoff: it runs at once, and
+        // shows only its own entries.
+        manager.apply_plugin_set(
+            PluginSet::new(vec![simple(&unreachable("acme/c"), "c")], false).unwrap(),
+        );
+        let status = wait(&manager, |s| {
+            s.entries.len() == 1 && s.entries[0].state != EntryState::Pending
+        })
+        .await;
+        assert_eq!(status.entries[0].alias, "c:latest");
+        assert_eq!(status.entries[0].failures, 1);
+
+        // The runner stops with the manager.
+        manager.shutdown().await;
+        assert_eq!(manager.background_tasks(), 0);
+    }
+
+    #[tokio::test]
+    async fn prune_removes_unlisted_plugins_but_not_those_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let manager = manager(dir.path()).await;
+        let tar = plugin_tar();
+        manager
+            .create("spare", Box::new(std::io::Cursor::new(tar.clone())))
+            .await
+            .unwrap();
+        let used = manager
+            .create("used", Box::new(std::io::Cursor::new(tar.clone())))
+            .await
+            .unwrap();
+        manager
+            .create("kept", Box::new(std::io::Cursor::new(tar)))
+            .await
+            .unwrap();
+        manager
+            .inner
+            .store
+            .update(&used, |r| r.acquire("volume:v"))
+            .unwrap();
+        // Without prune, unlisted plugins are left alone.
+        manager.apply_plugin_set(
+            PluginSet::new(vec![simple(&unreachable("acme/x"), "kept")], false).unwrap(),
+        );
+        wait(&manager, |s| s.runs >= 1).await;
+        assert_eq!(manager.list().len(), 3);
+
+        manager.apply_plugin_set(
+            PluginSet::new(vec![simple(&unreachable("acme/x"), "kept")], true).unwrap(),
+        );
+        let status = wait(&manager, |s| s.prune && !s.pruned.is_empty()).await;
+        assert_eq!(status.pruned, ["spare:latest"]);
+        assert_eq!(status.prune_kept, ["used:latest"]);
+        let mut names: Vec<String> = manager
+            .list()
+            .into_iter()
+            .map(|v| v.record.name().to_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["kept:latest", "used:latest"]);
+        manager.shutdown().await;
+    }
+
     #[test]
     fn retry_backoff_doubles_up_to_the_cap() {
         assert_eq!(retry_delay(1), RETRY_INITIAL);
