@@ -19,6 +19,15 @@ use serde_json::Value;
 
 /// Pushes the sample plugin as `<registry>/<repo_tag>` with `description` (so two tags differ).
 fn seed(registry: &TestRegistry, repo_tag: &str, description: &str) {
+    seed_as(
+        registry,
+        repo_tag,
+        description,
+        &AuthConfig::from_header(""),
+    );
+}
+
+fn seed_as(registry: &TestRegistry, repo_tag: &str, description: &str, auth: &AuthConfig) {
     let dir = tempfile::tempdir().unwrap();
     let store = plugind_blobstore::BlobStore::open(&dir.path().join("blobs")).unwrap();
     let tar_path = sample_plugin_dir().with_extension("tar");
@@ -42,13 +51,7 @@ fn seed(registry: &TestRegistry, repo_tag: &str, description: &str) {
         .enable_all()
         .build()
         .unwrap()
-        .block_on(client.push(
-            &target,
-            &AuthConfig::from_header(""),
-            &manifest,
-            &store,
-            &|_| {},
-        ))
+        .block_on(client.push(&target, auth, &manifest, &store, &|_| {}))
         .unwrap();
 }
 
@@ -308,5 +311,62 @@ settings = ["DEBUG=1"]
     assert_eq!(set["Entries"].as_array().unwrap().len(), 1);
     let out = d.docker_ok(&["plugin", "ls", "--format", "{{.Name}}"]);
     assert_eq!(out.trim(), "vol:latest", "{out}");
+    d.stop();
+}
+
+#[test]
+#[ignore = "needs root, docker-registry, runc, the shim, the docker CLI and the sample plugin"]
+fn plugin_set_pulls_from_a_private_registry_with_its_auth_file() {
+    let registry = TestRegistry::start_with_htpasswd("alice", "s3cret");
+    let addr = registry.addr().to_owned();
+    seed_as(
+        &registry,
+        "acme/private:1.0",
+        "private one",
+        &AuthConfig::basic("alice", "s3cret"),
+    );
+    let conf_dir = tempfile::tempdir().unwrap();
+    let auth = conf_dir.path().join("config.json");
+    // As `docker login` writes it: base64("alice:s3cret") under the registry's address.
+    std::fs::write(
+        &auth,
+        format!(r#"{{"auths": {{"{addr}": {{"auth": "YWxpY2U6czNjcmV0"}}}}}}"#),
+    )
+    .unwrap();
+    let conf = conf_dir.path().join("plugind.toml");
+    write_config(
+        &conf,
+        &format!(
+            r#"
+[[plugin]]
+reference = "{addr}/acme/private:1.0"
+alias = "anon"
+privileges = {{ capabilities = ["CAP_SYS_ADMIN"] }}
+
+[[plugin]]
+reference = "{addr}/acme/private:1.0"
+alias = "private"
+privileges = {{ capabilities = ["CAP_SYS_ADMIN"] }}
+registry-auth-file = "{}"
+"#,
+            auth.display()
+        ),
+    );
+    let conf_arg = conf.display().to_string();
+    let mut d = Daemon::start_with(false, &["--config-file", &conf_arg]);
+    let set = wait_for_set(&d, "first run", |s| {
+        s["Runs"].as_u64().unwrap_or(0) >= 1 && s["Reconciling"] == false
+    });
+    assert_eq!(
+        entry(&set, "private:latest")["Status"],
+        "in-sync",
+        "{set:#}"
+    );
+    assert_eq!(entry(&set, "anon:latest")["Status"], "failed", "{set:#}");
+    assert_eq!(inspect(&d, "private", "{{.Enabled}}"), "true");
+    assert_eq!(
+        inspect(&d, "private", "{{.Config.Description}}"),
+        "private one"
+    );
     d.stop();
 }

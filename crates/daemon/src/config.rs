@@ -238,6 +238,8 @@ pub struct PluginEntryConfig {
     /// Whether the plugin should run.
     #[serde(default = "enabled_by_default")]
     pub enabled: bool,
+    /// Registry credentials: a docker CLI `config.json` or one auth object (absolute path).
+    pub registry_auth_file: Option<PathBuf>,
 }
 
 fn enabled_by_default() -> bool {
@@ -609,14 +611,19 @@ impl Config {
             .iter()
             .enumerate()
             .map(|(i, p)| {
-                plugind_manager::PluginSetEntry::parse(
-                    &format!("[[plugin]] {} ({})", i + 1, p.reference),
+                let what = format!("[[plugin]] {} ({})", i + 1, p.reference);
+                let entry = plugind_manager::PluginSetEntry::parse(
+                    &what,
                     &p.reference,
                     p.alias.as_deref(),
                     p.settings.clone(),
                     p.privileges.clone(),
                     p.enabled,
-                )
+                )?;
+                match &p.registry_auth_file {
+                    Some(path) => entry.with_auth_file(&what, path),
+                    None => Ok(entry),
+                }
             })
             .collect::<Result<Vec<_>, _>>()
             .context("invalid plugin set")?;
@@ -853,16 +860,22 @@ privileges = { mount = ["/var/lib/vol"], "host pid namespace" = ["true"] }
 [[plugin]]
 reference = "registry.example.com/acme/net:3"
 enabled = false
+registry-auth-file = "/etc/plugind/registry-auth.json"
 "#;
         let config = with_file(file, &[]).unwrap();
         assert!(config.prune);
         assert_eq!(config.plugins.len(), 2);
         assert!(config.plugins[0].enabled, "enabled defaults to true");
         assert!(!config.plugins[1].enabled);
+        assert_eq!(config.plugins[0].registry_auth_file, None);
         let set = config.plugin_set().unwrap();
         assert!(set.prune());
         assert_eq!(set.entries()[0].alias(), "vol:latest");
         assert_eq!(set.entries()[1].alias(), "registry.example.com/acme/net:3");
+        assert_eq!(
+            set.entries()[1].auth_file.as_deref(),
+            Some(Path::new("/etc/plugind/registry-auth.json"))
+        );
         assert_eq!(
             set.entries()[0].settings,
             ["DEBUG=1", "mount.source=/srv/vol"]
@@ -911,6 +924,10 @@ enabled = false
             (
                 "[[plugin]]\nreference = \"acme/a\"\nsettings = [\"DEBUG\"]\n",
                 "KEY=VALUE",
+            ),
+            (
+                "[[plugin]]\nreference = \"acme/a\"\nregistry-auth-file = \"auth.json\"\n",
+                "not an absolute path",
             ),
             ("[[plugin]]\nalias = \"x\"\n", "missing field `reference`"),
             (

@@ -65,10 +65,16 @@ impl AuthConfig {
         let Some(bytes) = decode_base64_lenient(value) else {
             return AuthConfig::default();
         };
+        AuthConfig::from_json(&bytes)
+    }
+
+    /// Decodes the JSON object `X-Registry-Auth` carries (also one entry of a docker CLI
+    /// `config.json`'s `auths`: `{"auth": base64("user:password")}` or an `identitytoken`).
+    /// Anything else gives empty credentials.
+    pub fn from_json(bytes: &[u8]) -> AuthConfig {
         // Go's json decoder matches keys case-insensitively; lowercasing the keys of a flat
         // object does the same for the fields Docker sends.
-        let Ok(serde_json::Value::Object(map)) =
-            serde_json::from_slice::<serde_json::Value>(&bytes)
+        let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(bytes)
         else {
             return AuthConfig::default();
         };

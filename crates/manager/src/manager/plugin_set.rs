@@ -65,6 +65,9 @@ pub struct PluginSetEntry {
     pub accepted: BTreeMap<String, Vec<String>>,
     /// Whether the plugin should run.
     pub enabled: bool,
+    /// A file with the registry credentials (see [`credentials_from_file`]); anonymous when
+    /// `None`. Read at each attempt, so a rotated secret is picked up without a reload.
+    pub auth_file: Option<PathBuf>,
 }
 
 impl PluginSetEntry {
@@ -105,7 +108,23 @@ impl PluginSetEntry {
             settings,
             accepted,
             enabled,
+            auth_file: None,
         })
+    }
+
+    /// The entry with its registry credentials read from `path` (an absolute path).
+    pub fn with_auth_file(mut self, what: &str, path: &Path) -> Result<PluginSetEntry> {
+        if !path.is_absolute() {
+            return Err(ManagerError::InvalidPluginSet {
+                entry: what.to_owned(),
+                reason: format!(
+                    "registry auth file {} is not an absolute path",
+                    path.display()
+                ),
+            });
+        }
+        self.auth_file = Some(path.to_path_buf());
+        Ok(self)
     }
 
     /// The local name the entry manages (`alias:tag`).
@@ -256,6 +275,46 @@ struct Retry {
 fn retry_delay(failures: u32) -> Duration {
     let shift = failures.saturating_sub(1).min(16);
     RETRY_INITIAL.saturating_mul(1 << shift).min(RETRY_MAX)
+}
+
+/// The largest registry auth file read.
+const MAX_AUTH_FILE: u64 = 1 << 20;
+
+/// The credentials for the registry `domain` (a reference's, e.g. `docker.io`,
+/// `registry.example.com:5000`) in a registry auth file: either a docker CLI `config.json`
+/// (its `auths` object, keyed by registry as `docker login` writes it, Docker Hub as
+/// `https://index.docker.io/v1/`; no entry for the registry means anonymous), or one auth object
+/// (`username`/`password`, `auth`, `identitytoken`, `registrytoken`, as in `X-Registry-Auth`).
+pub fn credentials_from_file(
+    bytes: &[u8],
+    domain: &str,
+) -> std::result::Result<AuthConfig, String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+    let serde_json::Value::Object(map) = value else {
+        return Err("not a JSON object".to_owned());
+    };
+    let Some(auths) = map.get("auths") else {
+        return Ok(AuthConfig::from_json(bytes));
+    };
+    let serde_json::Value::Object(auths) = auths else {
+        return Err("`auths` is not an object".to_owned());
+    };
+    let host = |key: &str| -> String {
+        let key = key
+            .trim_start_matches("https://")
+            .trim_start_matches("http://");
+        let host = key.split('/').next().unwrap_or_default();
+        match host {
+            "index.docker.io" | "registry-1.docker.io" => "docker.io".to_owned(),
+            other => other.to_owned(),
+        }
+    };
+    Ok(auths
+        .iter()
+        .find(|(key, _)| host(key) == domain)
+        .map(|(_, entry)| AuthConfig::from_json(entry.to_string().as_bytes()))
+        .unwrap_or_default())
 }
 
 /// True when every privilege `wanted` asks for is accepted: each of its values is listed
@@ -487,7 +546,7 @@ impl Manager {
     /// purpose.
     async fn reconcile_entry(&self, entry: &PluginSetEntry) -> Result<Option<String>> {
         let alias = entry.alias();
-        let auth = AuthConfig::default();
+        let auth = self.entry_auth(entry).await?;
         let progress: crate::progress::SharedProgress = Arc::new(|_| {});
         let wanted_reference = entry.names.plugin_reference();
         let record = match self.find_named(alias) {
@@ -553,6 +612,29 @@ impl Manager {
             (false, false) => {}
         }
         Ok(None)
+    }
+
+    /// The entry's registry credentials: anonymous without an auth file; an unreadable or
+    /// malformed file fails the entry (a pull without the credentials would fail less clearly).
+    async fn entry_auth(&self, entry: &PluginSetEntry) -> Result<AuthConfig> {
+        let Some(path) = entry.auth_file.clone() else {
+            return Ok(AuthConfig::default());
+        };
+        let domain = entry.names.remote.domain().to_owned();
+        let read = tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut bytes = Vec::new();
+            fs::File::open(&path)
+                .and_then(|f| f.take(MAX_AUTH_FILE).read_to_end(&mut bytes))
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            credentials_from_file(&bytes, &domain)
+                .map_err(|e| format!("registry auth file {}: {e}", path.display()))
+        })
+        .await?;
+        read.map_err(|reason| ManagerError::InvalidPluginSet {
+            entry: entry.alias().to_owned(),
+            reason,
+        })
     }
 
     /// The privileges the entry's remote asks for, if the entry accepts them all (then given to
@@ -958,6 +1040,46 @@ mod tests {
         names.sort();
         assert_eq!(names, ["kept:latest", "used:latest"]);
         manager.shutdown().await;
+    }
+
+    #[test]
+    fn credentials_come_from_a_docker_config_or_one_auth_object() {
+        let docker_config = br#"{"auths": {
+            "https://index.docker.io/v1/": {"auth": "aHViOmh1YnB3"},
+            "registry.example.com:5000": {"auth": "YWxpY2U6czNjcmV0"},
+            "https://other.example.com/v2/": {"identitytoken": "tok"}
+        }}"#;
+        let hub = credentials_from_file(docker_config, "docker.io").unwrap();
+        assert_eq!(hub, AuthConfig::basic("hub", "hubpw"));
+        let alice = credentials_from_file(docker_config, "registry.example.com:5000").unwrap();
+        assert_eq!(alice, AuthConfig::basic("alice", "s3cret"));
+        let other = credentials_from_file(docker_config, "other.example.com").unwrap();
+        assert_eq!(other.identity_token.as_deref(), Some("tok"));
+        // No entry for the registry: anonymous, as the docker CLI.
+        assert_eq!(
+            credentials_from_file(docker_config, "registry.example.com").unwrap(),
+            AuthConfig::default()
+        );
+        let single = br#"{"username": "bob", "password": "pw"}"#;
+        assert_eq!(
+            credentials_from_file(single, "anything").unwrap(),
+            AuthConfig::basic("bob", "pw")
+        );
+        assert!(credentials_from_file(b"user:pw", "x").is_err());
+        assert!(credentials_from_file(br#"{"auths": []}"#, "x").is_err());
+        let entry = simple("acme/a:1", "a");
+        let err = entry
+            .clone()
+            .with_auth_file("t", Path::new("auth.json"))
+            .unwrap_err();
+        assert!(err.to_string().contains("not an absolute path"), "{err}");
+        let entry = entry
+            .with_auth_file("t", Path::new("/etc/plugind/auth.json"))
+            .unwrap();
+        assert_eq!(
+            entry.auth_file.as_deref(),
+            Some(Path::new("/etc/plugind/auth.json"))
+        );
     }
 
     #[test]
