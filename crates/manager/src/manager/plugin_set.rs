@@ -572,7 +572,7 @@ impl Manager {
             }
             let privileges = self.accepted_privileges(entry, &auth).await?;
             tracing::info!(plugin = %alias, from = %record.plugin.plugin_reference, to = %wanted_reference, "plugin set: upgrading");
-            self.while_disabled(&record, || async {
+            self.while_disabled(entry, &record, || async {
                 let request = RemoteRequest {
                     auth: &auth,
                     privileges: &privileges,
@@ -590,7 +590,7 @@ impl Manager {
                 ));
             }
             tracing::info!(plugin = %alias, "plugin set: applying settings");
-            self.while_disabled(&record, || self.set(alias, &entry.settings))
+            self.while_disabled(entry, &record, || self.set(alias, &entry.settings))
                 .await?;
         }
         let record = self.find_entry_plugin(entry)?;
@@ -656,9 +656,15 @@ impl Manager {
         Ok(wanted)
     }
 
-    /// Runs `change` with the plugin disabled: a desired-enabled plugin is disabled first and
-    /// enabled again afterwards, also when `change` fails (the plugin then runs as before).
-    async fn while_disabled<F, Fut>(&self, record: &PluginRecord, change: F) -> Result<()>
+    /// Runs `change` with the plugin disabled: a desired-enabled plugin is disabled first and,
+    /// if `entry` wants it enabled, enabled again afterwards, also when `change` fails (the
+    /// plugin then runs as before).
+    async fn while_disabled<F, Fut>(
+        &self,
+        entry: &PluginSetEntry,
+        record: &PluginRecord,
+        change: F,
+    ) -> Result<()>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<()>>,
@@ -669,7 +675,7 @@ impl Manager {
             self.disable(&name, false).await?;
         }
         let changed = change().await;
-        if was_enabled {
+        if was_enabled && (entry.enabled || changed.is_err()) {
             let enabled = self.enable(&name, None).await;
             changed?;
             return enabled;
