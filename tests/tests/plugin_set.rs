@@ -370,3 +370,32 @@ registry-auth-file = "{}"
     );
     d.stop();
 }
+
+#[test]
+#[ignore = "needs root, runc, the shim and the docker CLI"]
+fn a_hung_registry_delays_neither_the_api_nor_shutdown() {
+    // A "registry" that accepts connections and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+        }
+    });
+    let conf_dir = tempfile::tempdir().unwrap();
+    let conf = conf_dir.path().join("plugind.toml");
+    write_config(
+        &conf,
+        &format!("[[plugin]]\nreference = \"{addr}/acme/hung:1\"\nalias = \"hung\"\n"),
+    );
+    let conf_arg = conf.display().to_string();
+    // start_with returns once the API answers `_ping`: the reconcile runs behind it.
+    let mut d = Daemon::start_with(false, &["--config-file", &conf_arg]);
+    let set = wait_for_set(&d, "the run started", |s| s["Reconciling"] == true);
+    assert_eq!(entry(&set, "hung:latest")["Status"], "pending", "{set:#}");
+    assert_eq!(set["Runs"], 0);
+    d.docker_ok(&["plugin", "ls"]);
+    // SIGTERM: the run is abandoned, plugind exits (Daemon::stop panics if it does not).
+    d.stop();
+}

@@ -397,7 +397,13 @@ impl Manager {
                 s.configured = !set.is_empty();
                 s.prune = set.prune;
             });
-            self.reconcile_plugin_set(&set, &mut retries).await;
+            // At shutdown (plugins already stopped) the run is dropped rather than waited for:
+            // a pull or upgrade dropped half-way leaves nothing, and a hung registry must not
+            // hold plugind's exit for the whole grace period.
+            tokio::select! {
+                _ = self.reconcile_plugin_set(&set, &mut retries) => {}
+                _ = stop.changed() => return,
+            }
             runner.status.send_modify(|s| {
                 s.running = false;
                 s.runs += 1;
