@@ -477,6 +477,56 @@ mod tests {
     use super::*;
     use futures::StreamExt;
 
+    #[test]
+    fn plugin_set_status_renders_as_info_plugin_set() {
+        use plugind_manager::{EntryState, EntryStatus, PluginSetStatus};
+        assert_eq!(plugin_set_info(PluginSetStatus::default()), None);
+        let at = std::time::UNIX_EPOCH + Duration::from_secs(1);
+        let status = PluginSetStatus {
+            configured: true,
+            prune: true,
+            runs: 2,
+            running: false,
+            last_run: Some(at),
+            entries: vec![
+                EntryStatus {
+                    alias: "vol:latest".into(),
+                    reference: "r/vol:1".into(),
+                    state: EntryState::Failed("boom".into()),
+                    last_error: Some("boom".into()),
+                    failures: 3,
+                    next_retry: Some(at),
+                },
+                EntryStatus {
+                    alias: "b:latest".into(),
+                    reference: "r/b:1".into(),
+                    state: EntryState::InSync,
+                    last_error: None,
+                    failures: 0,
+                    next_retry: None,
+                },
+            ],
+            pruned: vec!["old:latest".into()],
+            prune_kept: vec![],
+        };
+        let json = serde_json::to_value(plugin_set_info(status).unwrap()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "Prune": true, "Runs": 2, "Reconciling": false,
+                "LastRun": "1970-01-01T00:00:01Z",
+                "Entries": [
+                    {"Alias": "vol:latest", "Reference": "r/vol:1", "Status": "failed",
+                     "Reason": "boom", "LastError": "boom", "Failures": 3,
+                     "NextRetry": "1970-01-01T00:00:01Z"},
+                    {"Alias": "b:latest", "Reference": "r/b:1", "Status": "in-sync",
+                     "Reason": "", "LastError": "", "Failures": 0, "NextRetry": ""}
+                ],
+                "Pruned": ["old:latest"], "PruneKept": []
+            })
+        );
+    }
+
     #[tokio::test]
     async fn tail_then_follow_across_rotation() {
         let dir = tempfile::tempdir().unwrap();
