@@ -904,6 +904,8 @@ mod tests {
     async fn manager(dir: &Path) -> Manager {
         let mut config = ManagerConfig::new(&dir.join("root"), &dir.join("run"));
         config.registry.retries = 0;
+        // Bounds how long a run waits for the hung registry of the queueing test.
+        config.registry.request_timeout = Duration::from_secs(1);
         let (_tx, rx) = tokio::sync::mpsc::channel(4);
         Manager::start(config, Arc::new(NoTasks), rx)
             .await
@@ -1007,6 +1009,48 @@ mod tests {
         // The runner stops with the manager.
         manager.shutdown().await;
         assert_eq!(manager.background_tasks(), 0);
+    }
+
+    /// Sets given during a run (SIGHUPs) queue one more run, with the latest set; runs never
+    /// overlap.
+    #[tokio::test]
+    async fn sets_given_during_a_run_queue_exactly_one_more_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let manager = manager(dir.path()).await;
+        // A registry that accepts and never answers: the first run waits on it.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let hung = format!("{}/acme/hung:1", listener.local_addr().unwrap());
+        manager.apply_plugin_set(PluginSet::new(vec![simple(&hung, "hung")], false).unwrap());
+        manager
+            .watch_plugin_set()
+            .wait_for(|s| s.running)
+            .await
+            .unwrap();
+        manager.apply_plugin_set(
+            PluginSet::new(vec![simple(&unreachable("acme/two"), "two")], false).unwrap(),
+        );
+        manager.apply_plugin_set(
+            PluginSet::new(vec![simple(&unreachable("acme/three"), "three")], false).unwrap(),
+        );
+        let status = wait(&manager, |s| {
+            s.entries.len() == 1
+                && s.entries[0].alias == "three:latest"
+                && s.entries[0].state != EntryState::Pending
+        })
+        .await;
+        // The hung run, then one run with the latest set: the middle set never ran.
+        assert_eq!(status.runs, 2, "{status:?}");
+        let names: Vec<String> = manager
+            .events()
+            .subscribe(None)
+            .0
+            .into_iter()
+            .filter(|e| e.action == "reconcile")
+            .map(|e| e.attributes["name"].clone())
+            .collect();
+        assert_eq!(names, ["hung:latest", "three:latest"]);
+        drop(listener);
+        manager.shutdown().await;
     }
 
     #[tokio::test]
