@@ -17,6 +17,10 @@
 //!   which need the plugin disabled: disable, set, enable; not while in use);
 //! - enables or disables it as the entry says (not disabling a plugin in use).
 //!
+//! Registry credentials come from the entry's auth file (read at each attempt), else none.
+//! A tag that moves in the registry is not followed: an entry is in sync once the plugin was
+//! installed from its reference (change the reference, or pin a digest, to upgrade).
+//!
 //! With `prune`, installed plugins no entry names are removed (disabled first), except those
 //! in use. A failed entry is retried with capped exponential backoff; a new set resets the
 //! backoff. Every action publishes the manager's usual plugin events (`pull`, `enable`,
