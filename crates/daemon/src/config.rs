@@ -126,6 +126,21 @@ pub struct Cli {
     /// (repeatable; the file's `insecure-registries` list), as dockerd's.
     #[arg(long = "insecure-registry", value_name = "REGISTRY")]
     pub insecure_registry: Vec<String>,
+    /// Serve Prometheus metrics at `/metrics` on this address: `unix:///PATH`, or
+    /// `tcp://127.0.0.1:PORT` / `127.0.0.1:PORT` (loopback only; dockerd's flag). Off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
+    /// Time between health probes of a running plugin (`30s`, `1m`; `0` disables them);
+    /// a plugin overrides it with `docker plugin set NAME plugind.health.interval=...`.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub health_interval: String,
+    /// Deadline of one health probe (`plugind.health.timeout` per plugin).
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub health_timeout: String,
+    /// Failed probes in a row that make a plugin unhealthy, and restarted
+    /// (`plugind.health.retries` per plugin).
+    #[arg(long, value_name = "N", default_value = "3")]
+    pub health_retries: u32,
     /// Which options were given on the command line (filled by [`Cli::parse_from`]).
     #[arg(skip)]
     explicit: Vec<String>,
@@ -216,6 +231,10 @@ struct FileConfig {
     publish_docker_specs: Option<bool>,
     docker_specs_dir: Option<PathBuf>,
     insecure_registries: Option<Vec<String>>,
+    metrics_addr: Option<String>,
+    health_interval: Option<String>,
+    health_timeout: Option<String>,
+    health_retries: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -278,6 +297,62 @@ pub struct Config {
     pub docker_specs_dir: Option<PathBuf>,
     /// Registries reached over plain HTTP besides loopback (`host[:port]` or CIDR).
     pub insecure_registries: Vec<String>,
+    /// Where `/metrics` is served; `None`: not served.
+    pub metrics_addr: Option<MetricsAddr>,
+    /// Health checks of running plugins (daemon defaults).
+    pub health: plugind_manager::HealthPolicy,
+}
+
+/// Where the Prometheus metrics are served (`--metrics-addr`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricsAddr {
+    /// A unix socket at this absolute path.
+    Unix(PathBuf),
+    /// A loopback TCP address.
+    Tcp(std::net::SocketAddr),
+}
+
+/// Parses `--metrics-addr`: `unix:///PATH`, `tcp://HOST:PORT` or dockerd's bare `HOST:PORT`,
+/// with a loopback host (an IP or `localhost`). The metrics name every plugin installed and
+/// are served without authentication or TLS, so a non-loopback address is refused (dockerd
+/// accepts any); expose them through a proxy or the unix socket instead. Empty: off.
+pub fn parse_metrics_addr(addr: &str) -> anyhow::Result<Option<MetricsAddr>> {
+    if addr.is_empty() {
+        return Ok(None);
+    }
+    if let Some(path) = addr.strip_prefix("unix://") {
+        let path = PathBuf::from(path);
+        if !path.is_absolute() {
+            bail!("--metrics-addr {addr:?}: the unix socket path must be absolute");
+        }
+        return Ok(Some(MetricsAddr::Unix(path)));
+    }
+    if let Some((scheme, _)) = addr.split_once("://") {
+        if scheme != "tcp" {
+            bail!("--metrics-addr {addr:?}: unsupported scheme {scheme:?} (unix:// or tcp://)");
+        }
+    }
+    let hostport = addr.strip_prefix("tcp://").unwrap_or(addr);
+    let (host, port) = hostport
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow::anyhow!("--metrics-addr {addr:?}: expected HOST:PORT"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--metrics-addr {addr:?}: invalid port {port:?}"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ip: std::net::IpAddr = if host == "localhost" {
+        std::net::Ipv4Addr::LOCALHOST.into()
+    } else {
+        host.parse().map_err(|_| {
+            anyhow::anyhow!("--metrics-addr {addr:?}: the host must be an IP address or localhost")
+        })?
+    };
+    if !ip.is_loopback() {
+        bail!(
+            "--metrics-addr {addr:?}: metrics are served without authentication, so only a loopback address is allowed (use unix:///PATH or a proxy to expose them)"
+        );
+    }
+    Ok(Some(MetricsAddr::Tcp(std::net::SocketAddr::new(ip, port))))
 }
 
 /// What a SIGHUP changed: settings applied at once, and settings that differ from the running
@@ -348,6 +423,16 @@ impl ReloadDiff {
         check(
             running.insecure_registries != new.insecure_registries,
             "insecure-registries",
+            false,
+        );
+        check(
+            running.metrics_addr != new.metrics_addr,
+            "metrics-addr",
+            false,
+        );
+        check(
+            running.health != new.health,
+            "health-interval/timeout/retries",
             false,
         );
         diff
@@ -495,6 +580,54 @@ impl Config {
                 &cli.insecure_registry,
                 file.insecure_registries,
             ),
+            metrics_addr: match pick(
+                cli,
+                "metrics_addr",
+                &cli.metrics_addr,
+                file.metrics_addr.map(Some),
+            ) {
+                Some(addr) => parse_metrics_addr(&addr)?,
+                None => None,
+            },
+            health: {
+                let duration = |what: &str, v: &str| {
+                    plugind_manager::manager::parse_duration(v)
+                        .map_err(|e| anyhow::anyhow!("{what} {v:?}: {e}"))
+                };
+                let policy = plugind_manager::HealthPolicy {
+                    interval: duration(
+                        "--health-interval",
+                        &pick(
+                            cli,
+                            "health_interval",
+                            &cli.health_interval,
+                            file.health_interval,
+                        ),
+                    )?,
+                    timeout: duration(
+                        "--health-timeout",
+                        &pick(
+                            cli,
+                            "health_timeout",
+                            &cli.health_timeout,
+                            file.health_timeout,
+                        ),
+                    )?,
+                    retries: pick(
+                        cli,
+                        "health_retries",
+                        &cli.health_retries,
+                        file.health_retries,
+                    ),
+                };
+                if policy.timeout.is_zero() {
+                    bail!("--health-timeout must be greater than 0");
+                }
+                if policy.retries == 0 {
+                    bail!("--health-retries must be at least 1");
+                }
+                policy
+            },
         };
         let mut config = config;
         let exec_root = config.exec_root.clone();
