@@ -8,7 +8,7 @@
 //! state and health, blob store size) are computed at scrape time from the manager, so they
 //! can never drift from what `docker plugin ls` shows.
 //!
-//! Label values are bounded: API routes are the route templates (`/plugins/{name}/enable`),
+//! Label values are bounded: API routes are the route templates (`/plugins/:name/enable`),
 //! never raw paths; volume-driver methods are the protocol's fixed method names; plugin
 //! labels are plugin names, bounded by the plugins installed.
 
@@ -31,7 +31,7 @@ use prometheus_client::{
 /// `{route, status}` of an API request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ApiRequestLabels {
-    /// The route template, e.g. `/plugins/{name}/enable`; `other` for unknown paths.
+    /// The route template, e.g. `/plugins/:name/enable`; `other` for unknown paths.
     pub route: String,
     /// The HTTP status code answered.
     pub status: u16,
@@ -264,12 +264,12 @@ mod tests {
     #[test]
     fn encodes_recorded_values_with_bounded_labels() {
         let m = Metrics::new();
-        m.record_api_request("/plugins/{name}/enable", 200, Duration::from_millis(3));
+        m.record_api_request("/plugins/:name/enable", 200, Duration::from_millis(3));
         m.record_driver_call("vol:latest", "VolumeDriver.Mount", Duration::ZERO, false);
         let text = m.encode();
         assert!(
             text.contains(
-                "plugind_api_requests_total{route=\"/plugins/{name}/enable\",status=\"200\"} 1"
+                "plugind_api_requests_total{route=\"/plugins/:name/enable\",status=\"200\"} 1"
             ),
             "{text}"
         );
