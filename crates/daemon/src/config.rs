@@ -1094,6 +1094,73 @@ mod tests {
         }
     }
 
+    #[test]
+    fn metrics_addr_is_unix_or_loopback_tcp() {
+        let addr = |a: &str| Config::load(&cli(&["--metrics-addr", a])).map(|c| c.metrics_addr);
+        assert_eq!(
+            addr("unix:///run/plugind/metrics.sock").unwrap(),
+            Some(MetricsAddr::Unix("/run/plugind/metrics.sock".into()))
+        );
+        assert_eq!(
+            addr("tcp://127.0.0.1:9323").unwrap(),
+            Some(MetricsAddr::Tcp("127.0.0.1:9323".parse().unwrap()))
+        );
+        // dockerd's spelling: a bare HOST:PORT.
+        assert_eq!(
+            addr("localhost:9323").unwrap(),
+            Some(MetricsAddr::Tcp("127.0.0.1:9323".parse().unwrap()))
+        );
+        assert_eq!(
+            addr("[::1]:9323").unwrap(),
+            Some(MetricsAddr::Tcp("[::1]:9323".parse().unwrap()))
+        );
+        for bad in [
+            "0.0.0.0:9323",
+            "tcp://10.1.2.3:9323",
+            "tcp://example.com:9323",
+            "unix://relative.sock",
+            "http://127.0.0.1:9323",
+            "127.0.0.1",
+            "127.0.0.1:port",
+        ] {
+            let e = addr(bad).unwrap_err().to_string();
+            assert!(e.contains("--metrics-addr"), "{bad}: {e}");
+        }
+        let e = addr("0.0.0.0:9323").unwrap_err().to_string();
+        assert!(e.contains("loopback"), "{e}");
+        assert_eq!(Config::load(&cli(&[])).unwrap().metrics_addr, None);
+        assert_eq!(
+            with_file("metrics-addr = \"127.0.0.1:9323\"\n", &[])
+                .unwrap()
+                .metrics_addr,
+            Some(MetricsAddr::Tcp("127.0.0.1:9323".parse().unwrap()))
+        );
+    }
+
+    #[test]
+    fn health_keys_from_flags_and_file_are_checked() {
+        let c = Config::load(&cli(&[])).unwrap();
+        assert_eq!(c.health, plugind_manager::HealthPolicy::DEFAULT);
+        let c = with_file(
+            "health-interval = \"1m30s\"\nhealth-timeout = \"2s\"\nhealth-retries = 5\n",
+            &["--health-retries", "4"],
+        )
+        .unwrap();
+        assert_eq!(c.health.interval, Duration::from_secs(90));
+        assert_eq!(c.health.timeout, Duration::from_secs(2));
+        assert_eq!(c.health.retries, 4, "the flag wins over the file");
+        // Zero interval: health checks off.
+        let c = Config::load(&cli(&["--health-interval", "0s"])).unwrap();
+        assert!(c.health.interval.is_zero());
+        for bad in [
+            &["--health-interval", "soon"][..],
+            &["--health-timeout", "0"],
+            &["--health-retries", "0"],
+        ] {
+            assert!(Config::load(&cli(bad)).is_err(), "{bad:?}");
+        }
+    }
+
     /// `contrib/plugind.toml`, installed as `/etc/plugind/plugind.toml` by the package.
     const CONTRIB_CONFIG: &str = include_str!("../../../contrib/plugind.toml");
 
