@@ -57,7 +57,7 @@ fn a_plugin_that_stops_answering_is_found_unhealthy_restarted_and_usable_again()
             "--health-interval",
             "1m",
             "--health-timeout",
-            "1s",
+            "3s",
             "--health-retries",
             "2",
         ],
@@ -104,7 +104,11 @@ fn a_plugin_that_stops_answering_is_found_unhealthy_restarted_and_usable_again()
                 && health_status(v) == "healthy"
         },
     );
-    assert_eq!(restarted["RestartCount"], 1, "{restarted}");
+    // At least this restart (a loaded host may have failed a probe before the SIGSTOP too).
+    assert!(
+        restarted["RestartCount"].as_u64().is_some_and(|n| n >= 1),
+        "{restarted}"
+    );
     // The old process is gone (SIGKILL ends a stopped process).
     assert!(
         !std::path::Path::new(&format!("/proc/{pid}")).exists()
@@ -293,4 +297,59 @@ fn metrics_are_served_and_follow_operations() {
         value(&gone, "plugind_plugins", &[("state", "disabled")]),
         0.0
     );
+}
+
+#[test]
+#[ignore = "needs root, runc, containerd-shim-runc-v2, the docker CLI and the packaged sample plugin"]
+fn a_plugin_reattached_by_live_restore_is_health_checked_with_its_own_settings() {
+    let mut d = Daemon::start_with(true, &["--health-interval", "1m", "--health-timeout", "3s"]);
+    let name = "relive/vol:latest";
+    d.docker_ok(&[
+        "plugin",
+        "create",
+        "relive/vol",
+        &sample_plugin_dir().to_string_lossy(),
+    ]);
+    d.docker_ok(&["plugin", "enable", name]);
+    d.docker_ok(&[
+        "plugin",
+        "set",
+        name,
+        "plugind.health.interval=300ms",
+        "plugind.health.retries=2",
+    ]);
+    let pid = wait_for(&d, name, Duration::from_secs(60), "healthy", |v| {
+        health_status(v) == "healthy"
+    })["Pid"]
+        .as_u64()
+        .unwrap();
+    // plugind goes away and comes back; the plugin keeps running and is re-attached.
+    d.stop();
+    d.restart();
+    let back = wait_for(
+        &d,
+        name,
+        Duration::from_secs(60),
+        "re-attached, healthy",
+        |v| health_status(v) == "healthy",
+    );
+    assert_eq!(
+        back["Pid"].as_u64(),
+        Some(pid),
+        "re-attached, not restarted"
+    );
+    // The per-plugin options survived the restart (in the record), and the monitor runs.
+    Command::new("kill")
+        .args(["-STOP", &pid.to_string()])
+        .status()
+        .unwrap();
+    wait_for(
+        &d,
+        name,
+        Duration::from_secs(90),
+        "restarted after failing its health check",
+        |v| v["State"] == "running" && v["Pid"].as_u64().is_some_and(|p| p != pid),
+    );
+    d.docker_ok(&["plugin", "disable", name]);
+    d.docker_ok(&["plugin", "rm", name]);
 }
