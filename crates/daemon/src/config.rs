@@ -430,11 +430,8 @@ impl ReloadDiff {
             "metrics-addr",
             false,
         );
-        check(
-            running.health != new.health,
-            "health-interval/timeout/retries",
-            false,
-        );
+        // Applied at once: monitors read the policy at every round.
+        check(running.health != new.health, "health", true);
         diff
     }
 
@@ -444,6 +441,7 @@ impl ReloadDiff {
             runtimes: new.runtimes.clone(),
             default_runtime: new.default_runtime.clone(),
             shutdown_timeout: new.shutdown_timeout,
+            health: new.health,
             ..running.clone()
         }
     }
@@ -890,10 +888,12 @@ mod tests {
             "/srv/p",
             "--plugin-start-timeout",
             "30",
+            "--health-interval",
+            "5s",
         ]))
         .unwrap();
         let diff = ReloadDiff::between(&running, &new);
-        assert_eq!(diff.applied, ["runtimes", "shutdown-timeout"]);
+        assert_eq!(diff.applied, ["runtimes", "shutdown-timeout", "health"]);
         assert_eq!(
             diff.needs_restart,
             ["root", "live-restore", "plugin-start-timeout"]
@@ -901,6 +901,7 @@ mod tests {
         let after = ReloadDiff::apply(&running, &new);
         assert!(after.runtimes.contains_key("crun"));
         assert_eq!(after.shutdown_timeout, Duration::from_secs(3));
+        assert_eq!(after.health.interval, Duration::from_secs(5));
         assert_eq!(
             after.root, running.root,
             "not applied: still the running value"

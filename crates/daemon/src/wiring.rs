@@ -30,8 +30,8 @@ const TASK_EVENT_CAPACITY: usize = 1024;
 /// What the daemon asks of the manager besides the API calls.
 #[async_trait]
 pub trait Lifecycle: Send + Sync {
-    /// Applies a re-read configuration (SIGHUP); only runtimes and the default runtime change
-    /// at run time.
+    /// Applies a re-read configuration (SIGHUP); only runtimes, the default runtime and the
+    /// health policy change at run time.
     async fn reload(&self, config: &Config) -> anyhow::Result<()>;
 
     /// Announces a finished reload as a `daemon` `reload` event (as dockerd does).
@@ -132,6 +132,7 @@ impl Lifecycle for Wired {
             .reload_runtimes(&runtimes(config)?)
             .context("reloading runtimes")?;
         self.backend.set_runtimes(runtime_facts(config));
+        self.manager.set_health_policy(config.health);
         Ok(())
     }
 

@@ -199,6 +199,8 @@ struct Inner {
     quarantine: Vec<PathBuf>,
     /// The registry client (its error when it could not be built, e.g. no TLS roots).
     registry: std::result::Result<plugind_distribution::Registry, String>,
+    /// The daemon's health policy in force (starts as `config.health`; SIGHUP may change it).
+    health: StdMutex<HealthPolicy>,
     /// Held for the manager's lifetime: two daemons must never share one root.
     _root_lock: LockFile,
 }
@@ -244,6 +246,7 @@ impl Manager {
         }
         let manager = Manager {
             inner: Arc::new(Inner {
+                health: StdMutex::new(config.health),
                 config,
                 store,
                 blobs,

@@ -237,7 +237,7 @@ impl Manager {
                 let Some(record) = this.inner.store.get(&id) else {
                     return;
                 };
-                let policy = this.inner.config.health.for_record(&record);
+                let policy = lock(&this.inner.health).for_record(&record);
                 let delay = if policy.interval.is_zero() {
                     // Disabled for now; look again later in case a `set` turns it on.
                     HealthPolicy::DEFAULT.interval
@@ -410,6 +410,11 @@ impl Manager {
                 .await;
         }
         self.schedule_restart(id.clone(), ran_for, "failed its health checks".to_owned());
+    }
+
+    /// Replaces the daemon's health policy (SIGHUP); monitors use it from their next round.
+    pub fn set_health_policy(&self, policy: HealthPolicy) {
+        *lock(&self.inner.health) = policy;
     }
 
     /// The health of a running plugin (`None` when it does not run).
