@@ -225,8 +225,14 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// Records one volume-driver call.
+    /// Records one volume-driver call. A method outside the volume-driver protocol (a
+    /// consumer of a published socket may send anything) is recorded as `other`.
     pub fn record_driver_call(&self, plugin: &str, method: &str, elapsed: Duration, ok: bool) {
+        let method = if DRIVER_METHODS.contains(&method) {
+            method
+        } else {
+            "other"
+        };
         let labels = DriverCallLabels {
             plugin: plugin.to_owned(),
             method: method.to_owned(),
@@ -254,6 +260,18 @@ impl Default for Metrics {
     }
 }
 
+/// The volume-driver protocol's methods: the only `method` label values besides `other`.
+const DRIVER_METHODS: &[&str] = &[
+    "VolumeDriver.Create",
+    "VolumeDriver.Remove",
+    "VolumeDriver.Mount",
+    "VolumeDriver.Unmount",
+    "VolumeDriver.Path",
+    "VolumeDriver.Get",
+    "VolumeDriver.List",
+    "VolumeDriver.Capabilities",
+];
+
 /// The content type of [`Metrics::encode`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -266,6 +284,8 @@ mod tests {
         let m = Metrics::new();
         m.record_api_request("/plugins/:name/enable", 200, Duration::from_millis(3));
         m.record_driver_call("vol:latest", "VolumeDriver.Mount", Duration::ZERO, false);
+        m.record_driver_call("vol:latest", "VolumeDriver.Evil/1", Duration::ZERO, false);
+        m.record_driver_call("vol:latest", "VolumeDriver.Evil/2", Duration::ZERO, false);
         let text = m.encode();
         assert!(
             text.contains(
@@ -277,6 +297,13 @@ mod tests {
             text.contains("plugind_volume_driver_call_errors_total{plugin=\"vol:latest\",method=\"VolumeDriver.Mount\"} 1"),
             "{text}"
         );
+        assert!(
+            text.contains(
+                "plugind_volume_driver_call_errors_total{plugin=\"vol:latest\",method=\"other\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("Evil"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }
