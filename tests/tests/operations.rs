@@ -72,7 +72,7 @@ fn a_plugin_that_stops_answering_is_found_unhealthy_restarted_and_usable_again()
     // plugind's own settings: checked, and accepted while the plugin is enabled too.
     let err = d.docker_err(&["plugin", "set", name, "plugind.health.interval=soon"]);
     assert!(err.contains("plugind.health.interval"), "{err}");
-    let err = d.docker_err(&["plugin", "set", name, "plugind.nope=1"]);
+    let err = d.docker_err(&["plugin", "set", name, "plugind.nope.x=1"]);
     assert!(err.contains("unknown plugind option"), "{err}");
     d.docker_ok(&["plugin", "enable", name]);
     d.docker_ok(&["plugin", "set", name, "plugind.health.interval=300ms"]);

@@ -637,7 +637,7 @@ impl Manager {
     pub async fn set(&self, name: &str, args: &[String]) -> Result<()> {
         let (_held, record) = self.lock_plugin(name).await?;
         let (ours, docker): (Vec<&String>, Vec<&String>) =
-            args.iter().partition(|a| a.starts_with(OPTION_PREFIX));
+            args.iter().partition(|a| health::is_option(a));
         let options = ours
             .into_iter()
             .map(|a| health::parse_option(a))

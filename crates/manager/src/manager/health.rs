@@ -36,9 +36,18 @@ pub const HEALTH_INTERVAL: &str = "plugind.health.interval";
 pub const HEALTH_TIMEOUT: &str = "plugind.health.timeout";
 /// `plugind.health.retries=3`: failures in a row that make the plugin unhealthy.
 pub const HEALTH_RETRIES: &str = "plugind.health.retries";
-/// The prefix of plugind's own `set` keys. Docker's plugin settings cannot contain a `.` in
-/// their name part (the last `.` separates the field), so nothing Docker accepts is shadowed.
+/// The prefix of plugind's own `set` keys (`plugind.<group>.<key>`, see [`is_option`]).
 pub const OPTION_PREFIX: &str = "plugind.";
+
+/// A `set` argument is plugind's own when its key is `plugind.<group>.<key>`: Docker reads the
+/// last `.` as the field separator, so `plugind.value=x` stays Docker's (the `value` of a
+/// setting named `plugind`), and only a setting named `plugind.<group>` (a name with a dot,
+/// which no plugin config declares in practice) would be shadowed.
+pub(super) fn is_option(arg: &str) -> bool {
+    let key = arg.split('=').next().unwrap_or_default();
+    key.strip_prefix(OPTION_PREFIX)
+        .is_some_and(|rest| rest.contains('.'))
+}
 
 /// Probes kept for inspect (Docker keeps the last 5 health check results).
 const KEPT_PROBES: usize = 5;
@@ -441,6 +450,16 @@ mod tests {
         assert!(parse_duration("10x").is_err());
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("-1").is_err());
+    }
+
+    #[test]
+    fn only_plugind_group_keys_are_options() {
+        assert!(is_option("plugind.health.interval=5s"));
+        assert!(is_option("plugind.nope.x=1"));
+        // Docker's syntax for the `value` field of a setting named `plugind`.
+        assert!(!is_option("plugind.value=1"));
+        assert!(!is_option("plugind=1"));
+        assert!(!is_option("DEBUG=plugind.health.interval"));
     }
 
     #[test]
