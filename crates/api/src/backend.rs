@@ -271,6 +271,41 @@ pub struct PluginStatus {
     /// The last start or exit failure, if any.
     #[serde(rename = "LastError", default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The health checks of the running task (Docker's container `State.Health` shape);
+    /// omitted while the plugin does not run.
+    #[serde(rename = "Health", default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthJson>,
+}
+
+/// A running plugin's health: Docker's container `State.Health` object.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HealthJson {
+    /// `starting`, `healthy` or `unhealthy`.
+    #[serde(rename = "Status")]
+    pub status: String,
+    /// Failed probes in a row.
+    #[serde(rename = "FailingStreak")]
+    pub failing_streak: u32,
+    /// The last probes, oldest first.
+    #[serde(rename = "Log")]
+    pub log: Vec<HealthProbeJson>,
+}
+
+/// One probe (Docker's `HealthcheckResult`; `ExitCode` 0 for success, 1 for failure).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HealthProbeJson {
+    /// When the probe began (RFC 3339 with nanoseconds).
+    #[serde(rename = "Start")]
+    pub start: String,
+    /// When it ended.
+    #[serde(rename = "End")]
+    pub end: String,
+    /// 0: healthy answer; 1: failure.
+    #[serde(rename = "ExitCode")]
+    pub exit_code: i32,
+    /// What the plugin answered or why the probe failed.
+    #[serde(rename = "Output")]
+    pub output: String,
 }
 
 /// One event, serialised exactly as Docker's `events.Message` (docker-plugin-api.md §2).

@@ -6,6 +6,7 @@
 //! - [`VolumeBackend`]: the same seam for the volume routes, implemented by
 //!   `plugind_volumes::VolumeService`;
 //! - [`bind`] and [`serve`]: open the socket and serve it until a shutdown future completes;
+//! - [`serve_metrics`]: the `--metrics-addr` server (`GET /metrics`, Prometheus text);
 //! - [`PluginJson`], [`EventMessage`], [`BackendError`]: what the backend hands back.
 //!
 //! Layout: `server` (socket, accept loop, routing, version checks, common headers), `plugins`
@@ -29,6 +30,7 @@ mod filters;
 pub mod fuzzing;
 mod gojson;
 mod manager_backend;
+mod metrics_server;
 mod plugins;
 mod progress;
 mod query;
@@ -40,13 +42,15 @@ mod volume_json;
 mod volumes;
 
 pub use backend::{
-    BackendError, BackendInfo, EventActor, EventMessage, EventSubscription, LogLine, LogSource,
-    LogStream, LogsOptions, PluginBackend, PluginJson, PluginPrivilege, PluginSetEntryInfo,
-    PluginSetInfo, PluginStatus, RemoteOperation, RuntimeInfo, Stage,
+    BackendError, BackendInfo, EventActor, EventMessage, EventSubscription, HealthJson,
+    HealthProbeJson, LogLine, LogSource, LogStream, LogsOptions, PluginBackend, PluginJson,
+    PluginPrivilege, PluginSetEntryInfo, PluginSetInfo, PluginStatus, RemoteOperation, RuntimeInfo,
+    Stage,
 };
 pub use connection::{connection_budget, reserved_descriptors};
 pub use error::ApiError;
 pub use manager_backend::{ManagerBackend, RuntimeFacts};
+pub use metrics_server::{serve_metrics, MetricsListener};
 pub use progress::ProgressSink;
 pub use server::{
     bind, serve, ServerOptions, API_VERSION, DEFAULT_BODY_TIMEOUT, DEFAULT_CREATE_BODY_LIMIT,

@@ -19,9 +19,9 @@ use plugind_types::Reference;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::backend::{
-    BackendError, BackendInfo, EventMessage, EventSubscription, LogLine, LogSource, LogStream,
-    LogsOptions, PluginBackend, PluginJson, PluginPrivilege, PluginStatus, RemoteOperation,
-    RuntimeInfo,
+    BackendError, BackendInfo, EventMessage, EventSubscription, HealthJson, HealthProbeJson,
+    LogLine, LogSource, LogStream, LogsOptions, PluginBackend, PluginJson, PluginPrivilege,
+    PluginStatus, RemoteOperation, RuntimeInfo,
 };
 use crate::progress::ProgressSink;
 use plugind_manager::{
@@ -162,8 +162,29 @@ fn to_json(view: PluginView) -> PluginJson {
             pid,
             restart_count: observed.restart_count,
             last_error,
+            health: view.health.map(|h| HealthJson {
+                status: h.status.as_str().to_owned(),
+                failing_streak: h.failing_streak,
+                log: h
+                    .log
+                    .into_iter()
+                    .map(|p| HealthProbeJson {
+                        start: time_text(p.start),
+                        end: time_text(p.end),
+                        exit_code: i32::from(!p.ok),
+                        output: p.output,
+                    })
+                    .collect(),
+            }),
         }),
     }
+}
+
+fn time_text(t: std::time::SystemTime) -> String {
+    let nanos = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128);
+    crate::query::rfc3339_nano(nanos)
 }
 
 /// Lookup failures keep their own status (404, 400 for ambiguity); everything else is an

@@ -18,6 +18,7 @@ use hyper::{
     StatusCode,
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
+use plugind_manager::metrics::Metrics;
 use serde::Serialize;
 use tokio::{
     net::UnixListener,
@@ -359,6 +360,37 @@ pub(crate) enum Route {
     VolumePrune,
 }
 
+impl Route {
+    /// The route's template, the `route` label of the request metrics: bounded, never a
+    /// client's raw path or a plugin or volume name.
+    pub(crate) fn template(&self) -> &'static str {
+        match self {
+            Route::Options => "OPTIONS *",
+            Route::Ping => "/_ping",
+            Route::Version => "/version",
+            Route::Info => "/info",
+            Route::Events => "/events",
+            Route::List => "/plugins",
+            Route::Inspect(_) => "/plugins/:name/json",
+            Route::Privileges => "/plugins/privileges",
+            Route::Remove(_) => "DELETE /plugins/:name",
+            Route::Enable(_) => "/plugins/:name/enable",
+            Route::Disable(_) => "/plugins/:name/disable",
+            Route::Pull => "/plugins/pull",
+            Route::Push(_) => "/plugins/:name/push",
+            Route::Upgrade(_) => "/plugins/:name/upgrade",
+            Route::Set(_) => "/plugins/:name/set",
+            Route::Create => "/plugins/create",
+            Route::Logs(_) => "/plugins/:name/logs",
+            Route::VolumeList => "/volumes",
+            Route::VolumeCreate => "/volumes/create",
+            Route::VolumeInspect(_) => "/volumes/:name",
+            Route::VolumeRemove(_) => "DELETE /volumes/:name",
+            Route::VolumePrune => "/volumes/prune",
+        }
+    }
+}
+
 /// The name between `/plugins/` and `suffix` (greedy, may contain `/` and `:`).
 fn plugin_name(path: &str, suffix: &str) -> Option<String> {
     path.strip_prefix("/plugins/")?
@@ -468,13 +500,16 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
     // moby answers errors as plain text for API versions before 1.24.
     let json_errors =
         version.is_empty() || compare_versions(version, "1.23") == std::cmp::Ordering::Greater;
+    let began = std::time::Instant::now();
     let Some(route) = match_route(req.method(), rest) else {
         // Like moby's notFoundHandler, this bypasses the middleware: no version headers.
+        Metrics::global().record_api_request("other", 404, began.elapsed());
         return error_response(
             HttpError::new(StatusCode::NOT_FOUND, "page not found"),
             json_errors,
         );
     };
+    let template = route.template();
     tracing::debug!(method = %req.method(), path = %path, "api request");
     let mut resp = match check_version(version) {
         Err(e) => error_response(e, json_errors),
@@ -501,6 +536,7 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
         header::HeaderValue::from_static("false"),
     );
     h.insert("Ostype", header::HeaderValue::from_static("linux"));
+    Metrics::global().record_api_request(template, resp.status().as_u16(), began.elapsed());
     resp
 }
 
@@ -621,6 +657,24 @@ fn error_response(err: HttpError, json_errors: bool) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn route_templates_never_carry_names() {
+        // The `route` label of the request metrics must stay bounded: no name of a plugin or
+        // volume, whatever the client sends.
+        for (m, p) in [
+            (Method::POST, "/plugins/evil/name:tag/enable"),
+            (Method::GET, "/plugins/x/json"),
+            (Method::DELETE, "/plugins/x"),
+            (Method::GET, "/volumes/evil"),
+            (Method::DELETE, "/volumes/evil"),
+            (Method::POST, "/plugins/x/set"),
+        ] {
+            let t = match_route(&m, p).unwrap().template();
+            assert!(!t.contains("evil") && !t.contains('x'), "{p} -> {t}");
+            assert!(t.contains(":name"), "{p} -> {t}");
+        }
+    }
 
     #[test]
     fn routes_take_the_whole_middle_as_name() {

@@ -126,6 +126,21 @@ pub struct Cli {
     /// (repeatable; the file's `insecure-registries` list), as dockerd's.
     #[arg(long = "insecure-registry", value_name = "REGISTRY")]
     pub insecure_registry: Vec<String>,
+    /// Serve Prometheus metrics at `/metrics` on this address: `unix:///PATH`, or
+    /// `tcp://127.0.0.1:PORT` / `127.0.0.1:PORT` (loopback only; dockerd's flag). Off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
+    /// Time between health probes of a running plugin (`30s`, `1m`; `0` disables them);
+    /// a plugin overrides it with `docker plugin set NAME plugind.health.interval=...`.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub health_interval: String,
+    /// Deadline of one health probe (`plugind.health.timeout` per plugin).
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub health_timeout: String,
+    /// Failed probes in a row that make a plugin unhealthy, and restarted
+    /// (`plugind.health.retries` per plugin).
+    #[arg(long, value_name = "N", default_value = "3")]
+    pub health_retries: u32,
     /// Which options were given on the command line (filled by [`Cli::parse_from`]).
     #[arg(skip)]
     explicit: Vec<String>,
@@ -216,6 +231,10 @@ struct FileConfig {
     publish_docker_specs: Option<bool>,
     docker_specs_dir: Option<PathBuf>,
     insecure_registries: Option<Vec<String>>,
+    metrics_addr: Option<String>,
+    health_interval: Option<String>,
+    health_timeout: Option<String>,
+    health_retries: Option<u32>,
     prune: Option<bool>,
     #[serde(default)]
     plugin: Vec<PluginEntryConfig>,
@@ -310,6 +329,62 @@ pub struct Config {
     pub plugins: Vec<PluginEntryConfig>,
     /// Remove installed plugins the set does not name (except those in use).
     pub prune: bool,
+    /// Where `/metrics` is served; `None`: not served.
+    pub metrics_addr: Option<MetricsAddr>,
+    /// Health checks of running plugins (daemon defaults).
+    pub health: plugind_manager::HealthPolicy,
+}
+
+/// Where the Prometheus metrics are served (`--metrics-addr`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricsAddr {
+    /// A unix socket at this absolute path.
+    Unix(PathBuf),
+    /// A loopback TCP address.
+    Tcp(std::net::SocketAddr),
+}
+
+/// Parses `--metrics-addr`: `unix:///PATH`, `tcp://HOST:PORT` or dockerd's bare `HOST:PORT`,
+/// with a loopback host (an IP or `localhost`). The metrics name every plugin installed and
+/// are served without authentication or TLS, so a non-loopback address is refused (dockerd
+/// accepts any); expose them through a proxy or the unix socket instead. Empty: off.
+pub fn parse_metrics_addr(addr: &str) -> anyhow::Result<Option<MetricsAddr>> {
+    if addr.is_empty() {
+        return Ok(None);
+    }
+    if let Some(path) = addr.strip_prefix("unix://") {
+        let path = PathBuf::from(path);
+        if !path.is_absolute() {
+            bail!("--metrics-addr {addr:?}: the unix socket path must be absolute");
+        }
+        return Ok(Some(MetricsAddr::Unix(path)));
+    }
+    if let Some((scheme, _)) = addr.split_once("://") {
+        if scheme != "tcp" {
+            bail!("--metrics-addr {addr:?}: unsupported scheme {scheme:?} (unix:// or tcp://)");
+        }
+    }
+    let hostport = addr.strip_prefix("tcp://").unwrap_or(addr);
+    let (host, port) = hostport
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow::anyhow!("--metrics-addr {addr:?}: expected HOST:PORT"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--metrics-addr {addr:?}: invalid port {port:?}"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ip: std::net::IpAddr = if host == "localhost" {
+        std::net::Ipv4Addr::LOCALHOST.into()
+    } else {
+        host.parse().map_err(|_| {
+            anyhow::anyhow!("--metrics-addr {addr:?}: the host must be an IP address or localhost")
+        })?
+    };
+    if !ip.is_loopback() {
+        bail!(
+            "--metrics-addr {addr:?}: metrics are served without authentication, so only a loopback address is allowed (use unix:///PATH or a proxy to expose them)"
+        );
+    }
+    Ok(Some(MetricsAddr::Tcp(std::net::SocketAddr::new(ip, port))))
 }
 
 /// What a SIGHUP changed: settings applied at once, and settings that differ from the running
@@ -384,6 +459,13 @@ impl ReloadDiff {
         );
         check(running.plugins != new.plugins, "plugin", true);
         check(running.prune != new.prune, "prune", true);
+        check(
+            running.metrics_addr != new.metrics_addr,
+            "metrics-addr",
+            false,
+        );
+        // Applied at once: monitors read the policy at every round.
+        check(running.health != new.health, "health", true);
         diff
     }
 
@@ -395,6 +477,7 @@ impl ReloadDiff {
             shutdown_timeout: new.shutdown_timeout,
             plugins: new.plugins.clone(),
             prune: new.prune,
+            health: new.health,
             ..running.clone()
         }
     }
@@ -533,6 +616,54 @@ impl Config {
             ),
             plugins: file.plugin,
             prune: file.prune.unwrap_or(false),
+            metrics_addr: match pick(
+                cli,
+                "metrics_addr",
+                &cli.metrics_addr,
+                file.metrics_addr.map(Some),
+            ) {
+                Some(addr) => parse_metrics_addr(&addr)?,
+                None => None,
+            },
+            health: {
+                let duration = |what: &str, v: &str| {
+                    plugind_manager::manager::parse_duration(v)
+                        .map_err(|e| anyhow::anyhow!("{what} {v:?}: {e}"))
+                };
+                let policy = plugind_manager::HealthPolicy {
+                    interval: duration(
+                        "--health-interval",
+                        &pick(
+                            cli,
+                            "health_interval",
+                            &cli.health_interval,
+                            file.health_interval,
+                        ),
+                    )?,
+                    timeout: duration(
+                        "--health-timeout",
+                        &pick(
+                            cli,
+                            "health_timeout",
+                            &cli.health_timeout,
+                            file.health_timeout,
+                        ),
+                    )?,
+                    retries: pick(
+                        cli,
+                        "health_retries",
+                        &cli.health_retries,
+                        file.health_retries,
+                    ),
+                };
+                if policy.timeout.is_zero() {
+                    bail!("--health-timeout must be greater than 0");
+                }
+                if policy.retries == 0 {
+                    bail!("--health-retries must be at least 1");
+                }
+                policy
+            },
         };
         let mut config = config;
         let exec_root = config.exec_root.clone();
@@ -824,10 +955,12 @@ mod tests {
             "/srv/p",
             "--plugin-start-timeout",
             "30",
+            "--health-interval",
+            "5s",
         ]))
         .unwrap();
         let diff = ReloadDiff::between(&running, &new);
-        assert_eq!(diff.applied, ["runtimes", "shutdown-timeout"]);
+        assert_eq!(diff.applied, ["runtimes", "shutdown-timeout", "health"]);
         assert_eq!(
             diff.needs_restart,
             ["root", "live-restore", "plugin-start-timeout"]
@@ -835,6 +968,7 @@ mod tests {
         let after = ReloadDiff::apply(&running, &new);
         assert!(after.runtimes.contains_key("crun"));
         assert_eq!(after.shutdown_timeout, Duration::from_secs(3));
+        assert_eq!(after.health.interval, Duration::from_secs(5));
         assert_eq!(
             after.root, running.root,
             "not applied: still the running value"
@@ -1131,6 +1265,73 @@ registry-auth-file = "/etc/plugind/registry-auth.json"
             "unix:///run/plugind/plugind.sock",
         ] {
             assert!(help.contains(flag), "help lacks {flag}:\n{help}");
+        }
+    }
+
+    #[test]
+    fn metrics_addr_is_unix_or_loopback_tcp() {
+        let addr = |a: &str| Config::load(&cli(&["--metrics-addr", a])).map(|c| c.metrics_addr);
+        assert_eq!(
+            addr("unix:///run/plugind/metrics.sock").unwrap(),
+            Some(MetricsAddr::Unix("/run/plugind/metrics.sock".into()))
+        );
+        assert_eq!(
+            addr("tcp://127.0.0.1:9323").unwrap(),
+            Some(MetricsAddr::Tcp("127.0.0.1:9323".parse().unwrap()))
+        );
+        // dockerd's spelling: a bare HOST:PORT.
+        assert_eq!(
+            addr("localhost:9323").unwrap(),
+            Some(MetricsAddr::Tcp("127.0.0.1:9323".parse().unwrap()))
+        );
+        assert_eq!(
+            addr("[::1]:9323").unwrap(),
+            Some(MetricsAddr::Tcp("[::1]:9323".parse().unwrap()))
+        );
+        for bad in [
+            "0.0.0.0:9323",
+            "tcp://10.1.2.3:9323",
+            "tcp://example.com:9323",
+            "unix://relative.sock",
+            "http://127.0.0.1:9323",
+            "127.0.0.1",
+            "127.0.0.1:port",
+        ] {
+            let e = addr(bad).unwrap_err().to_string();
+            assert!(e.contains("--metrics-addr"), "{bad}: {e}");
+        }
+        let e = addr("0.0.0.0:9323").unwrap_err().to_string();
+        assert!(e.contains("loopback"), "{e}");
+        assert_eq!(Config::load(&cli(&[])).unwrap().metrics_addr, None);
+        assert_eq!(
+            with_file("metrics-addr = \"127.0.0.1:9323\"\n", &[])
+                .unwrap()
+                .metrics_addr,
+            Some(MetricsAddr::Tcp("127.0.0.1:9323".parse().unwrap()))
+        );
+    }
+
+    #[test]
+    fn health_keys_from_flags_and_file_are_checked() {
+        let c = Config::load(&cli(&[])).unwrap();
+        assert_eq!(c.health, plugind_manager::HealthPolicy::DEFAULT);
+        let c = with_file(
+            "health-interval = \"1m30s\"\nhealth-timeout = \"2s\"\nhealth-retries = 5\n",
+            &["--health-retries", "4"],
+        )
+        .unwrap();
+        assert_eq!(c.health.interval, Duration::from_secs(90));
+        assert_eq!(c.health.timeout, Duration::from_secs(2));
+        assert_eq!(c.health.retries, 4, "the flag wins over the file");
+        // Zero interval: health checks off.
+        let c = Config::load(&cli(&["--health-interval", "0s"])).unwrap();
+        assert!(c.health.interval.is_zero());
+        for bad in [
+            &["--health-interval", "soon"][..],
+            &["--health-timeout", "0"],
+            &["--health-retries", "0"],
+        ] {
+            assert!(Config::load(&cli(bad)).is_err(), "{bad:?}");
         }
     }
 

@@ -90,7 +90,9 @@ async fn run(
         backend,
         volumes,
         lifecycle,
+        manager,
     } = wiring::build_backend(&config).await?;
+    let (metrics_stop, metrics) = serve_metrics(&config, manager)?;
     let listener = plugind_api::bind(&config.socket)?;
     let mut options = plugind_api::ServerOptions::new(env!("CARGO_PKG_VERSION"));
     options.create_body_limit = config.create_body_limit;
@@ -126,6 +128,13 @@ async fn run(
     tracing::info!(grace = ?config.shutdown_timeout, "shutting down");
     notifier.notify("STOPPING=1\nSTATUS=shutting down");
     let _ = stop_tx.send(());
+    let _ = metrics_stop.send(());
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
+    if let Some(config::MetricsAddr::Unix(path)) = &config.metrics_addr {
+        let _ = std::fs::remove_file(path);
+    }
     let stopping = async {
         let served = server.await.context("api server task failed");
         lifecycle.shutdown().await?;
@@ -140,6 +149,27 @@ async fn run(
             config.shutdown_timeout
         ),
     }
+}
+
+/// Starts the `--metrics-addr` server, if configured: a stop sender and the server's task.
+#[allow(clippy::type_complexity)]
+fn serve_metrics(
+    config: &Config,
+    manager: plugind_manager::Manager,
+) -> anyhow::Result<(
+    tokio::sync::oneshot::Sender<()>,
+    Option<tokio::task::JoinHandle<()>>,
+)> {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let Some(addr) = &config.metrics_addr else {
+        return Ok((stop_tx, None));
+    };
+    let listener = wiring::bind_metrics(addr)?;
+    tracing::info!(addr = ?addr, "serving metrics");
+    let task = tokio::spawn(plugind_api::serve_metrics(listener, manager, async {
+        let _ = stop_rx.await;
+    }));
+    Ok((stop_tx, Some(task)))
 }
 
 /// `plugind podman-conf`: the drop-in the running daemon keeps in its publish directory,

@@ -18,7 +18,7 @@ use plugind_volumes::{
     VolumeConfig, VolumeService,
 };
 
-use crate::config::Config;
+use crate::config::{Config, MetricsAddr};
 
 /// containerd namespace of plugind's shims; keeps their runc state apart from containerd's.
 const NAMESPACE: &str = "plugind";
@@ -31,7 +31,7 @@ const TASK_EVENT_CAPACITY: usize = 1024;
 #[async_trait]
 pub trait Lifecycle: Send + Sync {
     /// Applies a re-read configuration (SIGHUP); only runtimes, the default runtime and the
-    /// plugin set change at run time (the set is reconciled in the background).
+    /// plugin set and the health policy change at run time (the set is reconciled in the background).
     async fn reload(&self, config: &Config) -> anyhow::Result<()>;
 
     /// Announces a finished reload as a `daemon` `reload` event (as dockerd does).
@@ -49,6 +49,8 @@ pub struct Wiring {
     pub volumes: Arc<VolumeService>,
     /// Reload and shutdown.
     pub lifecycle: Box<dyn Lifecycle>,
+    /// The plugin manager (for the metrics server).
+    pub manager: Manager,
 }
 
 /// Builds the executor, the plugin manager (restoring plugins) and the volume service.
@@ -65,6 +67,7 @@ pub async fn build_backend(config: &Config) -> anyhow::Result<Wiring> {
     manager_config.default_ready_timeout = config.plugin_start_timeout;
     manager_config.registry.insecure_registries = config.insecure_registries.clone();
     manager_config.registry.user_agent = format!("plugind/{}", env!("CARGO_PKG_VERSION"));
+    manager_config.health = config.health;
     let (manager, report) = Manager::start(manager_config, Arc::new(executor.clone()), events_rx)
         .await
         .context("starting the plugin manager")?;
@@ -106,7 +109,7 @@ pub async fn build_backend(config: &Config) -> anyhow::Result<Wiring> {
     manager.apply_plugin_set(config.plugin_set()?);
     let lifecycle = Box::new(Wired {
         publisher,
-        manager,
+        manager: manager.clone(),
         executor,
         backend: backend.clone(),
     });
@@ -114,6 +117,7 @@ pub async fn build_backend(config: &Config) -> anyhow::Result<Wiring> {
         backend,
         volumes: Arc::new(volumes),
         lifecycle,
+        manager,
     })
 }
 
@@ -132,6 +136,7 @@ impl Lifecycle for Wired {
             .context("reloading runtimes")?;
         self.backend.set_runtimes(runtime_facts(config));
         self.manager.apply_plugin_set(config.plugin_set()?);
+        self.manager.set_health_policy(config.health);
         Ok(())
     }
 
@@ -186,6 +191,56 @@ fn runtime_facts(config: &Config) -> RuntimeFacts {
             })
             .collect(),
     }
+}
+
+/// Binds the `--metrics-addr` listener. The unix socket is bound here with std, mode 0660 (as
+/// the API socket), replacing a stale socket but never a live one or a non-socket file.
+pub(crate) fn bind_metrics(addr: &MetricsAddr) -> anyhow::Result<plugind_api::MetricsListener> {
+    Ok(match addr {
+        MetricsAddr::Unix(path) => {
+            let listener = bind_unix_socket(path)
+                .with_context(|| format!("binding the metrics socket {}", path.display()))?;
+            listener.set_nonblocking(true)?;
+            plugind_api::MetricsListener::Unix(tokio::net::UnixListener::from_std(listener)?)
+        }
+        MetricsAddr::Tcp(addr) => {
+            let listener = std::net::TcpListener::bind(addr)
+                .with_context(|| format!("binding the metrics address {addr}"))?;
+            listener.set_nonblocking(true)?;
+            plugind_api::MetricsListener::Tcp(tokio::net::TcpListener::from_std(listener)?)
+        }
+    })
+}
+
+/// The one place a unix socket for others is bound with std (to become
+/// `plugind_sys::socket::bind_unix_owned` with the API socket's owner and mode).
+fn bind_unix_socket(path: &Path) -> std::io::Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "a server already answers on this socket",
+                ));
+            }
+            std::fs::remove_file(path)?;
+        }
+        Ok(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "path exists and is not a socket",
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = std::os::unix::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
 }
 
 /// An absolute path as is, else the first match in `PATH` and the sbin directories.

@@ -71,6 +71,15 @@ pub enum ManagerError {
     /// `set` on an enabled plugin.
     #[error("cannot set on an active plugin, disable plugin before setting")]
     SetWhileEnabled,
+    /// A `set` argument under plugind's own namespace (`plugind.health.interval=...`) with an
+    /// unknown key or an invalid value.
+    #[error("invalid plugind option {arg:?}: {reason}")]
+    InvalidOption {
+        /// The argument as given.
+        arg: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The plugin does not implement the capability a consumer asked for.
     #[error("plugin {name} does not implement {capability}")]
     NoCapability {
@@ -206,9 +215,9 @@ impl ManagerError {
             ManagerError::Layer(_)
             | ManagerError::Config { .. }
             | ManagerError::InvalidConfig(_) => ErrorKind::InvalidArgument,
-            ManagerError::InvalidName { .. } | ManagerError::CanonicalName => {
-                ErrorKind::InvalidArgument
-            }
+            ManagerError::InvalidName { .. }
+            | ManagerError::CanonicalName
+            | ManagerError::InvalidOption { .. } => ErrorKind::InvalidArgument,
             ManagerError::AlreadyEnabled { .. }
             | ManagerError::AlreadyDisabled { .. }
             | ManagerError::InUse { .. }

@@ -13,7 +13,8 @@
 //! - [`backoff`]: the restart policy for plugins that exit unexpectedly;
 //! - [`client`]: [`client::PluginClient`], the Docker plugin protocol over a plugin's socket;
 //! - [`engine_id`]: the state root's stable random ID (`docker info`'s `ID`);
-//! - [`progress`]: [`progress::Progress`], what install, upgrade and push report while they run.
+//! - [`progress`]: [`progress::Progress`], what install, upgrade and push report while they run;
+//! - [`metrics`]: [`metrics::Metrics`], the Prometheus registry every crate records into.
 //!
 //! The manager has no syscalls and no on-disk formats of its own: records belong to the store,
 //! blobs to the blob store, bundles to the bundle crate, OS operations to sys.
@@ -29,13 +30,14 @@ pub mod events;
 pub mod fuzzing;
 pub mod layer;
 pub mod manager;
+pub mod metrics;
 pub mod progress;
 
 pub use error::{ManagerError, Result};
 pub use manager::{
-    EntryState, EntryStatus, Manager, ManagerConfig, PluginHandle, PluginSet, PluginSetEntry,
-    PluginSetStatus, PluginView, PushOutcome, RestoreReport, TaskEventReceiver,
-    DOCKER_START_DEADLINE,
+    EntryState, EntryStatus, HealthPolicy, HealthReport, HealthStatus, Manager, ManagerConfig,
+    PluginHandle, PluginSet, PluginSetEntry, PluginSetStatus, PluginView, ProbeResult, PushOutcome,
+    RestoreReport, TaskEventReceiver, DOCKER_START_DEADLINE,
 };
 // What the manager's API names from the crates below it, re-exported item by item so that
 // consumers (api, volumes, daemon, tests) use exactly the versions the manager uses. Whole

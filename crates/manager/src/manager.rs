@@ -24,13 +24,19 @@ use plugind_types::{config::PluginConfig, config::PluginRootfs, PluginId, Refere
 use tokio::sync::{watch, Mutex as AsyncMutex};
 
 mod create;
+mod health;
 mod plugin_set;
 mod push;
 mod remote;
 mod restore;
+mod scrape;
 mod supervise;
 mod task;
 
+pub use health::{
+    parse_duration, HealthPolicy, HealthReport, HealthStatus, ProbeResult, HEALTH_INTERVAL,
+    HEALTH_RETRIES, HEALTH_TIMEOUT, OPTION_PREFIX,
+};
 pub use plugin_set::{
     privileges_accepted, settings_drift, EntryState, EntryStatus, PluginSet, PluginSetEntry,
     PluginSetStatus, PRIVILEGE_NAMES,
@@ -75,6 +81,8 @@ pub struct ManagerConfig {
     pub docker_version: String,
     /// How registries are reached (install, upgrade, push, privileges).
     pub registry: plugind_distribution::RegistryOptions,
+    /// Health checks of running plugins (overridable per plugin with `plugind.health.*`).
+    pub health: HealthPolicy,
 }
 
 impl ManagerConfig {
@@ -91,6 +99,7 @@ impl ManagerConfig {
             max_plugin_answer_bytes: crate::client::DEFAULT_MAX_ANSWER_BYTES,
             docker_version: concat!("plugind-", env!("CARGO_PKG_VERSION")).to_owned(),
             registry: plugind_distribution::RegistryOptions::default(),
+            health: HealthPolicy::DEFAULT,
         }
     }
 
@@ -133,6 +142,8 @@ pub struct PluginView {
     pub record: PluginRecord,
     /// Interfaces the plugin answered to `Plugin.Activate`, if it answered.
     pub implements: Option<Vec<String>>,
+    /// The health of the running task (`None` while it does not run).
+    pub health: Option<HealthReport>,
 }
 
 /// The running task of a plugin, as the manager tracks it.
@@ -161,6 +172,8 @@ struct Live {
     /// `enable?timeout=`: the deadline of every later call to the plugin (Docker's client
     /// timeout); kept across restarts of the task, not across restarts of plugind (as Docker).
     call_timeout: Option<Duration>,
+    /// The health monitor of the running task.
+    health: Option<health::HealthState>,
 }
 
 struct Inner {
@@ -193,6 +206,8 @@ struct Inner {
     registry: std::result::Result<plugind_distribution::Registry, String>,
     /// The declarative plugin set and its runner's status.
     plugin_set: plugin_set::PluginSetRunner,
+    /// The daemon's health policy in force (starts as `config.health`; SIGHUP may change it).
+    health: StdMutex<HealthPolicy>,
     /// Held for the manager's lifetime: two daemons must never share one root.
     _root_lock: LockFile,
 }
@@ -238,6 +253,7 @@ impl Manager {
         }
         let manager = Manager {
             inner: Arc::new(Inner {
+                health: StdMutex::new(config.health),
                 config,
                 store,
                 blobs,
@@ -439,7 +455,12 @@ impl Manager {
         let implements = lock(&self.inner.live)
             .get(record.id())
             .and_then(|l| l.implements.clone());
-        PluginView { record, implements }
+        let health = self.health_of(record.id());
+        PluginView {
+            record,
+            implements,
+            health,
+        }
     }
 
     /// The host path of the plugin's log file (`<exec-root>/logs/<id>.log`).
@@ -470,8 +491,12 @@ impl Manager {
             l.call_timeout = timeout.filter(|t| !t.is_zero());
         }
         let timeout = self.inner.config.default_ready_timeout;
+        let started = Instant::now();
         match self.start_task(&record, timeout).await {
             Ok(pid) => {
+                crate::metrics::Metrics::global()
+                    .enable_seconds
+                    .observe(started.elapsed().as_secs_f64());
                 // A crash here leaves a running task whose record says disabled: the next start
                 // finds its bundle and stops it (the bundle is the intent, written first).
                 plugind_sys::failpoint::hit("enable-after-task-start");
@@ -612,15 +637,33 @@ impl Manager {
 
     /// Applies `set` arguments (`NAME=value`, `mount.source=/x`, `args=...`); refused while
     /// the plugin is enabled. All or nothing: a failing argument changes nothing.
+    ///
+    /// Arguments under plugind's own namespace (`plugind.health.interval=10s`, see
+    /// [`OPTION_PREFIX`]) are plugind's options: they do not change the plugin's spec, so a
+    /// `set` of only such arguments is accepted while the plugin is enabled and applies at the
+    /// next health probe.
     pub async fn set(&self, name: &str, args: &[String]) -> Result<()> {
         let (_held, record) = self.lock_plugin(name).await?;
-        let args = args.to_vec();
+        let (ours, docker): (Vec<&String>, Vec<&String>) =
+            args.iter().partition(|a| health::is_option(a));
+        let options = ours
+            .into_iter()
+            .map(|a| health::parse_option(a))
+            .collect::<Result<Vec<_>>>()?;
+        let docker: Vec<String> = docker.into_iter().cloned().collect();
         self.blocking(move |m| {
             m.inner.store.try_update::<ManagerError>(record.id(), |r| {
-                if r.desired_enabled() {
-                    return Err(ManagerError::SetWhileEnabled);
+                if !docker.is_empty() {
+                    if r.desired_enabled() {
+                        return Err(ManagerError::SetWhileEnabled);
+                    }
+                    plugind_store::apply_settings(
+                        &mut r.plugin.config,
+                        &mut r.plugin.settings,
+                        &docker,
+                    )?;
                 }
-                plugind_store::apply_settings(&mut r.plugin.config, &mut r.plugin.settings, &args)?;
+                r.state.options.extend(options);
                 Ok(())
             })
         })

@@ -119,6 +119,10 @@ pub struct PluginState {
     /// Blobs the plugin came from.
     #[serde(default)]
     pub blobs: PluginBlobs,
+    /// plugind's own per-plugin options, set with `docker plugin set plugind.<key>=<value>`
+    /// (e.g. `plugind.health.interval` -> `10s`); the manager validates keys and values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
 }
 
 /// One plugin as the store keeps it: Docker's object plus plugind's state.
@@ -156,6 +160,7 @@ impl PluginRecord {
                 references: BTreeMap::new(),
                 runtime: None,
                 blobs: PluginBlobs::default(),
+                options: BTreeMap::new(),
             },
         }
     }

@@ -130,7 +130,15 @@ impl Driver<'_> {
         body: serde_json::Value,
         timeout: Duration,
     ) -> CallResult<serde_json::Value> {
-        self.handle.client.call(method, Some(&body), timeout).await
+        let began = std::time::Instant::now();
+        let answer = self.handle.client.call(method, Some(&body), timeout).await;
+        plugind_manager::metrics::Metrics::global().record_driver_call(
+            &self.handle.name,
+            method,
+            began.elapsed(),
+            answer.is_ok(),
+        );
+        answer
     }
 
     /// `VolumeDriver.Capabilities` -> scope. Only unreachable or hung drivers are errors: any

@@ -125,6 +125,9 @@ impl Publisher {
                 loop {
                     match events.recv().await {
                         Ok(e) if e.r#type.as_str() != "plugin" => continue,
+                        // Health changes change nothing published (a restart that follows
+                        // an unhealthy one has its own event): no reconcile per probe change.
+                        Ok(e) if e.action.starts_with("health_status") => continue,
                         Ok(_) | Err(RecvError::Lagged(_)) => shared.reconcile().await,
                         Err(RecvError::Closed) => return,
                     }

@@ -88,6 +88,7 @@ impl Fake {
                 pid: enabled.then_some(4242),
                 restart_count: 0,
                 last_error: None,
+                health: None,
             }),
         });
         id

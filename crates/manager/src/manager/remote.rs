@@ -288,6 +288,7 @@ impl Manager {
         progress: SharedProgress,
     ) -> Result<PluginId> {
         self.check_name_free(&names.local)?;
+        let began = std::time::Instant::now();
         let manifest = self.resolve(&names.remote, request.auth).await?;
         let id = PluginId::from_bytes(rand::random());
         let mut pending = create::PendingBlobs::new(self);
@@ -361,6 +362,9 @@ impl Manager {
                 return Err(e);
             }
         };
+        crate::metrics::Metrics::global()
+            .install_seconds
+            .observe(began.elapsed().as_secs_f64());
         self.publish_pull(names, &record);
         Ok(record.id().clone())
     }

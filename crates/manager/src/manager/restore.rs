@@ -123,6 +123,7 @@ impl Manager {
                             r.state.observed.state = RunState::Running { pid }
                         })
                         .await;
+                    self.spawn_health_monitor(&id, pid);
                 }
                 report.reattached.push(id);
             } else {

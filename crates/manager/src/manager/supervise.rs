@@ -44,7 +44,7 @@ impl From<mpsc::UnboundedReceiver<TaskEvent>> for TaskEventReceiver {
 }
 
 /// Resolves once shutdown has begun.
-async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+pub(super) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
     // An error means the manager is gone: stopped as well.
     let _ = stop.wait_for(|s| *s).await;
 }
@@ -272,6 +272,12 @@ impl Manager {
                     })
                     .await
                 {
+                    crate::metrics::Metrics::global()
+                        .restarts
+                        .get_or_create(&crate::metrics::PluginLabels {
+                            plugin: record.name().to_owned(),
+                        })
+                        .inc();
                     self.publish("restart", &record);
                 }
             }

@@ -132,6 +132,7 @@ impl Manager {
                 tracing::debug!(plugin = %id, error = %e, "Plugin.Activate not answered (fine)")
             }
         }
+        self.spawn_health_monitor(&id, state.pid);
         Ok(state.pid)
     }
 
@@ -301,6 +302,8 @@ impl Manager {
             l.stopping = false;
             l.stop_error = None;
             l.exit_tx = None;
+            // Ends the task's health monitor.
+            l.health = None;
         }
         Ok(())
     }

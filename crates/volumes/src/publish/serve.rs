@@ -206,6 +206,23 @@ impl Endpoint {
         Answer::error(StatusCode::INTERNAL_SERVER_ERROR, text)
     }
 
+    /// A consumer's call to the plugin, counted in the volume-driver metrics.
+    async fn timed<T, E>(
+        &self,
+        method: &str,
+        call: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        let began = std::time::Instant::now();
+        let answer = call.await;
+        plugind_manager::metrics::Metrics::global().record_driver_call(
+            &self.name,
+            method,
+            began.elapsed(),
+            answer.is_ok(),
+        );
+        answer
+    }
+
     async fn forward(&self, method: &str, request: Option<Value>) -> Result<Value, Answer> {
         let timeout = self.deadline(method);
         match method {
@@ -217,9 +234,11 @@ impl Endpoint {
             .manager
             .get_enabled(self.id.as_str(), CAPABILITY)
             .map_err(|e| self.not_ready(&e))?;
-        let answer = handle
-            .client
-            .call(method, request.as_ref(), timeout)
+        let answer = self
+            .timed(
+                method,
+                handle.client.call(method, request.as_ref(), timeout),
+            )
             .await
             .map_err(|e| self.call_failed(method, e))?;
         if method == "VolumeDriver.Remove" {
@@ -272,7 +291,13 @@ impl Endpoint {
             .await
             .map_err(|e| self.not_ready(&e))?;
         let release = || self.release(&holder);
-        let answer = match handle.client.call(method, request.as_ref(), timeout).await {
+        let answer = match self
+            .timed(
+                method,
+                handle.client.call(method, request.as_ref(), timeout),
+            )
+            .await
+        {
             Ok(answer) => answer,
             Err(e) => {
                 release().await;
@@ -307,9 +332,11 @@ impl Endpoint {
             .manager
             .get_enabled(self.id.as_str(), CAPABILITY)
             .map_err(|e| self.not_ready(&e))?;
-        let answer = handle
-            .client
-            .call(method, request.as_ref(), timeout)
+        let answer = self
+            .timed(
+                method,
+                handle.client.call(method, request.as_ref(), timeout),
+            )
             .await
             .map_err(|e| self.call_failed(method, e))?;
         self.release(&holder).await;
