@@ -126,6 +126,15 @@ pub struct Cli {
     /// (repeatable; the file's `insecure-registries` list), as dockerd's.
     #[arg(long = "insecure-registry", value_name = "REGISTRY")]
     pub insecure_registry: Vec<String>,
+    /// Group of the API socket and the published sockets (`root:GROUP`, mode 0660), as
+    /// dockerd's: default `docker` when that group exists, else root's group; a named group
+    /// that does not exist stops the start.
+    #[arg(short = 'G', long, value_name = "GROUP", default_value = plugind_sys::socket::DEFAULT_SOCKET_GROUP)]
+    pub group: String,
+    /// Authorization plugin (`authz/1.0`) every API request goes through, in order
+    /// (repeatable; the file's `authorization-plugins` list); reloaded on SIGHUP.
+    #[arg(long = "authorization-plugin", value_name = "NAME")]
+    pub authorization_plugin: Vec<String>,
     /// Which options were given on the command line (filled by [`Cli::parse_from`]).
     #[arg(skip)]
     explicit: Vec<String>,
@@ -216,6 +225,8 @@ struct FileConfig {
     publish_docker_specs: Option<bool>,
     docker_specs_dir: Option<PathBuf>,
     insecure_registries: Option<Vec<String>>,
+    group: Option<String>,
+    authorization_plugins: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -278,6 +289,11 @@ pub struct Config {
     pub docker_specs_dir: Option<PathBuf>,
     /// Registries reached over plain HTTP besides loopback (`host[:port]` or CIDR).
     pub insecure_registries: Vec<String>,
+    /// Group of the sockets plugind serves (`docker`, the default, falls back to root's group
+    /// when it does not exist).
+    pub group: String,
+    /// The authorization plugin chain, in order, without repeats.
+    pub authorization_plugins: Vec<String>,
 }
 
 /// What a SIGHUP changed: settings applied at once, and settings that differ from the running
@@ -350,6 +366,12 @@ impl ReloadDiff {
             "insecure-registries",
             false,
         );
+        check(running.group != new.group, "group", false);
+        check(
+            running.authorization_plugins != new.authorization_plugins,
+            "authorization-plugins",
+            true,
+        );
         diff
     }
 
@@ -359,6 +381,7 @@ impl ReloadDiff {
             runtimes: new.runtimes.clone(),
             default_runtime: new.default_runtime.clone(),
             shutdown_timeout: new.shutdown_timeout,
+            authorization_plugins: new.authorization_plugins.clone(),
             ..running.clone()
         }
     }
@@ -495,6 +518,25 @@ impl Config {
                 &cli.insecure_registry,
                 file.insecure_registries,
             ),
+            group: pick(cli, "group", &cli.group, file.group),
+            authorization_plugins: {
+                // moby's NewPlugins: a name given twice is one plugin of the chain.
+                let mut chain: Vec<String> = Vec::new();
+                for name in pick(
+                    cli,
+                    "authorization_plugin",
+                    &cli.authorization_plugin,
+                    file.authorization_plugins,
+                ) {
+                    if name.is_empty() {
+                        bail!("--authorization-plugin: empty plugin name");
+                    }
+                    if !chain.contains(&name) {
+                        chain.push(name);
+                    }
+                }
+                chain
+            },
         };
         let mut config = config;
         let exec_root = config.exec_root.clone();

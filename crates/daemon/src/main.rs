@@ -3,6 +3,7 @@
 //! SIGTERM/SIGINT; SIGHUP re-reads the configuration. Under systemd (`Type=notify`) it says
 //! `READY=1` once serving (`notify`). No lifecycle logic lives here.
 
+mod authz;
 mod check;
 mod config;
 mod logging;
@@ -90,8 +91,10 @@ async fn run(
         backend,
         volumes,
         lifecycle,
+        socket_owner,
+        authz,
     } = wiring::build_backend(&config).await?;
-    let listener = plugind_api::bind(&config.socket)?;
+    let listener = plugind_api::bind_owned(&config.socket, &socket_owner)?;
     let mut options = plugind_api::ServerOptions::new(env!("CARGO_PKG_VERSION"));
     options.create_body_limit = config.create_body_limit;
     options.volumes = Some(volumes);
@@ -99,6 +102,7 @@ async fn run(
     options.idle_timeout = config.api_idle_timeout;
     options.body_timeout = config.api_body_timeout;
     options.max_connections = api_max_connections(&config, nofile);
+    options.authz = Some(authz);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(plugind_api::serve(listener, backend, options, async {
         let _ = stop_rx.await;

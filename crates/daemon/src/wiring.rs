@@ -18,7 +18,11 @@ use plugind_volumes::{
     VolumeConfig, VolumeService,
 };
 
-use crate::config::Config;
+use crate::{
+    authz::{Authz, V1Dirs},
+    config::Config,
+};
+use plugind_sys::socket::SocketOwner;
 
 /// containerd namespace of plugind's shims; keeps their runc state apart from containerd's.
 const NAMESPACE: &str = "plugind";
@@ -49,10 +53,19 @@ pub struct Wiring {
     pub volumes: Arc<VolumeService>,
     /// Reload and shutdown.
     pub lifecycle: Box<dyn Lifecycle>,
+    /// Owner, group and mode of the API socket (and of the published sockets).
+    pub socket_owner: SocketOwner,
+    /// The authorization plugin chain (empty when none is configured).
+    pub authz: Arc<Authz>,
 }
 
 /// Builds the executor, the plugin manager (restoring plugins) and the volume service.
 pub async fn build_backend(config: &Config) -> anyhow::Result<Wiring> {
+    // First: a socket group that does not exist stops the start before any plugin runs.
+    let socket_owner = SocketOwner {
+        gid: plugind_sys::socket::socket_gid(&config.group).context("--group")?,
+        ..SocketOwner::current(0o660)
+    };
     let mut executor_config = ExecutorConfig::new(&config.exec_root, NAMESPACE);
     executor_config.shim_binary = find_program("containerd-shim-runc-v2")
         .context("containerd-shim-runc-v2 not found (Debian package `containerd`)")?;
@@ -97,11 +110,23 @@ pub async fn build_backend(config: &Config) -> anyhow::Result<Wiring> {
             dir: config.publish_dir.clone(),
             docker_specs_dir: config.docker_specs_dir.clone(),
             calls: volume_config,
+            socket_owner,
         },
     )
     .await
     .context("publishing volume plugins")?;
+    // After restore, before the API serves: the chain's managed plugins were started by
+    // `Manager::start` (as dockerd enables plugins before serving), so nothing can lock plugind
+    // out at start, and a named plugin that is missing or unusable stops the start.
+    let authz = Authz::load(
+        manager.clone(),
+        V1Dirs::default(),
+        &config.authorization_plugins,
+    )
+    .await
+    .context("checking the authorization plugins")?;
     let lifecycle = Box::new(Wired {
+        authz: authz.clone(),
         publisher,
         manager,
         executor,
@@ -111,10 +136,13 @@ pub async fn build_backend(config: &Config) -> anyhow::Result<Wiring> {
         backend,
         volumes: Arc::new(volumes),
         lifecycle,
+        socket_owner,
+        authz,
     })
 }
 
 struct Wired {
+    authz: Arc<Authz>,
     publisher: Publisher,
     manager: Manager,
     executor: ShimExecutor,
@@ -124,6 +152,11 @@ struct Wired {
 #[async_trait]
 impl Lifecycle for Wired {
     async fn reload(&self, config: &Config) -> anyhow::Result<()> {
+        // First, so that a bad list changes nothing.
+        self.authz
+            .reload(&config.authorization_plugins)
+            .await
+            .context("reloading the authorization plugins")?;
         self.executor
             .reload_runtimes(&runtimes(config)?)
             .context("reloading runtimes")?;
