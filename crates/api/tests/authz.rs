@@ -229,3 +229,32 @@ async fn a_plugin_of_the_chain_cannot_be_removed_and_an_empty_chain_asks_no_one(
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(chain.seen().len(), before);
 }
+
+#[tokio::test]
+async fn streamed_answers_are_shown_by_status_and_headers_before_they_start() {
+    let chain = FakeChain::new(Policy::DenyDisable);
+    let s = server_with(&chain).await;
+    let req = hyper::Request::get("/v1.51/events")
+        .header("Host", "api.moby.localhost")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let resp = s.send(req).await;
+    assert_eq!(resp.status(), 200);
+    // The stream is open (the head arrived); the plugins saw the answer's head, no body.
+    let seen = chain.seen();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let (method, res) = &seen[1];
+    assert_eq!(method, "AuthZPlugin.AuthZRes");
+    assert_eq!(res.response_status_code, 200);
+    assert!(res.response_body.is_none());
+    assert!(!res.response_headers.is_empty());
+    drop(resp);
+
+    // Denied answers of a stream never start it.
+    *chain.policy.lock().unwrap() = Policy::DenyAnswers;
+    let r = s.get("/v1.51/events").await;
+    r.assert_error(
+        403,
+        "authorization denied by plugin authz-fake: you may not see this",
+    );
+}

@@ -746,6 +746,43 @@ mod tests {
     }
 
     #[test]
+    fn access_control_from_flags_or_file() {
+        let c = Config::load(&cli(&[])).unwrap();
+        assert_eq!(c.group, "docker");
+        assert!(c.authorization_plugins.is_empty());
+        let c = with_file(
+            "group = \"staff\"\nauthorization-plugins = [\"a\", \"b\", \"a\"]",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.group, "staff");
+        assert_eq!(c.authorization_plugins, ["a", "b"], "in order, once each");
+        let c = with_file(
+            "authorization-plugins = [\"a\"]",
+            &[
+                "-G",
+                "wheel",
+                "--authorization-plugin",
+                "x",
+                "--authorization-plugin=y",
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.group, "wheel");
+        assert_eq!(c.authorization_plugins, ["x", "y"]);
+        assert!(with_file("authorization-plugins = [\"\"]", &[]).is_err());
+        // The chain is reloaded live; the group needs a restart.
+        let running = Config::load(&cli(&[])).unwrap();
+        let new = Config::load(&cli(&["--authorization-plugin", "x", "-G", "g"])).unwrap();
+        let diff = ReloadDiff::between(&running, &new);
+        assert_eq!(diff.applied, ["authorization-plugins"]);
+        assert_eq!(diff.needs_restart, ["group"]);
+        let in_force = ReloadDiff::apply(&running, &new);
+        assert_eq!(in_force.authorization_plugins, ["x"]);
+        assert_eq!(in_force.group, "docker");
+    }
+
+    #[test]
     fn insecure_registries_from_flags_or_file() {
         let c = with_file(r#"insecure-registries = ["10.0.0.0/8"]"#, &[]).unwrap();
         assert_eq!(c.insecure_registries, ["10.0.0.0/8"]);
