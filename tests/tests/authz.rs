@@ -137,7 +137,10 @@ fn authorization_plugins_deny_with_dockers_texts_and_fail_closed() {
         err.contains("Error response from daemon: plugin authz/plugin:latest failed with error: "),
         "{err}"
     );
-    assert!(err.contains("AuthZPlugin.AuthZReq"), "{err}");
+    assert!(
+        err.contains("AuthZPlugin.AuthZReq: no answer within 2s"),
+        "{err}"
+    );
 
     // Locked out on purpose: the administrator's way back is the configuration.
     write_chain(&file, &[]);
@@ -250,4 +253,57 @@ fn api_and_published_sockets_are_root_group_0660() {
         }
     }
     d.docker_ok(&["plugin", "disable", "vols/driver"]);
+}
+
+/// The sample authz plugin run on the host as a v1 plugin (its socket under
+/// `/run/docker/plugins`); killed and its socket removed when dropped.
+struct V1Plugin {
+    child: std::process::Child,
+    socket: PathBuf,
+}
+
+impl Drop for V1Plugin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+#[test]
+#[ignore = "needs root, runc, containerd-shim-runc-v2, the docker CLI and the packaged sample plugins"]
+fn a_v1_authorization_plugin_is_found_by_name() {
+    let name = format!("plugind-e2e-authz-{}", std::process::id());
+    let socket = PathBuf::from(format!("/run/docker/plugins/{name}.sock"));
+    std::fs::create_dir_all("/run/docker/plugins").unwrap();
+    let child = Command::new(authz_plugin_dir().join("rootfs/authz-plugin"))
+        .env("SOCKET", &socket)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let plugin = V1Plugin { child, socket };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::os::unix::net::UnixStream::connect(&plugin.socket).is_err() {
+        assert!(Instant::now() < deadline, "the v1 plugin did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let d = Daemon::start_with(false, &["--authorization-plugin", &name]);
+    d.docker_ok(&[
+        "plugin",
+        "create",
+        "vols/driver",
+        &sample_plugin_dir().to_string_lossy(),
+    ]);
+    d.docker_ok(&["plugin", "enable", "vols/driver"]);
+    let err = d.docker_err(&["volume", "create", "-d", "vols/driver", "v1"]);
+    assert!(
+        err.contains(&format!(
+            "Error response from daemon: authorization denied by plugin {name}: volume creation is not allowed"
+        )),
+        "{err}"
+    );
+    d.docker_ok(&["volume", "ls"]);
+    d.docker_ok(&["plugin", "disable", "vols/driver"]);
+    drop(d);
+    drop(plugin);
 }

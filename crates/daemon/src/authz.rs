@@ -18,7 +18,10 @@ use std::{
 use anyhow::{bail, Context};
 use async_trait::async_trait;
 use plugind_api::{authz::AUTHZ_CAPABILITY, AuthzChain, AuthzRequest, AuthzResponse};
-use plugind_manager::{client::PluginClient, Manager};
+use plugind_manager::{
+    client::{PluginCallError, PluginClient},
+    Manager,
+};
 
 /// Deadline of one authorization call (Docker's plugin client default); a managed plugin
 /// enabled with `--timeout` gets that shorter one.
@@ -208,7 +211,7 @@ impl AuthzChain for Authz {
         let answer = client
             .call(method, Some(&body), AUTHZ_CALL_TIMEOUT)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| call_error(&e))?;
         serde_json::from_value(answer).map_err(|e| format!("{method}: invalid answer: {e}"))
     }
 
@@ -219,6 +222,22 @@ impl AuthzChain for Authz {
             Member::Managed { id: member, name } if member == id => Some(name),
             _ => None,
         })
+    }
+}
+
+/// A failed call in the words that follow `plugin <name> failed with error: ` (the name is
+/// not repeated).
+fn call_error(e: &PluginCallError) -> String {
+    match e {
+        PluginCallError::Connect { socket, source, .. } => {
+            format!("cannot connect to {}: {source}", socket.display())
+        }
+        PluginCallError::Timeout {
+            method, timeout, ..
+        } => format!("{method}: no answer within {timeout:?}"),
+        PluginCallError::NotImplemented { method, .. } => format!("{method}: not implemented"),
+        PluginCallError::Remote { message, .. } => message.clone(),
+        PluginCallError::Protocol { method, detail, .. } => format!("{method}: {detail}"),
     }
 }
 
@@ -278,6 +297,16 @@ fn find_v1(dirs: &V1Dirs, name: &str) -> anyhow::Result<Option<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn call_errors_do_not_repeat_the_plugin_name() {
+        let e = PluginCallError::Timeout {
+            plugin: "authz/plugin:latest".into(),
+            method: "AuthZPlugin.AuthZReq".into(),
+            timeout: Duration::from_secs(2),
+        };
+        assert_eq!(call_error(&e), "AuthZPlugin.AuthZReq: no answer within 2s");
+    }
 
     #[test]
     fn v1_plugins_are_found_where_docker_looks() {
