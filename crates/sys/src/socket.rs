@@ -106,9 +106,10 @@ pub fn bind_unix_owned(path: &Path, owner: &SocketOwner) -> io::Result<UnixListe
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "socket path has no name"))?;
+    let prefix = format!(".{}.bind-", name.to_string_lossy());
+    remove_stale_binds(parent, &prefix);
     let private = parent.join(format!(
-        ".{}.bind-{}-{}",
-        name.to_string_lossy(),
+        "{prefix}{}-{}",
         std::process::id(),
         BIND_SEQ.fetch_add(1, Ordering::Relaxed)
     ));
@@ -121,6 +122,19 @@ pub fn bind_unix_owned(path: &Path, owner: &SocketOwner) -> io::Result<UnixListe
     let listener = result?;
     crate::fs::fsync_dir(parent).map_err(io::Error::other)?;
     Ok(listener)
+}
+
+/// Removes the private directories a bind of the same socket left when its process died
+/// between creating and removing them (a socket is bound by one caller at a time).
+fn remove_stale_binds(parent: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(prefix) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 fn bind_in(
@@ -167,6 +181,17 @@ mod tests {
         drop(listener);
         // A second bind replaces the stale socket.
         let _again = bind_unix_owned(&path, &me).unwrap();
+    }
+
+    #[test]
+    fn leftovers_of_an_interrupted_bind_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let stale = dir.path().join(".api.sock.bind-1-0");
+        std::fs::create_dir(&stale).unwrap();
+        std::fs::write(stale.join("api.sock"), "").unwrap();
+        let _listener =
+            bind_unix_owned(&dir.path().join("api.sock"), &SocketOwner::current(0o600)).unwrap();
+        assert!(!stale.exists());
     }
 
     #[test]
