@@ -107,6 +107,21 @@ fn authorization_plugins_deny_with_dockers_texts_and_fail_closed() {
         "{err}"
     );
 
+    // A reload naming a plugin that does not exist changes nothing: the chain stays.
+    write_chain(&file, &["no-such-authz"]);
+    sighup(&d);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !d
+        .log()
+        .contains("authorization plugin no-such-authz: plugin not found")
+    {
+        assert!(Instant::now() < deadline, "no failed reload: {}", d.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let err = d.docker_err(&["volume", "create", "-d", "vols/driver", "v1"]);
+    assert!(err.contains(DENIED), "after a failed reload: {err}");
+    write_chain(&file, &[AUTHZ]);
+
     // A restart with the chain configured keeps enforcing: the plugin is started before the
     // API serves.
     d.stop();

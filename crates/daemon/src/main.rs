@@ -245,6 +245,10 @@ fn reload_attributes(
             "shutdown-timeout".to_owned(),
             config.shutdown_timeout.as_secs().to_string(),
         ),
+        (
+            "authorization-plugins".to_owned(),
+            config.authorization_plugins.join(","),
+        ),
         ("applied".to_owned(), diff.applied.join(",")),
         ("needs-restart".to_owned(), diff.needs_restart.join(",")),
     ])
