@@ -81,6 +81,7 @@ fn allowed_edges() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("plugind-tests", &["plugind-test-support"][..]),
         ("xtask", &["plugind-test-support"][..]),
         ("volume-plugin", &[][..]),
+        ("authz-plugin", &[][..]),
     ])
 }
 
@@ -146,7 +147,12 @@ fn nix_and_libc_only_in_sys_and_anyhow_only_at_edges() {
         let is_library = pkg.targets.iter().any(|t| t.is_lib());
         let edge = matches!(
             name.as_str(),
-            "plugind" | "xtask" | "plugind-tests" | "volume-plugin" | "plugind-test-support"
+            "plugind"
+                | "xtask"
+                | "plugind-tests"
+                | "volume-plugin"
+                | "authz-plugin"
+                | "plugind-test-support"
         );
         for dep in &pkg.dependencies {
             let normal = dep.kind == DependencyKind::Normal;

@@ -1,6 +1,6 @@
-//! `cargo xtask plugin`: build the sample volume plugin as a static binary and assemble a
-//! plugin directory (`config.json` + `rootfs/`) and a tar of it, as `docker plugin create`
-//! expects them.
+//! `cargo xtask plugin`: build the sample plugins (the volume plugin and the authorization
+//! plugin) as static binaries and assemble for each a plugin directory (`config.json` +
+//! `rootfs/`) and a tar of it, as `docker plugin create` expects them.
 
 use std::{fs, path::PathBuf, process::Command};
 
@@ -21,21 +21,28 @@ pub(crate) struct PluginOutput {
     pub(crate) tar: PathBuf,
 }
 
-/// Builds and packages the sample plugin.
+/// The sample plugins: package name = binary name = directory name under `target/plugin`.
+const PLUGINS: [&str; 2] = ["volume-plugin", "authz-plugin"];
+
+/// Builds and packages the sample plugins; returns where the volume plugin is (the authz
+/// plugin is beside it: `target/plugin/authz-plugin{,.tar}`).
 pub(crate) fn build() -> anyhow::Result<PluginOutput> {
-    let root = workspace_root();
     run(cargo()
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "volume-plugin",
-            "--target",
-            TARGET,
-        ])
+        .args(["build", "--release", "--locked", "--target", TARGET])
+        .args(PLUGINS.iter().flat_map(|p| ["-p", p]))
         .env("RUSTFLAGS", "-C target-feature=+crt-static"))?;
-    let binary = root.join(format!("target/{TARGET}/release/volume-plugin"));
+    let mut outputs = PLUGINS
+        .iter()
+        .map(|name| package(name))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(outputs.swap_remove(0))
+}
+
+/// Assembles `target/plugin/<name>` and `target/plugin/<name>.tar` from the built binary and
+/// `examples/<name>/config.json`.
+fn package(name: &str) -> anyhow::Result<PluginOutput> {
+    let root = workspace_root();
+    let binary = root.join(format!("target/{TARGET}/release/{name}"));
     let description = output(Command::new("file").arg(&binary)).unwrap_or_default();
     if description.contains("dynamically linked") {
         bail!(
@@ -45,7 +52,7 @@ pub(crate) fn build() -> anyhow::Result<PluginOutput> {
     }
 
     let out = root.join("target/plugin");
-    let dir = out.join("volume-plugin");
+    let dir = out.join(name);
     if dir.exists() {
         fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
     }
@@ -61,14 +68,14 @@ pub(crate) fn build() -> anyhow::Result<PluginOutput> {
     ] {
         fs::create_dir_all(rootfs.join(sub)).with_context(|| format!("create rootfs/{sub}"))?;
     }
-    fs::copy(&binary, rootfs.join("volume-plugin")).context("copy plugin binary into rootfs")?;
+    fs::copy(&binary, rootfs.join(name)).context("copy plugin binary into rootfs")?;
     fs::copy(
-        root.join("examples/volume-plugin/config.json"),
+        root.join(format!("examples/{name}/config.json")),
         dir.join("config.json"),
     )
-    .context("copy examples/volume-plugin/config.json")?;
+    .with_context(|| format!("copy examples/{name}/config.json"))?;
 
-    let tar = out.join("volume-plugin.tar");
+    let tar = out.join(format!("{name}.tar"));
     run(Command::new("tar")
         .arg("-C")
         .arg(&dir)

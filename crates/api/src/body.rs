@@ -9,7 +9,7 @@ use std::{
 use bytes::{Buf, Bytes};
 use http_body_util::BodyExt;
 use hyper::{
-    body::{Frame, Incoming},
+    body::{Frame, Incoming, SizeHint},
     header, HeaderMap, StatusCode,
 };
 use tokio::sync::mpsc;
@@ -22,6 +22,52 @@ const CHANNEL_CHUNKS: usize = 16;
 /// After the reader has gone away, read (and drop) at most this much more of the body, so a
 /// client still uploading gets to read the error instead of a reset (Go's server does the same).
 const DRAIN_AFTER_CLOSE: u64 = 256 * 1024;
+
+/// A request body as handlers see it: the client's stream, or the bytes the authorization
+/// middleware already read to show them to the plugins (replayed once).
+#[derive(Debug)]
+pub(crate) enum RequestBody {
+    /// Straight from the connection.
+    Stream(Incoming),
+    /// Read before the handler ran; `None` once handed out.
+    Read(Option<Bytes>),
+}
+
+impl hyper::body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            RequestBody::Stream(body) => std::pin::Pin::new(body).poll_frame(cx),
+            RequestBody::Read(bytes) => std::task::Poll::Ready(
+                bytes
+                    .take()
+                    .filter(|b| !b.is_empty())
+                    .map(|b| Ok(Frame::data(b))),
+            ),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Stream(body) => body.is_end_stream(),
+            RequestBody::Read(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Stream(body) => body.size_hint(),
+            RequestBody::Read(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
+    }
+}
 
 /// What the request's headers say about its body, for moby's "empty body" rule.
 pub(crate) fn declared_empty(headers: &HeaderMap) -> bool {
@@ -113,7 +159,7 @@ pub(crate) fn timed_out(timeout: Duration) -> HttpError {
 /// The next frame of `body`, or `None` when the client sent nothing for `timeout`: a deadline
 /// per read, so an upload that keeps making progress is never cut off.
 async fn next_frame(
-    body: &mut Incoming,
+    body: &mut RequestBody,
     timeout: Duration,
 ) -> Option<Option<Result<Frame<Bytes>, hyper::Error>>> {
     tokio::time::timeout(timeout, body.frame()).await.ok()
@@ -122,7 +168,7 @@ async fn next_frame(
 /// Reads the whole body, failing with 413 beyond `limit` bytes and with 408 when the client
 /// sends nothing for `timeout`.
 pub(crate) async fn read_limited(
-    body: Incoming,
+    body: RequestBody,
     limit: u64,
     timeout: Duration,
 ) -> Result<Bytes, HttpError> {
@@ -148,7 +194,7 @@ pub(crate) async fn read_limited(
 /// Reads and drops at most [`DRAIN_AFTER_CLOSE`] bytes of a body the handler answers without
 /// reading, in the background, so a client still sending a small body gets to read the answer
 /// (Go's server does the same); a bigger or stalled upload gets its connection closed.
-pub(crate) fn discard(body: Incoming, declared_length: Option<u64>, timeout: Duration) {
+pub(crate) fn discard(body: RequestBody, declared_length: Option<u64>, timeout: Duration) {
     if declared_length.is_some_and(|n| n > DRAIN_AFTER_CLOSE) {
         // Dropped unread: the connection is closed after the answer.
         return;
@@ -203,7 +249,7 @@ pub(crate) enum PumpOutcome {
 
 /// Splits a request body into a blocking reader and the future that feeds it.
 pub(crate) fn bridge(
-    body: Incoming,
+    body: RequestBody,
     limit: u64,
     timeout: Duration,
 ) -> (BodyReader, impl std::future::Future<Output = PumpOutcome>) {
@@ -216,7 +262,7 @@ pub(crate) fn bridge(
 }
 
 async fn pump(
-    mut body: Incoming,
+    mut body: RequestBody,
     limit: u64,
     timeout: Duration,
     tx: mpsc::Sender<io::Result<Bytes>>,

@@ -7,6 +7,8 @@
 //!   `plugind_volumes::VolumeService`;
 //! - [`bind`] and [`serve`]: open the socket and serve it until a shutdown future completes;
 //! - [`serve_metrics`]: the `--metrics-addr` server (`GET /metrics`, Prometheus text);
+//! - [`AuthzChain`]: the authorization plugin chain (`authz/1.0`) every request goes
+//!   through when the daemon configures one (moby's `pkg/authorization` middleware);
 //! - [`PluginJson`], [`EventMessage`], [`BackendError`]: what the backend hands back.
 //!
 //! Layout: `server` (socket, accept loop, routing, version checks, common headers), `plugins`
@@ -21,6 +23,7 @@
 
 #![warn(missing_docs)]
 
+pub mod authz;
 mod backend;
 mod body;
 mod connection;
@@ -41,6 +44,7 @@ mod volume_backend;
 mod volume_json;
 mod volumes;
 
+pub use authz::{AuthzChain, AuthzRequest, AuthzResponse};
 pub use backend::{
     BackendError, BackendInfo, EventActor, EventMessage, EventSubscription, HealthJson,
     HealthProbeJson, LogLine, LogSource, LogStream, LogsOptions, PluginBackend, PluginJson,
@@ -53,8 +57,8 @@ pub use manager_backend::{ManagerBackend, RuntimeFacts};
 pub use metrics_server::{serve_metrics, MetricsListener};
 pub use progress::ProgressSink;
 pub use server::{
-    bind, serve, ServerOptions, API_VERSION, DEFAULT_BODY_TIMEOUT, DEFAULT_CREATE_BODY_LIMIT,
-    DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_JSON_BODY_LIMIT, DEFAULT_MAX_CONNECTIONS,
-    MIN_API_VERSION,
+    bind, bind_owned, serve, ServerOptions, API_VERSION, DEFAULT_BODY_TIMEOUT,
+    DEFAULT_CREATE_BODY_LIMIT, DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_JSON_BODY_LIMIT, DEFAULT_MAX_CONNECTIONS, MIN_API_VERSION,
 };
 pub use volume_backend::VolumeBackend;

@@ -2,10 +2,11 @@
 
 use std::{convert::Infallible, time::Duration};
 
+use crate::body::RequestBody;
 use bytes::Bytes;
 use futures::StreamExt;
 use http_body_util::{BodyExt, StreamBody};
-use hyper::{body::Frame, body::Incoming, header, Request, Response, StatusCode};
+use hyper::{body::Frame, header, Request, Response, StatusCode};
 
 use crate::{
     backend::LogsOptions,
@@ -78,7 +79,7 @@ pub(crate) async fn enable(
 pub(crate) async fn push(
     state: &State,
     name: &str,
-    req: &hyper::Request<hyper::body::Incoming>,
+    req: &hyper::Request<crate::body::RequestBody>,
 ) -> Result<Response<Body>, HttpError> {
     let registry_auth = req
         .headers()
@@ -126,7 +127,7 @@ pub(crate) async fn disable(
 pub(crate) async fn set(
     state: &State,
     name: &str,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<Body>, HttpError> {
     let empty_body = body::declared_empty(req.headers());
     body::check_json_content_type(req.headers(), empty_body)?;
@@ -153,7 +154,7 @@ pub(crate) async fn set(
 pub(crate) async fn create(
     state: &State,
     q: &Query,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<Body>, HttpError> {
     let limit = state.options.create_body_limit;
     if body::content_length(req.headers()).is_some_and(|n| n > limit) {

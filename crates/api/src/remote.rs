@@ -5,8 +5,9 @@
 
 use std::sync::Arc;
 
+use crate::body::RequestBody;
 use bytes::Bytes;
-use hyper::{body::Incoming, header, HeaderMap, Request, Response, StatusCode};
+use hyper::{header, HeaderMap, Request, Response, StatusCode};
 
 use crate::{
     backend::{PluginPrivilege, RemoteOperation},
@@ -55,7 +56,7 @@ pub(crate) async fn privileges(
 /// is Go's unmarshal error.
 async fn read_privileges(
     state: &State,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Vec<PluginPrivilege>, HttpError> {
     let fail = |detail: &str| HttpError::internal(format!("failed to parse privileges: {detail}"));
     let is_form = req
@@ -105,7 +106,7 @@ fn decode_privileges(body: &[u8]) -> Result<Vec<PluginPrivilege>, String> {
 /// `POST /plugins/pull?remote=&name=` with the accepted privileges as body.
 pub(crate) async fn pull(
     state: &State,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<Body>, HttpError> {
     let op = remote_operation(state, None, req).await?;
     let backend = Arc::clone(&state.backend);
@@ -121,7 +122,7 @@ pub(crate) async fn pull(
 pub(crate) async fn upgrade(
     state: &State,
     name: &str,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<Body>, HttpError> {
     let op = remote_operation(state, Some(name), req).await?;
     let backend = Arc::clone(&state.backend);
@@ -138,7 +139,7 @@ pub(crate) async fn upgrade(
 async fn remote_operation(
     state: &State,
     name: Option<&str>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<RemoteOperation, HttpError> {
     let uri = req.uri().clone();
     let auth = registry_auth(req.headers());

@@ -3,22 +3,20 @@
 //! routed response.
 
 use std::{
-    convert::Infallible,
-    future::Future,
-    os::unix::fs::{FileTypeExt, PermissionsExt},
-    path::Path,
-    sync::Arc,
+    convert::Infallible, future::Future, os::unix::fs::FileTypeExt, path::Path, sync::Arc,
     time::Duration,
 };
 
 use bytes::Bytes;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
+use hyper::body::Body as _;
 use hyper::{
     body::Incoming, header, server::conn::http1, service::service_fn, Method, Request, Response,
     StatusCode,
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
 use plugind_manager::metrics::Metrics;
+use plugind_sys::socket::SocketOwner;
 use serde::Serialize;
 use tokio::{
     net::UnixListener,
@@ -28,7 +26,9 @@ use tokio::{
 };
 
 use crate::{
+    authz,
     backend::PluginBackend,
+    body::{self, RequestBody},
     connection::{Activity, TrackedBody, TrackedIo},
     error::HttpError,
     plugins,
@@ -59,7 +59,7 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 const MAX_REJECTING: usize = 64;
 
 /// Settings of the API server.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerOptions {
     /// Reported as the engine version (`/version`, the `Server` header).
     pub engine_version: String,
@@ -78,6 +78,23 @@ pub struct ServerOptions {
     pub body_timeout: Duration,
     /// Concurrent connections served; more are answered 503 and closed.
     pub max_connections: usize,
+    /// The authorization plugin chain every routed request goes through (`None`: none).
+    pub authz: Option<Arc<dyn crate::AuthzChain>>,
+}
+
+impl std::fmt::Debug for ServerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerOptions")
+            .field("engine_version", &self.engine_version)
+            .field("json_body_limit", &self.json_body_limit)
+            .field("create_body_limit", &self.create_body_limit)
+            .field("header_timeout", &self.header_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("body_timeout", &self.body_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("authz", &self.authz.as_ref().map(|a| a.plugins()))
+            .finish_non_exhaustive()
+    }
 }
 
 impl ServerOptions {
@@ -92,6 +109,7 @@ impl ServerOptions {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             body_timeout: DEFAULT_BODY_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            authz: None,
         }
     }
 }
@@ -107,9 +125,17 @@ pub(crate) struct State {
     pub(crate) stop: watch::Receiver<bool>,
 }
 
-/// Binds the API socket at `path`: creates the parent directory, replaces a stale socket (but
-/// refuses when a live server answers on it or the path is not a socket), and sets mode 0660.
+/// Binds the API socket at `path` owned by this process's user and group, mode 0660 (see
+/// [`bind_owned`]).
 pub fn bind(path: &Path) -> Result<UnixListener, ApiError> {
+    bind_owned(path, &SocketOwner::current(0o660))
+}
+
+/// Binds the API socket at `path`: creates the parent directory, replaces a stale socket (but
+/// refuses when a live server answers on it or the path is not a socket). The socket appears
+/// at `path` only with `owner`'s user, group and mode (dockerd's `root:docker 0660`), never
+/// with umask permissions for a moment.
+pub fn bind_owned(path: &Path, owner: &SocketOwner) -> Result<UnixListener, ApiError> {
     let socket_err = |source| ApiError::Socket {
         path: path.to_owned(),
         source,
@@ -135,9 +161,9 @@ pub fn bind(path: &Path) -> Result<UnixListener, ApiError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(socket_err(e)),
     }
-    let listener = UnixListener::bind(path).map_err(socket_err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(socket_err)?;
-    Ok(listener)
+    let listener = plugind_sys::socket::bind_unix_owned(path, owner).map_err(socket_err)?;
+    listener.set_nonblocking(true).map_err(socket_err)?;
+    UnixListener::from_std(listener).map_err(socket_err)
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then stops accepting, ends event
@@ -511,19 +537,16 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
     };
     let template = route.template();
     tracing::debug!(method = %req.method(), path = %path, "api request");
-    let mut resp = match check_version(version) {
-        Err(e) => error_response(e, json_errors),
-        Ok(()) => match dispatch(state, route, req).await {
-            Ok(resp) => resp,
-            Err(e) => {
-                let plugin_name = e.plugin_name.clone();
-                let mut resp = error_response(e, json_errors);
-                if let Some(v) = plugin_name.and_then(|n| header::HeaderValue::from_str(&n).ok()) {
-                    resp.headers_mut().insert(remote::PLUGIN_NAME_HEADER, v);
-                }
-                resp
-            }
-        },
+    let version = version.to_owned();
+    let req = req.map(RequestBody::Stream);
+    let chain = state
+        .options
+        .authz
+        .as_ref()
+        .filter(|chain| !chain.plugins().is_empty());
+    let mut resp = match chain {
+        None => routed(state, &version, route, req, json_errors).await.0,
+        Some(chain) => authorized(state, &**chain, &version, route, req, json_errors).await,
     };
     let h = resp.headers_mut();
     let server = format!("Docker/{} (linux)", state.options.engine_version);
@@ -538,6 +561,117 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
     h.insert("Ostype", header::HeaderValue::from_static("linux"));
     Metrics::global().record_api_request(template, resp.status().as_u16(), began.elapsed());
     resp
+}
+
+/// The version check and the route's handler; the flag says whether the handler succeeded
+/// (moby's middleware asks the plugins about successful answers only).
+async fn routed(
+    state: &State,
+    version: &str,
+    route: Route,
+    req: Request<RequestBody>,
+    json_errors: bool,
+) -> (Response<Body>, bool) {
+    match check_version(version) {
+        Err(e) => (error_response(e, json_errors), false),
+        Ok(()) => match dispatch(state, route, req).await {
+            Ok(resp) => (resp, true),
+            Err(e) => {
+                let plugin_name = e.plugin_name.clone();
+                let mut resp = error_response(e, json_errors);
+                if let Some(v) = plugin_name.and_then(|n| header::HeaderValue::from_str(&n).ok()) {
+                    resp.headers_mut().insert(remote::PLUGIN_NAME_HEADER, v);
+                }
+                (resp, false)
+            }
+        },
+    }
+}
+
+/// moby's authorization middleware around [`routed`]: the request goes to the chain before
+/// the handler (its JSON body, read here, when under 1 MiB), a successful answer after it.
+/// Streamed answers (events, logs, progress) are shown to the plugins by status and headers
+/// before they start, and go out only if allowed.
+async fn authorized(
+    state: &State,
+    chain: &dyn crate::AuthzChain,
+    version: &str,
+    route: Route,
+    req: Request<RequestBody>,
+    json_errors: bool,
+) -> Response<Body> {
+    let uri = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
+    let mut request = authz::AuthzRequest {
+        request_method: req.method().as_str().to_owned(),
+        request_uri: uri.clone(),
+        request_headers: authz::flat_headers(req.headers()),
+        ..authz::AuthzRequest::default()
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let (parts, body) = req.into_parts();
+    let body = if authz::sends_body(&uri, &parts.headers)
+        && declared.is_some_and(|n| n > 0 && n < authz::MAX_AUTHZ_BODY)
+    {
+        match body::read_limited(body, authz::MAX_AUTHZ_BODY, state.options.body_timeout).await {
+            Ok(bytes) => {
+                request.request_body = Some(bytes.to_vec());
+                RequestBody::Read(Some(bytes))
+            }
+            Err(e) => return error_response(e, json_errors),
+        }
+    } else {
+        body
+    };
+    let plugins = chain.plugins();
+    if let Err(e) = authz::ask(chain, &plugins, authz::AUTHZ_REQUEST_METHOD, &request).await {
+        tracing::warn!(method = %request.request_method, uri = %uri, error = %e.message, "authorization denied the request");
+        return error_response(e, json_errors);
+    }
+    // Only a plugin in the chain is protected from removal while the chain is in force.
+    if let Route::Remove(name) = &route {
+        if let Some(full) = chain.guards(name) {
+            return error_response(
+                HttpError::new(StatusCode::CONFLICT, format!("plugin {full} is in use")),
+                json_errors,
+            );
+        }
+    }
+    let req = Request::from_parts(parts, body);
+    let (resp, succeeded) = routed(state, version, route, req, json_errors).await;
+    // A plugin disabled by this very request has dropped out (moby reads the chain again).
+    let plugins = chain.plugins();
+    if !succeeded || plugins.is_empty() {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    request.response_status_code = parts.status.as_u16();
+    request.response_headers = authz::flat_headers(&parts.headers);
+    let streamed = body.size_hint().exact().is_none();
+    let body = if streamed {
+        body
+    } else {
+        // A complete answer is in memory already: collecting it costs nothing.
+        let bytes = match body.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(never) => match never {},
+        };
+        if authz::sends_body(&uri, &parts.headers) {
+            request.response_body = Some(bytes.to_vec());
+        }
+        Full::new(bytes).boxed_unsync()
+    };
+    if let Err(e) = authz::ask(chain, &plugins, authz::AUTHZ_RESPONSE_METHOD, &request).await {
+        tracing::warn!(method = %request.request_method, uri = %uri, error = %e.message, "authorization denied the answer");
+        return error_response(e, json_errors);
+    }
+    Response::from_parts(parts, body)
 }
 
 fn check_version(version: &str) -> Result<(), HttpError> {
@@ -560,7 +694,7 @@ fn check_version(version: &str) -> Result<(), HttpError> {
 async fn dispatch(
     state: &State,
     route: Route,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<Body>, HttpError> {
     let uri = req.uri().clone();
     // Only the handlers that read the query parse it (moby's `ParseForm`), so `set` ignores it.

@@ -2,7 +2,8 @@
 //! a [`VolumeBackend`] (the volume service, or a fake in tests), with Docker's JSON shapes and
 //! status codes.
 
-use hyper::{body::Incoming, Request, Response, StatusCode};
+use crate::body::RequestBody;
+use hyper::{Request, Response, StatusCode};
 use plugind_volumes::{FilterUse, VolumeFilters};
 
 use crate::{
@@ -48,7 +49,7 @@ pub(crate) async fn list(state: &State, q: &Query) -> Result<Response<Body>, Htt
 /// `POST /volumes/create` with a JSON body; 201 and the volume.
 pub(crate) async fn create(
     state: &State,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<Body>, HttpError> {
     let svc = service(state)?;
     let is_empty = body::declared_empty(req.headers());

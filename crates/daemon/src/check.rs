@@ -28,6 +28,9 @@ pub fn check_host(config: &Config) -> Vec<String> {
         Err(e) => problems.push(format!("cgroups: cannot read /proc/self/mountinfo: {e}")),
     }
     problems.extend(check_sockets(config));
+    if let Err(e) = plugind_sys::socket::socket_gid(&config.group) {
+        problems.push(format!("--group: {e}"));
+    }
     problems.extend(check_publish_dir(&config.publish_dir));
     for (what, dir) in [("--root", &config.root), ("--exec-root", &config.exec_root)] {
         problems.extend(check_writable(what, dir));
@@ -198,6 +201,17 @@ mod tests {
         assert!(
             problem.contains("more than a unix socket address holds"),
             "{problem}"
+        );
+    }
+
+    #[test]
+    fn a_missing_socket_group_is_reported() {
+        let mut config = test_config();
+        config.group = "no-such-group-plugind".to_owned();
+        let problems = check_host(&config);
+        assert!(
+            problems.contains(&"--group: group no-such-group-plugind not found".to_owned()),
+            "{problems:?}"
         );
     }
 

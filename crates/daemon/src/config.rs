@@ -141,6 +141,15 @@ pub struct Cli {
     /// (`plugind.health.retries` per plugin).
     #[arg(long, value_name = "N", default_value = "3")]
     pub health_retries: u32,
+    /// Group of the API socket and the published sockets (`root:GROUP`, mode 0660), as
+    /// dockerd's: default `docker` when that group exists, else root's group; a named group
+    /// that does not exist stops the start.
+    #[arg(short = 'G', long, value_name = "GROUP", default_value = plugind_sys::socket::DEFAULT_SOCKET_GROUP)]
+    pub group: String,
+    /// Authorization plugin (`authz/1.0`) every API request goes through, in order
+    /// (repeatable; the file's `authorization-plugins` list); reloaded on SIGHUP.
+    #[arg(long = "authorization-plugin", value_name = "NAME")]
+    pub authorization_plugin: Vec<String>,
     /// Which options were given on the command line (filled by [`Cli::parse_from`]).
     #[arg(skip)]
     explicit: Vec<String>,
@@ -231,6 +240,8 @@ struct FileConfig {
     publish_docker_specs: Option<bool>,
     docker_specs_dir: Option<PathBuf>,
     insecure_registries: Option<Vec<String>>,
+    group: Option<String>,
+    authorization_plugins: Option<Vec<String>>,
     metrics_addr: Option<String>,
     health_interval: Option<String>,
     health_timeout: Option<String>,
@@ -325,6 +336,11 @@ pub struct Config {
     pub docker_specs_dir: Option<PathBuf>,
     /// Registries reached over plain HTTP besides loopback (`host[:port]` or CIDR).
     pub insecure_registries: Vec<String>,
+    /// Group of the sockets plugind serves (`docker`, the default, falls back to root's group
+    /// when it does not exist).
+    pub group: String,
+    /// The authorization plugin chain, in order, without repeats.
+    pub authorization_plugins: Vec<String>,
     /// The declarative plugin set (`[[plugin]]` tables), checked by [`Config::plugin_set`].
     pub plugins: Vec<PluginEntryConfig>,
     /// Remove installed plugins the set does not name (except those in use).
@@ -466,6 +482,12 @@ impl ReloadDiff {
         );
         // Applied at once: monitors read the policy at every round.
         check(running.health != new.health, "health", true);
+        check(running.group != new.group, "group", false);
+        check(
+            running.authorization_plugins != new.authorization_plugins,
+            "authorization-plugins",
+            true,
+        );
         diff
     }
 
@@ -478,6 +500,7 @@ impl ReloadDiff {
             plugins: new.plugins.clone(),
             prune: new.prune,
             health: new.health,
+            authorization_plugins: new.authorization_plugins.clone(),
             ..running.clone()
         }
     }
@@ -663,6 +686,25 @@ impl Config {
                     bail!("--health-retries must be at least 1");
                 }
                 policy
+            },
+            group: pick(cli, "group", &cli.group, file.group),
+            authorization_plugins: {
+                // moby's NewPlugins: a name given twice is one plugin of the chain.
+                let mut chain: Vec<String> = Vec::new();
+                for name in pick(
+                    cli,
+                    "authorization_plugin",
+                    &cli.authorization_plugin,
+                    file.authorization_plugins,
+                ) {
+                    if name.is_empty() {
+                        bail!("--authorization-plugin: empty plugin name");
+                    }
+                    if !chain.contains(&name) {
+                        chain.push(name);
+                    }
+                }
+                chain
             },
         };
         let mut config = config;
@@ -899,6 +941,43 @@ mod tests {
         assert_eq!(c.api_idle_timeout, Duration::from_secs(7));
         assert_eq!(c.api_body_timeout, Duration::from_secs(9));
         assert_eq!(c.plugin_start_timeout, Duration::from_millis(12_500));
+    }
+
+    #[test]
+    fn access_control_from_flags_or_file() {
+        let c = Config::load(&cli(&[])).unwrap();
+        assert_eq!(c.group, "docker");
+        assert!(c.authorization_plugins.is_empty());
+        let c = with_file(
+            "group = \"staff\"\nauthorization-plugins = [\"a\", \"b\", \"a\"]",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.group, "staff");
+        assert_eq!(c.authorization_plugins, ["a", "b"], "in order, once each");
+        let c = with_file(
+            "authorization-plugins = [\"a\"]",
+            &[
+                "-G",
+                "wheel",
+                "--authorization-plugin",
+                "x",
+                "--authorization-plugin=y",
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.group, "wheel");
+        assert_eq!(c.authorization_plugins, ["x", "y"]);
+        assert!(with_file("authorization-plugins = [\"\"]", &[]).is_err());
+        // The chain is reloaded live; the group needs a restart.
+        let running = Config::load(&cli(&[])).unwrap();
+        let new = Config::load(&cli(&["--authorization-plugin", "x", "-G", "g"])).unwrap();
+        let diff = ReloadDiff::between(&running, &new);
+        assert_eq!(diff.applied, ["authorization-plugins"]);
+        assert_eq!(diff.needs_restart, ["group"]);
+        let in_force = ReloadDiff::apply(&running, &new);
+        assert_eq!(in_force.authorization_plugins, ["x"]);
+        assert_eq!(in_force.group, "docker");
     }
 
     #[test]

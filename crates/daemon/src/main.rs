@@ -3,6 +3,7 @@
 //! SIGTERM/SIGINT; SIGHUP re-reads the configuration. Under systemd (`Type=notify`) it says
 //! `READY=1` once serving (`notify`). No lifecycle logic lives here.
 
+mod authz;
 mod check;
 mod config;
 mod logging;
@@ -91,9 +92,11 @@ async fn run(
         volumes,
         lifecycle,
         manager,
+        socket_owner,
+        authz,
     } = wiring::build_backend(&config).await?;
-    let (metrics_stop, metrics) = serve_metrics(&config, manager)?;
-    let listener = plugind_api::bind(&config.socket)?;
+    let (metrics_stop, metrics) = serve_metrics(&config, manager, &socket_owner)?;
+    let listener = plugind_api::bind_owned(&config.socket, &socket_owner)?;
     let mut options = plugind_api::ServerOptions::new(env!("CARGO_PKG_VERSION"));
     options.create_body_limit = config.create_body_limit;
     options.volumes = Some(volumes);
@@ -101,6 +104,7 @@ async fn run(
     options.idle_timeout = config.api_idle_timeout;
     options.body_timeout = config.api_body_timeout;
     options.max_connections = api_max_connections(&config, nofile);
+    options.authz = Some(authz);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(plugind_api::serve(listener, backend, options, async {
         let _ = stop_rx.await;
@@ -156,6 +160,7 @@ async fn run(
 fn serve_metrics(
     config: &Config,
     manager: plugind_manager::Manager,
+    owner: &plugind_sys::socket::SocketOwner,
 ) -> anyhow::Result<(
     tokio::sync::oneshot::Sender<()>,
     Option<tokio::task::JoinHandle<()>>,
@@ -164,7 +169,7 @@ fn serve_metrics(
     let Some(addr) = &config.metrics_addr else {
         return Ok((stop_tx, None));
     };
-    let listener = wiring::bind_metrics(addr)?;
+    let listener = wiring::bind_metrics(addr, owner)?;
     tracing::info!(addr = ?addr, "serving metrics");
     let task = tokio::spawn(plugind_api::serve_metrics(listener, manager, async {
         let _ = stop_rx.await;
@@ -270,6 +275,10 @@ fn reload_attributes(
         (
             "shutdown-timeout".to_owned(),
             config.shutdown_timeout.as_secs().to_string(),
+        ),
+        (
+            "authorization-plugins".to_owned(),
+            config.authorization_plugins.join(","),
         ),
         ("applied".to_owned(), diff.applied.join(",")),
         ("needs-restart".to_owned(), diff.needs_restart.join(",")),

@@ -18,7 +18,11 @@ use plugind_volumes::{
     VolumeConfig, VolumeService,
 };
 
-use crate::config::{Config, MetricsAddr};
+use crate::{
+    authz::{Authz, V1Dirs},
+    config::{Config, MetricsAddr},
+};
+use plugind_sys::socket::SocketOwner;
 
 /// containerd namespace of plugind's shims; keeps their runc state apart from containerd's.
 const NAMESPACE: &str = "plugind";
@@ -51,10 +55,19 @@ pub struct Wiring {
     pub lifecycle: Box<dyn Lifecycle>,
     /// The plugin manager (for the metrics server).
     pub manager: Manager,
+    /// Owner, group and mode of the API socket (and of the published sockets).
+    pub socket_owner: SocketOwner,
+    /// The authorization plugin chain (empty when none is configured).
+    pub authz: Arc<Authz>,
 }
 
 /// Builds the executor, the plugin manager (restoring plugins) and the volume service.
 pub async fn build_backend(config: &Config) -> anyhow::Result<Wiring> {
+    // First: a socket group that does not exist stops the start before any plugin runs.
+    let socket_owner = SocketOwner {
+        gid: plugind_sys::socket::socket_gid(&config.group).context("--group")?,
+        ..SocketOwner::current(0o660)
+    };
     let mut executor_config = ExecutorConfig::new(&config.exec_root, NAMESPACE);
     executor_config.shim_binary = find_program("containerd-shim-runc-v2")
         .context("containerd-shim-runc-v2 not found (Debian package `containerd`)")?;
@@ -100,14 +113,26 @@ pub async fn build_backend(config: &Config) -> anyhow::Result<Wiring> {
             dir: config.publish_dir.clone(),
             docker_specs_dir: config.docker_specs_dir.clone(),
             calls: volume_config,
+            socket_owner,
         },
     )
     .await
     .context("publishing volume plugins")?;
+    // After restore, before the API serves: the chain's managed plugins were started by
+    // `Manager::start` (as dockerd enables plugins before serving), so nothing can lock plugind
+    // out at start, and a named plugin that is missing or unusable stops the start.
+    let authz = Authz::load(
+        manager.clone(),
+        V1Dirs::default(),
+        &config.authorization_plugins,
+    )
+    .await
+    .context("checking the authorization plugins")?;
     // After restore and once the publisher follows the manager; reconciled in the background,
     // so neither the API socket nor READY=1 waits for registries.
     manager.apply_plugin_set(config.plugin_set()?);
     let lifecycle = Box::new(Wired {
+        authz: authz.clone(),
         publisher,
         manager: manager.clone(),
         executor,
@@ -118,10 +143,13 @@ pub async fn build_backend(config: &Config) -> anyhow::Result<Wiring> {
         volumes: Arc::new(volumes),
         lifecycle,
         manager,
+        socket_owner,
+        authz,
     })
 }
 
 struct Wired {
+    authz: Arc<Authz>,
     publisher: Publisher,
     manager: Manager,
     executor: ShimExecutor,
@@ -131,6 +159,11 @@ struct Wired {
 #[async_trait]
 impl Lifecycle for Wired {
     async fn reload(&self, config: &Config) -> anyhow::Result<()> {
+        // First, so that a bad list changes nothing.
+        self.authz
+            .reload(&config.authorization_plugins)
+            .await
+            .context("reloading the authorization plugins")?;
         self.executor
             .reload_runtimes(&runtimes(config)?)
             .context("reloading runtimes")?;
@@ -195,10 +228,13 @@ fn runtime_facts(config: &Config) -> RuntimeFacts {
 
 /// Binds the `--metrics-addr` listener. The unix socket is bound here with std, mode 0660 (as
 /// the API socket), replacing a stale socket but never a live one or a non-socket file.
-pub(crate) fn bind_metrics(addr: &MetricsAddr) -> anyhow::Result<plugind_api::MetricsListener> {
+pub(crate) fn bind_metrics(
+    addr: &MetricsAddr,
+    owner: &SocketOwner,
+) -> anyhow::Result<plugind_api::MetricsListener> {
     Ok(match addr {
         MetricsAddr::Unix(path) => {
-            let listener = bind_unix_socket(path)
+            let listener = bind_unix_socket(path, owner)
                 .with_context(|| format!("binding the metrics socket {}", path.display()))?;
             listener.set_nonblocking(true)?;
             plugind_api::MetricsListener::Unix(tokio::net::UnixListener::from_std(listener)?)
@@ -212,10 +248,13 @@ pub(crate) fn bind_metrics(addr: &MetricsAddr) -> anyhow::Result<plugind_api::Me
     })
 }
 
-/// The one place a unix socket for others is bound with std (to become
-/// `plugind_sys::socket::bind_unix_owned` with the API socket's owner and mode).
-fn bind_unix_socket(path: &Path) -> std::io::Result<std::os::unix::net::UnixListener> {
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+/// Binds the metrics socket with the API socket's owner and mode (`bind_unix_owned`), after
+/// making sure no live server answers there.
+fn bind_unix_socket(
+    path: &Path,
+    owner: &SocketOwner,
+) -> std::io::Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::fs::FileTypeExt;
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
@@ -238,9 +277,7 @@ fn bind_unix_socket(path: &Path) -> std::io::Result<std::os::unix::net::UnixList
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    let listener = std::os::unix::net::UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-    Ok(listener)
+    plugind_sys::socket::bind_unix_owned(path, owner)
 }
 
 /// An absolute path as is, else the first match in `PATH` and the sbin directories.

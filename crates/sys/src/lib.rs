@@ -15,6 +15,7 @@
 //! - [`records`]: the chores of loading a directory of records (listing, temporaries of
 //!   interrupted writes, a bounded quarantine for unusable records);
 //! - [`tree`]: iterative, descriptor-relative removal of directory trees of any depth.
+//! - [`socket`]: unix sockets bound with their final owner and mode; dockerd's socket group;
 //! - [`failpoint`]: crash points for tests (inert unless built with the `failpoints` feature).
 //!
 //! All functions return [`SysError`], which names the operation and the path involved.
@@ -31,6 +32,7 @@ pub mod mount;
 pub mod probe;
 pub mod process;
 pub mod records;
+pub mod socket;
 pub mod sync;
 pub mod tree;
 

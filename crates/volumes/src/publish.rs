@@ -50,6 +50,9 @@ pub struct PublishConfig {
     pub docker_specs_dir: Option<PathBuf>,
     /// Deadlines of the forwarded calls.
     pub calls: VolumeConfig,
+    /// Owner, group and mode of every published socket (the API socket's: `root:<group>`
+    /// 0660); a socket never appears with another.
+    pub socket_owner: plugind_sys::socket::SocketOwner,
 }
 
 /// Why publishing failed.
@@ -280,8 +283,9 @@ impl Shared {
         let listener = {
             let socket = socket.clone();
             let path = socket.clone();
+            let owner = self.config.socket_owner;
             tokio::task::spawn_blocking(move || -> Result<_, PublishError> {
-                let listener = bind_socket(&socket)?;
+                let listener = bind_socket(&socket, &owner)?;
                 if let Some(spec) = spec {
                     let dir = spec.parent().unwrap_or(Path::new("/"));
                     std::fs::create_dir_all(dir).map_err(|source| PublishError::Io {
@@ -436,24 +440,20 @@ fn prepare_dir(dir: &Path, specs: Option<&Path>) -> Result<(), PublishError> {
     Ok(())
 }
 
-/// Binds `socket` atomically: a temp name first, then renamed into place, so a consumer sees
-/// either no socket or one that is listening.
-fn bind_socket(socket: &Path) -> Result<std::os::unix::net::UnixListener, PublishError> {
+/// Binds `socket` atomically with its final owner and mode (bound in a private directory,
+/// then renamed into place), so a consumer sees either no socket or one that is listening,
+/// and never one with looser permissions: whoever may mount volumes through it controls
+/// what containers see.
+fn bind_socket(
+    socket: &Path,
+    owner: &plugind_sys::socket::SocketOwner,
+) -> Result<std::os::unix::net::UnixListener, PublishError> {
     let io = |op, path: &Path| {
         let path = path.to_path_buf();
         move |source| PublishError::Io { op, path, source }
     };
-    let name = socket
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = socket.with_file_name(format!(".{name}.tmp"));
-    remove_if_exists(&tmp);
-    let listener = std::os::unix::net::UnixListener::bind(&tmp).map_err(io("bind", &tmp))?;
-    // Root's only: whoever may mount volumes through it controls what containers see.
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o660))
-        .map_err(io("chmod", &tmp))?;
-    std::fs::rename(&tmp, socket).map_err(io("rename", socket))?;
+    let listener =
+        plugind_sys::socket::bind_unix_owned(socket, owner).map_err(io("bind", socket))?;
     listener
         .set_nonblocking(true)
         .map_err(io("configure", socket))?;

@@ -115,12 +115,27 @@ async fn published_socket_answers_at_once_while_its_plugin_is_down() {
             dir: publish_dir.clone(),
             docker_specs_dir: None,
             calls: VolumeConfig::DOCKER,
+            // `daemon` (gid 1): a group that is not root's, so a chown that did not happen shows.
+            socket_owner: plugind_sys::socket::SocketOwner {
+                uid: 0,
+                gid: 1,
+                mode: 0o660,
+            },
         },
     )
     .await
     .unwrap();
     let socket = publish_dir.join("pub+driver.sock");
     assert!(socket.exists(), "published at start");
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(&socket).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+            (0, 1, 0o660),
+            "published socket owner, group, mode"
+        );
+    }
     assert_eq!(
         publisher.published().get("pub/driver:latest"),
         Some(&socket)
