@@ -126,6 +126,14 @@ pub struct Cli {
     /// (repeatable; the file's `insecure-registries` list), as dockerd's.
     #[arg(long = "insecure-registry", value_name = "REGISTRY")]
     pub insecure_registry: Vec<String>,
+    /// Most bytes of event history kept under `<root>/events/` (`docker events --since`
+    /// answers from it across restarts).
+    #[arg(long, value_name = "BYTES", default_value_t = plugind_manager::JournalConfig::DEFAULT.max_bytes)]
+    pub events_max_bytes: u64,
+    /// Events older than this are dropped from the history: a duration such as `168h`, `7d`
+    /// or `30m`.
+    #[arg(long, value_name = "DURATION", default_value = "168h")]
+    pub events_max_age: String,
     /// Which options were given on the command line (filled by [`Cli::parse_from`]).
     #[arg(skip)]
     explicit: Vec<String>,
@@ -157,6 +165,16 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// `events-max-age`: a duration (`168h`, `7d`, `90m`, `1h30m`), at least a second.
+fn parse_age(text: &str) -> anyhow::Result<Duration> {
+    let age = humantime::parse_duration(text.trim())
+        .with_context(|| format!("events-max-age: invalid duration {text:?} (e.g. 168h, 7d)"))?;
+    if age < Duration::from_secs(1) {
+        bail!("events-max-age must be at least 1s, got {text:?}");
+    }
+    Ok(age)
 }
 
 impl Cli {
@@ -216,6 +234,8 @@ struct FileConfig {
     publish_docker_specs: Option<bool>,
     docker_specs_dir: Option<PathBuf>,
     insecure_registries: Option<Vec<String>>,
+    events_max_bytes: Option<u64>,
+    events_max_age: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -278,6 +298,10 @@ pub struct Config {
     pub docker_specs_dir: Option<PathBuf>,
     /// Registries reached over plain HTTP besides loopback (`host[:port]` or CIDR).
     pub insecure_registries: Vec<String>,
+    /// Most bytes of durable event history.
+    pub events_max_bytes: u64,
+    /// Age after which events leave the history.
+    pub events_max_age: Duration,
 }
 
 /// What a SIGHUP changed: settings applied at once, and settings that differ from the running
@@ -348,6 +372,16 @@ impl ReloadDiff {
         check(
             running.insecure_registries != new.insecure_registries,
             "insecure-registries",
+            false,
+        );
+        check(
+            running.events_max_bytes != new.events_max_bytes,
+            "events-max-bytes",
+            false,
+        );
+        check(
+            running.events_max_age != new.events_max_age,
+            "events-max-age",
             false,
         );
         diff
@@ -495,6 +529,18 @@ impl Config {
                 &cli.insecure_registry,
                 file.insecure_registries,
             ),
+            events_max_bytes: pick(
+                cli,
+                "events_max_bytes",
+                &cli.events_max_bytes,
+                file.events_max_bytes,
+            ),
+            events_max_age: parse_age(&pick(
+                cli,
+                "events_max_age",
+                &cli.events_max_age,
+                file.events_max_age,
+            ))?,
         };
         let mut config = config;
         let exec_root = config.exec_root.clone();

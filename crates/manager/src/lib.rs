@@ -32,6 +32,7 @@ pub mod manager;
 pub mod progress;
 
 pub use error::{ManagerError, Result};
+pub use events::journal::JournalConfig;
 pub use manager::{
     Manager, ManagerConfig, PluginHandle, PluginView, PushOutcome, RestoreReport,
     TaskEventReceiver, DOCKER_START_DEADLINE,
