@@ -25,6 +25,7 @@ pub mod client;
 pub mod engine_id;
 mod error;
 pub mod events;
+pub mod fsck;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod layer;
