@@ -7,10 +7,11 @@
 //! - each rootfs matches its layer: every entry of the layer exists with its type, size and
 //!   symlink target; file contents are compared for a sample of the files (small files, and
 //!   one in [`SAMPLE_ONE_IN`] of the others, chosen by path), or all with `full_rootfs`; the
-//!   layer's uncompressed digest is compared with the config's `rootfs.diff_ids`;
+//!   config's `rootfs.diff_ids` must name the layer (its blob digest, as Docker writes it, or
+//!   its uncompressed digest);
 //! - leftovers are listed with their sizes: plugin directories without a record, interrupted
 //!   removals, temporary files, partial ingests, unreferenced blobs, upgrade leftovers,
-//!   bundles no record claims, and quarantined items.
+//!   bundles no record claims, and quarantined items (records, blobs, volume records).
 //!
 //! Repairs (`repair`): a damaged or missing rootfs is unpacked again from its verified layer
 //! (not while its plugin runs); a blob whose content does not match its digest is moved to the
@@ -312,6 +313,16 @@ impl Fsck<'_> {
         );
         self.check_quarantine(&root.join("quarantine"), "quarantined-record");
         self.check_quarantine(&self.storage.join("quarantine"), "quarantined-blob");
+        self.check_quarantine(&root.join("volumes/quarantine"), "quarantined-volume");
+        for (name, path) in sorted_entries(&root.join("volumes")) {
+            if plugind_sys::fs::is_temp_name(&name) {
+                self.leftover(
+                    "temp-file",
+                    &path,
+                    "temporary file of an interrupted write".to_owned(),
+                );
+            }
+        }
         if let Some(exec_root) = &self.options.exec_root {
             self.check_bundles(&exec_root.join("bundles"), &records, unreadable);
         }
@@ -717,10 +728,12 @@ impl Fsck<'_> {
         let mut inner = archive.into_inner();
         io::copy(&mut inner, &mut io::sink())?;
         let uncompressed = Digest::from_sha256_bytes(inner.hasher.finalize().into());
+        // Docker records the gzip blob's digest in a plugin's diff_ids (not the uncompressed
+        // one images use); a config naming the uncompressed digest is accepted too.
         if let Some(want) = diff_id {
-            if *want != uncompressed {
+            if want != layer && *want != uncompressed {
                 differences.push(format!(
-                    "the layer's content is {uncompressed}, the config's rootfs.diff_ids says {want}"
+                    "the config's rootfs.diff_ids names {want}, neither layer {layer} nor its content {uncompressed}"
                 ));
             }
         }

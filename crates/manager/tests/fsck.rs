@@ -5,7 +5,6 @@
 
 use std::{
     fs,
-    io::Read,
     path::{Path, PathBuf},
     time::SystemTime,
 };
@@ -85,11 +84,8 @@ impl Fixture {
         )
         .unwrap();
         let mut config = PluginConfig::from_json(&imported.config).unwrap();
-        let mut uncompressed = Vec::new();
-        flate2::read::GzDecoder::new(fs::File::open(blob_path(&root, &imported.layer)).unwrap())
-            .read_to_end(&mut uncompressed)
-            .unwrap();
-        let diff_id = Digest::from_sha256_bytes(Sha256::digest(&uncompressed).into());
+        // As Docker writes it for plugins: the gzip blob's digest.
+        let diff_id = imported.layer.clone();
         config.rootfs = Some(
             serde_json::from_value(
                 serde_json::json!({"type": "layers", "diff_ids": [diff_id.to_string()]}),
@@ -126,6 +122,23 @@ impl Fixture {
             repair,
         })
         .unwrap()
+    }
+}
+
+/// Replaces every `diff_ids` list in `v` with `[digest]`.
+fn set_diff_ids(v: &mut serde_json::Value, digest: &Digest) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, x) in map.iter_mut() {
+                if k == "diff_ids" {
+                    *x = serde_json::json!([digest.to_string()]);
+                } else {
+                    set_diff_ids(x, digest);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|x| set_diff_ids(x, digest)),
+        _ => {}
     }
 }
 
@@ -185,6 +198,19 @@ fn an_unreadable_record_is_reported_and_never_deleted() {
     assert_eq!(fs::read(&record).unwrap(), b"{not json");
     assert!(blob_path(&f.root, &f.layer).exists());
     assert_eq!(report.remaining(), 2);
+}
+
+#[test]
+fn a_config_naming_another_layer_is_reported() {
+    let f = Fixture::new();
+    let path = f.root.join(f.id.as_str()).join("config.json");
+    let mut record: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    let other = Digest::from_sha256_bytes([9; 32]);
+    set_diff_ids(&mut record, &other);
+    fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
+    let report = f.run(false, false);
+    assert_eq!(problems(&report), ["rootfs-differs"], "{report:#?}");
+    assert!(report.findings[0].detail.contains("rootfs.diff_ids names"));
 }
 
 #[test]
@@ -359,8 +385,12 @@ fn quarantined_items_are_listed_and_kept() {
         .join(format!("{}-1700000000", PluginId::from_bytes([0x33; 32])));
     fs::create_dir_all(&q).unwrap();
     fs::write(q.join("config.json"), b"{").unwrap();
+    let vq = f.root.join("volumes/quarantine/v1.json");
+    fs::create_dir_all(vq.parent().unwrap()).unwrap();
+    fs::write(&vq, b"{").unwrap();
     let report = f.run(true, false);
-    assert_eq!(kinds(&report), ["quarantined-record"]);
+    assert_eq!(kinds(&report), ["quarantined-record", "quarantined-volume"]);
+    assert!(vq.exists());
     assert_eq!(report.findings[0].severity, Severity::Notice);
     assert_eq!(
         report.findings[0].size,
