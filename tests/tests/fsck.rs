@@ -78,6 +78,9 @@ fn fsck_reports_and_repairs_a_damaged_rootfs_of_a_real_root() {
     let sock = d.dir.join(format!("run/plugins/{id}/vol.sock"));
     let (status, _) = http_over_unix(&sock, "POST", "/VolumeDriver.List", Some("{}")).unwrap();
     assert_eq!(status, 200, "the repaired plugin works");
+    // An enabled plugin (init layer, propagated mount) reports clean while plugind serves.
+    let (code, out, _) = fsck(&d, &[]);
+    assert_eq!(code, 0, "{out}");
     d.docker_ok(&["plugin", "disable", "checked"]);
     d.docker_ok(&["plugin", "rm", "checked"]);
 }
