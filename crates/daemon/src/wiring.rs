@@ -72,9 +72,12 @@ pub async fn build_backend(config: &Config) -> anyhow::Result<Wiring> {
     let (manager, report) = Manager::start(manager_config, Arc::new(executor.clone()), events_rx)
         .await
         .context("starting the plugin manager")?;
-    // After start's own repairs, so only what they left is reported.
+    // After start's own repairs, so only what they left is reported; in the background, so a
+    // root of many plugins does not delay serving.
     let root = config.root.clone();
-    tokio::task::spawn_blocking(move || crate::fsck::log_cheap_checks(&root)).await?;
+    drop(tokio::task::spawn_blocking(move || {
+        crate::fsck::log_cheap_checks(&root)
+    }));
     tracing::info!(
         reattached = report.reattached.len(),
         started = report.started.len(),
