@@ -235,6 +235,12 @@ impl EventHub {
                 .iter()
                 .map(|(_, e)| e)
                 .filter(|e| since_nano.is_none_or(|s| e.time_nano >= s))
+                // The age bound holds for the in-memory part too.
+                .filter(|e| {
+                    self.journal
+                        .as_ref()
+                        .is_none_or(|j| e.time_nano >= j.oldest_kept())
+                })
                 .cloned()
                 .collect();
             let first_seq = history
@@ -342,6 +348,27 @@ mod tests {
         let (past, _) = hub.subscribe_durable(Some(since));
         assert_eq!(past.len(), 4);
         assert_eq!(past[0].id, id(4).as_str());
+    }
+
+    #[test]
+    fn the_age_bound_holds_for_events_still_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let bounds = journal::JournalConfig {
+            max_bytes: 1 << 20,
+            max_age: std::time::Duration::from_secs(3600),
+        };
+        let hub = EventHub::with_journal(8, journal::Journal::open(dir.path(), bounds).unwrap());
+        let mut old = PluginEvent::now("create", &id(1), "old");
+        old.time_nano -= 2 * 3600 * 1_000_000_000;
+        hub.publish(old);
+        hub.publish(PluginEvent::now("create", &id(2), "new"));
+        let (past, _) = hub.subscribe_durable(None);
+        assert_eq!(
+            past.iter()
+                .map(|e| e.attributes["name"].as_str())
+                .collect::<Vec<_>>(),
+            ["new"]
+        );
     }
 
     #[test]

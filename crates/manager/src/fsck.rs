@@ -231,6 +231,10 @@ fn lock_pid(lock_path: &Path) -> String {
         .to_owned()
 }
 
+/// Where a repair sets a damaged rootfs aside (inside the plugin directory) until the new one
+/// is in place.
+const DAMAGED_ROOTFS: &str = "rootfs-fsck-damaged";
+
 /// Files or directories directly in the root that belong to plugind and are not plugins.
 const ROOT_ENTRIES: [&str; 8] = [
     "plugind.lock",
@@ -337,6 +341,12 @@ impl Fsck<'_> {
                     "temp-file",
                     &path,
                     "temporary file of an interrupted write".to_owned(),
+                );
+            } else if name == DAMAGED_ROOTFS {
+                self.leftover(
+                    "temp-file",
+                    &path,
+                    "damaged rootfs set aside by an interrupted fsck --repair".to_owned(),
                 );
             } else if name.starts_with("rootfs-previous-") {
                 self.push(Finding {
@@ -619,7 +629,7 @@ impl Fsck<'_> {
                 .map_err(|e| e.to_string())?;
             plugind_sys::fs::sync_filesystem(&tmp).map_err(|e| e.to_string())?;
             let rootfs = root.join(id.as_str()).join("rootfs");
-            let damaged = root.join(id.as_str()).join("rootfs-fsck-damaged");
+            let damaged = root.join(id.as_str()).join(DAMAGED_ROOTFS);
             if rootfs.exists() {
                 let _ = plugind_sys::tree::remove_tree_same_device(&damaged);
                 plugind_sys::fs::durable_rename(&rootfs, &damaged).map_err(|e| e.to_string())?;

@@ -320,6 +320,9 @@ fn leftovers_are_listed_with_sizes_and_deleted_by_repair() {
     fs::create_dir_all(f.root.join("tmp/rootfs-abc")).unwrap();
     let temp = f.root.join(f.id.as_str()).join(".config.json.tmp-123");
     fs::write(&temp, b"partial").unwrap();
+    // A damaged rootfs an interrupted repair set aside.
+    let aside = f.root.join(f.id.as_str()).join("rootfs-fsck-damaged");
+    fs::create_dir_all(&aside).unwrap();
     // An interrupted removal, an orphan ingest, an unreferenced blob.
     let removing = f
         .root
@@ -342,6 +345,7 @@ fn leftovers_are_listed_with_sizes_and_deleted_by_repair() {
             "orphan-ingest",
             "orphan-plugin-dir",
             "temp-file",
+            "temp-file",
             "temp-file"
         ],
         "{report:#?}"
@@ -362,10 +366,11 @@ fn leftovers_are_listed_with_sizes_and_deleted_by_repair() {
 
     let report = f.run(true, false);
     assert_eq!(report.remaining(), 0, "{report:#?}");
-    assert_eq!(report.repaired(), 6);
+    assert_eq!(report.repaired(), 7);
     for p in [
         &orphan,
         &temp,
+        &aside,
         &ingest,
         &removing,
         &blob_path(&f.root, &stray),

@@ -340,8 +340,7 @@ impl Journal {
     pub fn read(&self, since_nano: Option<i128>, before_seq: u64) -> Vec<PluginEvent> {
         let appended = self.appended.load(std::sync::atomic::Ordering::SeqCst);
         self.shared.wait_handled(before_seq.min(appended));
-        let cutoff = super::now_nanos() - self.shared.config.max_age.as_nanos() as i128;
-        let since = since_nano.unwrap_or(i128::MIN).max(cutoff);
+        let since = since_nano.unwrap_or(i128::MIN).max(self.oldest_kept());
         let segments = plugind_sys::sync::lock(&self.shared.segments).clone();
         let mut out = Vec::new();
         for seg in segments {
@@ -374,6 +373,11 @@ impl Journal {
         if let Some(t) = plugind_sys::sync::lock(&self.thread).take() {
             let _ = t.join();
         }
+    }
+
+    /// The time (ns since the epoch) before which events are out of the age bound.
+    pub fn oldest_kept(&self) -> i128 {
+        super::now_nanos() - self.shared.config.max_age.as_nanos() as i128
     }
 
     /// The log's directory.
