@@ -11,7 +11,9 @@
 //! Crash safety: records only ever go at the end of the active segment. A crash can leave a
 //! torn or never-written tail; at open the active segment is truncated to its last whole
 //! record whose checksum matches. A damaged record in an older segment ends the reading of
-//! that segment (logged), nothing else.
+//! that segment (logged), nothing else. Opening reads only the active segment (older ones are
+//! known by their names, sizes and modification times), so a start does not pay for the
+//! whole history.
 //!
 //! fsync policy: events are history, not state (no decision of plugind depends on them), so
 //! records are written to the file at once (a `kill -9` loses nothing: the page cache keeps
@@ -243,23 +245,36 @@ impl Journal {
         let mut next_seq = 0u64;
         let count = names.len();
         for (i, (first_seq, path)) in names.into_iter().enumerate() {
+            if i + 1 < count {
+                // A closed segment is never written again: its size and modification time
+                // (never earlier than its newest event's time) are all the bounds and `since`
+                // need, so a start does not read the whole history.
+                let md = fs::metadata(&path).map_err(io_err(&path))?;
+                let mtime = md
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(i128::MAX, |d| d.as_nanos() as i128);
+                segments.push(Segment {
+                    path,
+                    first_seq,
+                    bytes: md.len(),
+                    last_time: mtime,
+                });
+                continue;
+            }
             let bytes = fs::read(&path).map_err(io_err(&path))?;
             let (events, good) = decode_all(&bytes);
             if good < bytes.len() {
-                if i + 1 == count {
-                    // The active segment: cut the torn tail so new records follow whole ones.
-                    tracing::warn!(path = %path.display(), kept = good, dropped = bytes.len() - good,
-                        "event log: torn tail repaired");
-                    let f = OpenOptions::new()
-                        .write(true)
-                        .open(&path)
-                        .map_err(io_err(&path))?;
-                    f.set_len(good as u64).map_err(io_err(&path))?;
-                    f.sync_all().map_err(io_err(&path))?;
-                } else {
-                    tracing::warn!(path = %path.display(), at = good,
-                        "event log: damaged record; the rest of this segment is skipped");
-                }
+                // The active segment: cut the torn tail so new records follow whole ones.
+                tracing::warn!(path = %path.display(), kept = good, dropped = bytes.len() - good,
+                    "event log: torn tail repaired");
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(io_err(&path))?;
+                f.set_len(good as u64).map_err(io_err(&path))?;
+                f.sync_all().map_err(io_err(&path))?;
             }
             if let Some((seq, _)) = events.last() {
                 next_seq = next_seq.max(seq + 1);
@@ -356,7 +371,11 @@ impl Journal {
                     continue;
                 }
             };
-            let (events, _) = decode_all(&bytes);
+            let (events, good) = decode_all(&bytes);
+            if good < bytes.len() {
+                tracing::warn!(path = %seg.path.display(), at = good,
+                    "event log: damaged record; the rest of this segment is skipped");
+            }
             out.extend(
                 events
                     .into_iter()
