@@ -750,6 +750,21 @@ mod tests {
     }
 
     #[test]
+    fn event_history_bounds_from_flags_or_file() {
+        let c = Config::load(&cli(&[])).unwrap();
+        assert_eq!(c.events_max_bytes, 32 << 20);
+        assert_eq!(c.events_max_age, Duration::from_secs(168 * 3600));
+        let c = with_file("events-max-bytes = 1048576\nevents-max-age = \"7d\"", &[]).unwrap();
+        assert_eq!(c.events_max_bytes, 1 << 20);
+        assert_eq!(c.events_max_age, Duration::from_secs(7 * 24 * 3600));
+        let c = with_file("events-max-age = \"7d\"", &["--events-max-age", "90m"]).unwrap();
+        assert_eq!(c.events_max_age, Duration::from_secs(90 * 60));
+        let e = Config::load(&cli(&["--events-max-age", "soon"])).unwrap_err();
+        assert!(format!("{e:#}").contains("events-max-age"), "{e:#}");
+        assert!(Config::load(&cli(&["--events-max-age", "0s"])).is_err());
+    }
+
+    #[test]
     fn insecure_registries_from_flags_or_file() {
         let c = with_file(r#"insecure-registries = ["10.0.0.0/8"]"#, &[]).unwrap();
         assert_eq!(c.insecure_registries, ["10.0.0.0/8"]);
