@@ -18,15 +18,17 @@ fn plugin_dir() -> String {
     sample_plugin_dir().to_string_lossy().into_owned()
 }
 
-/// The events since `since`, as `Type Action Actor.ID name=.. driver=..` lines.
+/// The plugin and volume events since `since`, as `Type Action Actor.ID name=.. driver=..`
+/// lines (plugind's own `daemon` start events are checked by tests/events.rs).
 fn events_since(d: &Daemon, since: u64) -> Vec<String> {
     // `until` one second ahead: the stream sends the backlog and ends within a second.
     let path = format!("/events?since={since}&until={}", now_secs() + 1);
     let (status, body) = d.request("GET", &path, None).expect("events answer");
     assert_eq!(status, 200, "{body}");
     body.lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["Type"] != "daemon")
+        .map(|v| {
             let attrs = v["Actor"]["Attributes"].as_object().unwrap();
             let attrs: Vec<String> = attrs
                 .iter()

@@ -72,9 +72,11 @@ pub trait PluginBackend: Send + Sync + 'static {
     /// made with [`BackendError::lookup`]; every other error is answered 500, as Docker does.
     async fn set(&self, name: &str, args: Vec<String>) -> Result<(), BackendError>;
 
-    /// The buffered events (oldest first, Docker keeps the last 256) and a receiver for new
-    /// ones, taken atomically: no event is both in the backlog and received, none is in neither.
-    fn subscribe_events(&self) -> EventSubscription;
+    /// The past events at or after `since_nano` (all when `None`), oldest first, and the
+    /// events published after them, taken atomically: no event is both in the backlog and
+    /// received, none is in neither. The real backend answers from the durable history
+    /// (Docker keeps only the last 256, in memory).
+    async fn subscribe_events(&self, since_nano: Option<i64>) -> EventSubscription;
 
     /// A plugin's output (plugind's extension, `GET /plugins/{name}/logs`). The stream yields
     /// the last `tail` lines (all when `None`) and then, if `follow`, new lines until the plugin
@@ -371,13 +373,51 @@ impl EventMessage {
     }
 }
 
+/// Events published after a backlog was taken, as a broadcast receiver yields them
+/// (`Lagged` when the subscriber fell behind, `Closed` at the end).
+pub type LiveEvents =
+    Pin<Box<dyn Stream<Item = Result<EventMessage, broadcast::error::RecvError>> + Send>>;
+
 /// The result of [`PluginBackend::subscribe_events`].
-#[derive(Debug)]
 pub struct EventSubscription {
-    /// Buffered past events, oldest first.
+    /// Past events, oldest first.
     pub backlog: Vec<EventMessage>,
     /// Events published after the backlog was taken.
-    pub live: broadcast::Receiver<EventMessage>,
+    pub live: LiveEvents,
+}
+
+impl fmt::Debug for EventSubscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventSubscription")
+            .field("backlog", &self.backlog.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventSubscription {
+    /// A subscription whose live events come from `rx`, each converted by `convert`.
+    pub fn from_broadcast<T: Clone + Send + 'static>(
+        backlog: Vec<EventMessage>,
+        rx: broadcast::Receiver<T>,
+        convert: fn(T) -> EventMessage,
+    ) -> Self {
+        let live = futures::stream::unfold(Some(rx), move |rx| async move {
+            let mut rx = rx?;
+            match rx.recv().await {
+                Ok(e) => Some((Ok(convert(e)), Some(rx))),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    Some((Err(broadcast::error::RecvError::Lagged(n)), Some(rx)))
+                }
+                Err(broadcast::error::RecvError::Closed) => {
+                    Some((Err(broadcast::error::RecvError::Closed), None))
+                }
+            }
+        });
+        EventSubscription {
+            backlog,
+            live: Box::pin(live),
+        }
+    }
 }
 
 /// Options of `GET /plugins/{name}/logs`.

@@ -6,14 +6,14 @@ use std::{
     collections::{BTreeMap, VecDeque},
     io::Read,
     path::{Path, PathBuf},
-    sync::{Arc, RwLock},
+    sync::RwLock,
     time::Duration,
 };
 
 use async_trait::async_trait;
 use plugind_manager::{
-    events::{EventHub, PluginEvent},
-    read_log_tail, LogEntry, Manager, ManagerError, PluginView, RunState, StoreError,
+    events::PluginEvent, read_log_tail, LogEntry, Manager, ManagerError, PluginView, RunState,
+    StoreError,
 };
 use plugind_types::Reference;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -29,9 +29,6 @@ use plugind_manager::{
     AuthConfig,
 };
 
-/// How many events the API keeps for `since` queries (Docker keeps 256).
-const EVENT_BACKLOG: usize = 256;
-
 /// Runtime facts shown by `GET /info`; replaced on reload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuntimeFacts {
@@ -45,50 +42,18 @@ pub struct RuntimeFacts {
 #[derive(Debug)]
 pub struct ManagerBackend {
     manager: Manager,
-    events: Arc<EventHub<EventMessage>>,
     runtimes: RwLock<RuntimeFacts>,
     /// `ID` of `/info`; see [`ManagerBackend::with_engine_id`].
     engine_id: String,
-    /// The task copying the manager's events into `events`: ended with the backend, not left
-    /// to notice it at the next event.
-    forwarder: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for ManagerBackend {
-    fn drop(&mut self) {
-        self.forwarder.abort();
-    }
 }
 
 impl ManagerBackend {
-    /// Wraps `manager`; starts forwarding its events in API form.
+    /// Wraps `manager`; its events are the API's (`/events` converts them as they go out).
     pub fn new(manager: Manager, runtimes: RuntimeFacts) -> Self {
-        let events = Arc::new(EventHub::new(EVENT_BACKLOG));
-        let (past, mut live) = manager.events().subscribe(None);
-        for e in past {
-            events.publish(to_message(&e));
-        }
-        let forward = Arc::downgrade(&events);
-        let forwarder = tokio::spawn(async move {
-            loop {
-                match live.recv().await {
-                    Ok(e) => match forward.upgrade() {
-                        Some(hub) => hub.publish(to_message(&e)),
-                        None => break,
-                    },
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "api event forwarder lagged");
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-                }
-            }
-        });
         ManagerBackend {
             manager,
-            events,
             runtimes: RwLock::new(runtimes),
             engine_id: String::new(),
-            forwarder,
         }
     }
 
@@ -100,22 +65,14 @@ impl ManagerBackend {
     }
 
     /// Publishes a `daemon` event (dockerd's `LogDaemonEventWithAttributes`, e.g. `reload`):
-    /// the actor is the daemon's id, and `name` (the host name) is added to `attributes`.
+    /// the actor is the daemon's id, and `name` (the host name) is added to `attributes`. It
+    /// goes through the manager's hub, so it is kept in the durable history too.
     pub fn publish_daemon_event(&self, action: &str, mut attributes: BTreeMap<String, String>) {
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         attributes.insert("name".to_owned(), hostname.trim().to_owned());
-        let time_nano = crate::system::now_nanos() as i64;
-        self.events.publish(EventMessage {
-            r#type: "daemon".to_owned(),
-            action: action.to_owned(),
-            actor: crate::backend::EventActor {
-                id: self.info().id,
-                attributes,
-            },
-            scope: "local".to_owned(),
-            time: time_nano.div_euclid(1_000_000_000),
-            time_nano,
-        });
+        self.manager
+            .events()
+            .publish(PluginEvent::daemon(action, &self.info().id, attributes));
     }
 
     /// The wrapped manager.
@@ -132,12 +89,12 @@ impl ManagerBackend {
     }
 }
 
-fn to_message(e: &PluginEvent) -> EventMessage {
+fn to_message(e: PluginEvent) -> EventMessage {
     EventMessage::new(
         e.r#type.as_str(),
         &e.action,
         &e.id,
-        e.attributes.clone(),
+        e.attributes,
         e.time_nano as i64,
     )
 }
@@ -275,9 +232,29 @@ impl PluginBackend for ManagerBackend {
             .map_err(to_error)
     }
 
-    fn subscribe_events(&self) -> EventSubscription {
-        let (backlog, live) = self.events.subscribe_where(|_| true);
-        EventSubscription { backlog, live }
+    async fn subscribe_events(&self, since_nano: Option<i64>) -> EventSubscription {
+        let (past, live) = if since_nano == Some(i64::MAX) {
+            // Live events only: no history to read.
+            self.manager.events().subscribe(Some(i128::MAX))
+        } else {
+            let manager = self.manager.clone();
+            let since = since_nano.map(i128::from);
+            // Reads the durable history: off the async workers.
+            match tokio::task::spawn_blocking(move || manager.events().subscribe_durable(since))
+                .await
+            {
+                Ok(sub) => sub,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the event history failed");
+                    self.manager.events().subscribe(since)
+                }
+            }
+        };
+        EventSubscription::from_broadcast(
+            past.into_iter().map(to_message).collect(),
+            live,
+            to_message,
+        )
     }
 
     async fn logs(&self, name: &str, options: LogsOptions) -> Result<LogStream, BackendError> {

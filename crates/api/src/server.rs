@@ -704,7 +704,7 @@ async fn dispatch(
         Route::Ping => Ok(system::ping(req.method() == Method::HEAD)),
         Route::Version => Ok(system::version(state)),
         Route::Info => Ok(system::info(state)),
-        Route::Events => system::events(state, &query()?),
+        Route::Events => system::events(state, &query()?).await,
         Route::List => plugins::list(state, &query()?).await,
         Route::Inspect(name) => plugins::inspect(state, &name).await,
         Route::Privileges => remote::privileges(state, &query()?, req.headers()).await,

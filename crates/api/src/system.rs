@@ -188,7 +188,7 @@ fn encode_event(ev: &EventMessage) -> Bytes {
 
 /// `GET /events` (moby 28 `getEvents`): backlog selected by `since`/`until`, then live events
 /// until `until` passes, the client goes away or the server stops.
-pub(crate) fn events(state: &State, q: &Query) -> Result<Response<Body>, HttpError> {
+pub(crate) async fn events(state: &State, q: &Query) -> Result<Response<Body>, HttpError> {
     // moby returns these parse errors untyped: 500.
     let since = event_time(q.get("since")).map_err(HttpError::internal)?;
     let until = event_time(q.get("until")).map_err(HttpError::internal)?;
@@ -210,9 +210,18 @@ pub(crate) fn events(state: &State, q: &Query) -> Result<Response<Body>, HttpErr
         }
     }
     let filters = Filters::from_json(q.get("filters"))?;
-    let sub = state.backend.subscribe_events();
     // moby sends no backlog unless `since` or `until` was given.
-    let backlog: Vec<Bytes> = if since.is_none() && until.is_none() {
+    let wants_backlog = since.is_some() || until.is_some();
+    let sub = state
+        .backend
+        .subscribe_events(if wants_backlog {
+            Some(i64::try_from(since.unwrap_or(0)).unwrap_or(i64::MAX))
+        } else {
+            // Only live events: the newest instant, so no history is read.
+            Some(i64::MAX)
+        })
+        .await;
+    let backlog: Vec<Bytes> = if !wants_backlog {
         Vec::new()
     } else {
         let from = since.unwrap_or(0);
@@ -240,14 +249,14 @@ pub(crate) fn events(state: &State, q: &Query) -> Result<Response<Body>, HttpErr
                         }
                     };
                     let next = tokio::select! {
-                        r = rx.recv() => match r {
-                            Ok(ev) if event_included(&filters, &ev) => Some(encode_event(&ev)),
-                            Ok(_) => None,
-                            Err(RecvError::Lagged(n)) => {
+                        r = rx.next() => match r {
+                            Some(Ok(ev)) if event_included(&filters, &ev) => Some(encode_event(&ev)),
+                            Some(Ok(_)) => None,
+                            Some(Err(RecvError::Lagged(n))) => {
                                 tracing::warn!(missed = n, "events client too slow; events dropped");
                                 None
                             }
-                            Err(RecvError::Closed) => return None,
+                            Some(Err(RecvError::Closed)) | None => return None,
                         },
                         () = timeout => return None,
                         () = stopped(&mut stop) => return None,

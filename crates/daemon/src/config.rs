@@ -150,6 +150,14 @@ pub struct Cli {
     /// (repeatable; the file's `authorization-plugins` list); reloaded on SIGHUP.
     #[arg(long = "authorization-plugin", value_name = "NAME")]
     pub authorization_plugin: Vec<String>,
+    /// Most bytes of event history kept under `<root>/events/` (`docker events --since`
+    /// answers from it across restarts).
+    #[arg(long, value_name = "BYTES", default_value_t = plugind_manager::JournalConfig::DEFAULT.max_bytes)]
+    pub events_max_bytes: u64,
+    /// Events older than this are dropped from the history: a duration such as `168h`, `7d`
+    /// or `30m`.
+    #[arg(long, value_name = "DURATION", default_value = "168h")]
+    pub events_max_age: String,
     /// Which options were given on the command line (filled by [`Cli::parse_from`]).
     #[arg(skip)]
     explicit: Vec<String>,
@@ -181,6 +189,16 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// `events-max-age`: a duration (`168h`, `7d`, `90m`, `1h30m`), at least a second.
+fn parse_age(text: &str) -> anyhow::Result<Duration> {
+    let age = humantime::parse_duration(text.trim())
+        .with_context(|| format!("events-max-age: invalid duration {text:?} (e.g. 168h, 7d)"))?;
+    if age < Duration::from_secs(1) {
+        bail!("events-max-age must be at least 1s, got {text:?}");
+    }
+    Ok(age)
 }
 
 impl Cli {
@@ -240,6 +258,8 @@ struct FileConfig {
     publish_docker_specs: Option<bool>,
     docker_specs_dir: Option<PathBuf>,
     insecure_registries: Option<Vec<String>>,
+    events_max_bytes: Option<u64>,
+    events_max_age: Option<String>,
     group: Option<String>,
     authorization_plugins: Option<Vec<String>>,
     metrics_addr: Option<String>,
@@ -336,6 +356,10 @@ pub struct Config {
     pub docker_specs_dir: Option<PathBuf>,
     /// Registries reached over plain HTTP besides loopback (`host[:port]` or CIDR).
     pub insecure_registries: Vec<String>,
+    /// Most bytes of durable event history.
+    pub events_max_bytes: u64,
+    /// Age after which events leave the history.
+    pub events_max_age: Duration,
     /// Group of the sockets plugind serves (`docker`, the default, falls back to root's group
     /// when it does not exist).
     pub group: String,
@@ -487,6 +511,16 @@ impl ReloadDiff {
             running.authorization_plugins != new.authorization_plugins,
             "authorization-plugins",
             true,
+        );
+        check(
+            running.events_max_bytes != new.events_max_bytes,
+            "events-max-bytes",
+            false,
+        );
+        check(
+            running.events_max_age != new.events_max_age,
+            "events-max-age",
+            false,
         );
         diff
     }
@@ -706,6 +740,18 @@ impl Config {
                 }
                 chain
             },
+            events_max_bytes: pick(
+                cli,
+                "events_max_bytes",
+                &cli.events_max_bytes,
+                file.events_max_bytes,
+            ),
+            events_max_age: parse_age(&pick(
+                cli,
+                "events_max_age",
+                &cli.events_max_age,
+                file.events_max_age,
+            ))?,
         };
         let mut config = config;
         let exec_root = config.exec_root.clone();
@@ -978,6 +1024,21 @@ mod tests {
         let in_force = ReloadDiff::apply(&running, &new);
         assert_eq!(in_force.authorization_plugins, ["x"]);
         assert_eq!(in_force.group, "docker");
+    }
+
+    #[test]
+    fn event_history_bounds_from_flags_or_file() {
+        let c = Config::load(&cli(&[])).unwrap();
+        assert_eq!(c.events_max_bytes, 32 << 20);
+        assert_eq!(c.events_max_age, Duration::from_secs(168 * 3600));
+        let c = with_file("events-max-bytes = 1048576\nevents-max-age = \"7d\"", &[]).unwrap();
+        assert_eq!(c.events_max_bytes, 1 << 20);
+        assert_eq!(c.events_max_age, Duration::from_secs(7 * 24 * 3600));
+        let c = with_file("events-max-age = \"7d\"", &["--events-max-age", "90m"]).unwrap();
+        assert_eq!(c.events_max_age, Duration::from_secs(90 * 60));
+        let e = Config::load(&cli(&["--events-max-age", "soon"])).unwrap_err();
+        assert!(format!("{e:#}").contains("events-max-age"), "{e:#}");
+        assert!(Config::load(&cli(&["--events-max-age", "0s"])).is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 mod authz;
 mod check;
 mod config;
+mod fsck;
 mod logging;
 mod notify;
 mod version;
@@ -25,6 +26,9 @@ fn main() -> ExitCode {
     // First, while there is one thread: no child (shim, runc) may inherit NOTIFY_SOCKET.
     let notifier = notify::Notifier::take_from_env();
     let args: Vec<OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "fsck") {
+        return fsck::main(&args);
+    }
     let cli = Cli::parse_from(args.clone()).unwrap_or_else(|e| e.exit());
     if cli.version {
         print!("{}", version::version_text());

@@ -81,9 +81,19 @@ pub async fn build_backend(config: &Config) -> anyhow::Result<Wiring> {
     manager_config.registry.insecure_registries = config.insecure_registries.clone();
     manager_config.registry.user_agent = format!("plugind/{}", env!("CARGO_PKG_VERSION"));
     manager_config.health = config.health;
+    manager_config.events = plugind_manager::JournalConfig {
+        max_bytes: config.events_max_bytes,
+        max_age: config.events_max_age,
+    };
     let (manager, report) = Manager::start(manager_config, Arc::new(executor.clone()), events_rx)
         .await
         .context("starting the plugin manager")?;
+    // After start's own repairs, so only what they left is reported; in the background, so a
+    // root of many plugins does not delay serving.
+    let root = config.root.clone();
+    drop(tokio::task::spawn_blocking(move || {
+        crate::fsck::log_cheap_checks(&root)
+    }));
     tracing::info!(
         reattached = report.reattached.len(),
         started = report.started.len(),
@@ -106,6 +116,7 @@ pub async fn build_backend(config: &Config) -> anyhow::Result<Wiring> {
     let backend = Arc::new(
         ManagerBackend::new(manager.clone(), runtime_facts(config)).with_engine_id(engine_id),
     );
+    publish_start_events(&backend, &report);
     // Published sockets for Podman and Docker daemons, following the manager from now on.
     let publisher = Publisher::start(
         manager.clone(),
@@ -148,6 +159,32 @@ pub async fn build_backend(config: &Config) -> anyhow::Result<Wiring> {
     })
 }
 
+/// plugind's own restart in the event history: `start`, then `restore` with what restore
+/// found (dockerd publishes no such events; plugind's are shaped as its `reload`).
+fn publish_start_events(
+    backend: &ManagerBackend,
+    report: &plugind_manager::manager::RestoreReport,
+) {
+    backend.publish_daemon_event(
+        "start",
+        std::collections::BTreeMap::from([
+            ("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
+            ("pid".to_owned(), std::process::id().to_string()),
+        ]),
+    );
+    let count = |n: usize| n.to_string();
+    backend.publish_daemon_event(
+        "restore",
+        std::collections::BTreeMap::from([
+            ("reattached".to_owned(), count(report.reattached.len())),
+            ("started".to_owned(), count(report.started.len())),
+            ("failed".to_owned(), count(report.failed.len())),
+            ("quarantined".to_owned(), count(report.quarantined.len())),
+            ("destroyed".to_owned(), count(report.destroyed.len())),
+        ]),
+    );
+}
+
 struct Wired {
     authz: Arc<Authz>,
     publisher: Publisher,
@@ -181,6 +218,9 @@ impl Lifecycle for Wired {
         self.publisher.shutdown();
         self.manager.shutdown().await;
         self.executor.shutdown().await;
+        // The last events on disk (and synced) before the process exits.
+        let manager = self.manager.clone();
+        tokio::task::spawn_blocking(move || manager.events().sync()).await?;
         Ok(())
     }
 }

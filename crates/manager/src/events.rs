@@ -14,7 +14,14 @@
 //!   `docker plugin install` is that `pull` followed by the client's own `enable`;
 //! - `set`, `push`, restore at start: no event.
 //!
-//! plugind adds `restart` and `failed` (supervision), named with the stored reference.
+//! plugind adds `restart` and `failed` (supervision), named with the stored reference, and
+//! `daemon` events of its own (`start`, `restore`, `reload`).
+//!
+//! With a [`journal::Journal`] attached ([`EventHub::with_journal`]) every event is also
+//! written to the durable history under the root, and [`EventHub::subscribe_durable`] answers
+//! from it across restarts.
+
+pub mod journal;
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -32,6 +39,8 @@ pub enum EventType {
     Plugin,
     /// A volume (`Actor.ID` is its name).
     Volume,
+    /// The daemon itself (`Actor.ID` is the engine id, `Attributes.name` the host name).
+    Daemon,
 }
 
 impl EventType {
@@ -40,6 +49,17 @@ impl EventType {
         match self {
             EventType::Plugin => "plugin",
             EventType::Volume => "volume",
+            EventType::Daemon => "daemon",
+        }
+    }
+
+    /// The type spelled `s` ([`EventType::as_str`]), if known.
+    pub fn parse(s: &str) -> Option<EventType> {
+        match s {
+            "plugin" => Some(EventType::Plugin),
+            "volume" => Some(EventType::Volume),
+            "daemon" => Some(EventType::Daemon),
+            _ => None,
         }
     }
 }
@@ -64,7 +84,7 @@ pub struct PluginEvent {
 /// Another name for [`PluginEvent`], for code that handles both kinds.
 pub type Event = PluginEvent;
 
-fn now_nanos() -> i128 {
+pub(crate) fn now_nanos() -> i128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i128)
@@ -93,62 +113,166 @@ impl PluginEvent {
         }
     }
 
+    /// A `daemon` event stamped now (dockerd's `LogDaemonEventWithAttributes`): `Actor.ID` is
+    /// the engine id; the caller puts `name` (the host name) in `attributes`.
+    pub fn daemon(action: &str, engine_id: &str, attributes: BTreeMap<String, String>) -> Self {
+        PluginEvent {
+            r#type: EventType::Daemon,
+            action: action.to_owned(),
+            id: engine_id.to_owned(),
+            attributes,
+            time_nano: now_nanos(),
+        }
+    }
+
     /// Whole seconds since the Unix epoch.
     pub fn time_secs(&self) -> i64 {
         (self.time_nano / 1_000_000_000) as i64
     }
 }
 
-/// Publishes events to live subscribers and keeps the last `capacity` for late ones.
-/// Generic so that a consumer (the API) can keep its own converted copy the same way.
+/// Publishes events to live subscribers and keeps the last `capacity` for late ones; with a
+/// journal, also every event to the durable history.
 #[derive(Debug)]
-pub struct EventHub<T = PluginEvent> {
+pub struct EventHub {
     // One std mutex guards history *and* publication, so a subscriber's snapshot and its
     // receiver meet exactly: nothing published in between is lost or seen twice.
-    history: Mutex<VecDeque<T>>,
-    sender: broadcast::Sender<T>,
+    history: Mutex<History>,
+    sender: broadcast::Sender<PluginEvent>,
     capacity: usize,
+    journal: Option<journal::Journal>,
 }
 
-impl<T: Clone> EventHub<T> {
-    /// A hub keeping `capacity` past events (and buffering as many for slow subscribers).
+/// The in-memory history: events with their sequence numbers, oldest first.
+#[derive(Debug)]
+struct History {
+    events: VecDeque<(u64, PluginEvent)>,
+    next_seq: u64,
+}
+
+impl EventHub {
+    /// A hub keeping `capacity` past events in memory (and buffering as many for slow
+    /// subscribers), with no durable history.
     pub fn new(capacity: usize) -> Self {
+        Self::build(capacity, None)
+    }
+
+    /// A hub that also writes every event to `journal` and answers
+    /// [`EventHub::subscribe_durable`] from it.
+    pub fn with_journal(capacity: usize, journal: journal::Journal) -> Self {
+        Self::build(capacity, Some(journal))
+    }
+
+    fn build(capacity: usize, journal: Option<journal::Journal>) -> Self {
         let capacity = capacity.max(1);
         let (sender, _) = broadcast::channel(capacity);
         EventHub {
-            history: Mutex::new(VecDeque::with_capacity(capacity)),
+            history: Mutex::new(History {
+                events: VecDeque::with_capacity(capacity),
+                next_seq: journal.as_ref().map_or(0, journal::Journal::next_seq),
+            }),
             sender,
             capacity,
+            journal,
         }
     }
 
     /// Records and broadcasts an event.
-    pub fn publish(&self, event: T) {
+    pub fn publish(&self, event: PluginEvent) {
         let mut history = plugind_sys::sync::lock(&self.history);
-        if history.len() == self.capacity {
-            history.pop_front();
+        if history.events.len() == self.capacity {
+            history.events.pop_front();
         }
-        history.push_back(event.clone());
+        let seq = history.next_seq;
+        history.next_seq += 1;
+        history.events.push_back((seq, event.clone()));
+        if let Some(journal) = &self.journal {
+            // Under the lock, so the journal receives events in sequence order.
+            journal.append(seq, event.clone());
+        }
         // No receivers is fine: the event stays in the history.
         let _ = self.sender.send(event);
     }
 
-    /// The kept events that pass `keep`, and a receiver for every event published after them.
-    pub fn subscribe_where(&self, keep: impl Fn(&T) -> bool) -> (Vec<T>, broadcast::Receiver<T>) {
+    /// The kept (in-memory) events that pass `keep`, and a receiver for every event published
+    /// after them.
+    pub fn subscribe_where(
+        &self,
+        keep: impl Fn(&PluginEvent) -> bool,
+    ) -> (Vec<PluginEvent>, broadcast::Receiver<PluginEvent>) {
         let history = plugind_sys::sync::lock(&self.history);
-        let past = history.iter().filter(|e| keep(e)).cloned().collect();
+        let past = history
+            .events
+            .iter()
+            .map(|(_, e)| e)
+            .filter(|e| keep(e))
+            .cloned()
+            .collect();
         (past, self.sender.subscribe())
     }
-}
 
-impl EventHub<PluginEvent> {
-    /// The kept events at or after `since_nano` (all kept events when `None`), and a receiver
-    /// for every event published after them.
+    /// The kept (in-memory) events at or after `since_nano` (all kept events when `None`),
+    /// and a receiver for every event published after them.
     pub fn subscribe(
         &self,
         since_nano: Option<i128>,
     ) -> (Vec<PluginEvent>, broadcast::Receiver<PluginEvent>) {
         self.subscribe_where(|e| since_nano.is_none_or(|s| e.time_nano >= s))
+    }
+
+    /// Like [`EventHub::subscribe`], with the durable history before the in-memory one: every
+    /// stored event at or after `since_nano`, oldest first, then a receiver for every event
+    /// published after them, without a gap or a duplicate. Blocking (reads the journal): call
+    /// it on a blocking thread.
+    pub fn subscribe_durable(
+        &self,
+        since_nano: Option<i128>,
+    ) -> (Vec<PluginEvent>, broadcast::Receiver<PluginEvent>) {
+        let (memory, first_seq, rx) = {
+            let history = plugind_sys::sync::lock(&self.history);
+            let memory: Vec<PluginEvent> = history
+                .events
+                .iter()
+                .map(|(_, e)| e)
+                .filter(|e| since_nano.is_none_or(|s| e.time_nano >= s))
+                // The age bound holds for the in-memory part too.
+                .filter(|e| {
+                    self.journal
+                        .as_ref()
+                        .is_none_or(|j| e.time_nano >= j.oldest_kept())
+                })
+                .cloned()
+                .collect();
+            let first_seq = history
+                .events
+                .front()
+                .map_or(history.next_seq, |(seq, _)| *seq);
+            // The oldest in-memory event's time: when it is already after `since`, nothing
+            // older can qualify (times grow with sequence numbers but for clock steps).
+            let first_time = history.events.front().map(|(_, e)| e.time_nano);
+            let need_disk = self.journal.is_some()
+                && first_seq > 0
+                && first_time.is_none_or(|t| since_nano.is_none_or(|s| t >= s));
+            (
+                memory,
+                need_disk.then_some(first_seq),
+                self.sender.subscribe(),
+            )
+        };
+        let mut past = match (first_seq, &self.journal) {
+            (Some(before), Some(journal)) => journal.read(since_nano, before),
+            _ => Vec::new(),
+        };
+        past.extend(memory);
+        (past, rx)
+    }
+
+    /// Waits until every event published so far is written to the journal and synced (at
+    /// shutdown); returns at once without a journal.
+    pub fn sync(&self) {
+        if let Some(journal) = &self.journal {
+            journal.sync();
+        }
     }
 }
 
@@ -191,6 +315,60 @@ mod tests {
         assert_eq!(past.len(), 1);
         assert_eq!(past[0].attributes["name"], "b");
         assert!(past[0].time_secs() > 1_600_000_000);
+    }
+
+    #[tokio::test]
+    async fn durable_history_spans_hubs_without_gap_or_duplicate() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || journal::Journal::open(dir.path(), journal::JournalConfig::DEFAULT).unwrap();
+        // A first run: more events than the in-memory history keeps.
+        let hub = EventHub::with_journal(2, open());
+        for n in 0..4 {
+            hub.publish(PluginEvent::now("create", &id(n), "p"));
+        }
+        hub.sync();
+        drop(hub);
+        // The next run: its own events in memory, the first run's on disk.
+        let hub = EventHub::with_journal(2, open());
+        for n in 4..7 {
+            hub.publish(PluginEvent::now("enable", &id(n), "p"));
+        }
+        let (past, mut rx) = hub.subscribe_durable(None);
+        assert_eq!(
+            past.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
+            (0..7)
+                .map(|n| id(n).as_str().to_owned())
+                .collect::<Vec<_>>()
+        );
+        hub.publish(PluginEvent::daemon("reload", "engine", BTreeMap::new()));
+        assert_eq!(rx.recv().await.unwrap().r#type, EventType::Daemon);
+        assert!(rx.try_recv().is_err());
+        // `since` after the first run's events: only the second run's.
+        let since = past[4].time_nano;
+        let (past, _) = hub.subscribe_durable(Some(since));
+        assert_eq!(past.len(), 4);
+        assert_eq!(past[0].id, id(4).as_str());
+    }
+
+    #[test]
+    fn the_age_bound_holds_for_events_still_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let bounds = journal::JournalConfig {
+            max_bytes: 1 << 20,
+            max_age: std::time::Duration::from_secs(3600),
+        };
+        let hub = EventHub::with_journal(8, journal::Journal::open(dir.path(), bounds).unwrap());
+        let mut old = PluginEvent::now("create", &id(1), "old");
+        old.time_nano -= 2 * 3600 * 1_000_000_000;
+        hub.publish(old);
+        hub.publish(PluginEvent::now("create", &id(2), "new"));
+        let (past, _) = hub.subscribe_durable(None);
+        assert_eq!(
+            past.iter()
+                .map(|e| e.attributes["name"].as_str())
+                .collect::<Vec<_>>(),
+            ["new"]
+        );
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod client;
 pub mod engine_id;
 mod error;
 pub mod events;
+pub mod fsck;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod layer;
@@ -34,6 +35,7 @@ pub mod metrics;
 pub mod progress;
 
 pub use error::{ManagerError, Result};
+pub use events::journal::JournalConfig;
 pub use manager::{
     EntryState, EntryStatus, HealthPolicy, HealthReport, HealthStatus, Manager, ManagerConfig,
     PluginHandle, PluginSet, PluginSetEntry, PluginSetStatus, PluginView, ProbeResult, PushOutcome,

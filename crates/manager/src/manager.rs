@@ -83,6 +83,8 @@ pub struct ManagerConfig {
     pub registry: plugind_distribution::RegistryOptions,
     /// Health checks of running plugins (overridable per plugin with `plugind.health.*`).
     pub health: HealthPolicy,
+    /// Bounds of the durable event history under `<root>/events/`.
+    pub events: crate::events::journal::JournalConfig,
 }
 
 impl ManagerConfig {
@@ -100,6 +102,7 @@ impl ManagerConfig {
             docker_version: concat!("plugind-", env!("CARGO_PKG_VERSION")).to_owned(),
             registry: plugind_distribution::RegistryOptions::default(),
             health: HealthPolicy::DEFAULT,
+            events: crate::events::journal::JournalConfig::DEFAULT,
         }
     }
 
@@ -245,6 +248,20 @@ impl Manager {
             tokio::task::spawn_blocking(move || Self::open_roots(&config)).await??
         };
         let (root_lock, store, reload, blobs) = opened;
+        // The durable event history; without it events still flow, kept in memory only.
+        let journal = {
+            let dir = config.root.join("events");
+            let bounds = config.events;
+            tokio::task::spawn_blocking(move || crate::events::journal::Journal::open(&dir, bounds))
+                .await?
+        };
+        let event_hub = match journal {
+            Ok(journal) => EventHub::with_journal(1024, journal),
+            Err(e) => {
+                tracing::warn!(error = %e, "event log unavailable: events are kept in memory only");
+                EventHub::new(1024)
+            }
+        };
         let store_quarantine = store.quarantined();
         let registry =
             plugind_distribution::Registry::new(config.registry.clone()).map_err(|e| e.to_string());
@@ -258,7 +275,7 @@ impl Manager {
                 store,
                 blobs,
                 executor,
-                events: EventHub::new(1024),
+                events: event_hub,
                 locks: StdMutex::new(HashMap::new()),
                 live: StdMutex::new(HashMap::new()),
                 queue: KeyedQueue::new(4096),

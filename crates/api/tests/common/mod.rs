@@ -371,12 +371,9 @@ impl PluginBackend for Fake {
         Ok(())
     }
 
-    fn subscribe_events(&self) -> EventSubscription {
+    async fn subscribe_events(&self, _since_nano: Option<i64>) -> EventSubscription {
         let events = self.events.lock().unwrap();
-        EventSubscription {
-            backlog: events.clone(),
-            live: self.tx.subscribe(),
-        }
+        EventSubscription::from_broadcast(events.clone(), self.tx.subscribe(), |e| e)
     }
 
     async fn logs(&self, name: &str, options: LogsOptions) -> Result<LogStream, BackendError> {
