@@ -126,6 +126,12 @@ pub struct Cli {
     /// (repeatable; the file's `insecure-registries` list), as dockerd's.
     #[arg(long = "insecure-registry", value_name = "REGISTRY")]
     pub insecure_registry: Vec<String>,
+    /// How plugins share `containerd-shim-runc-v2` processes: `none` (a shim per plugin, as
+    /// Docker), `all` (one shim for every plugin), or N (groups of at most N plugins). The
+    /// default, 16, was chosen from measurements (ARCHITECTURE.md, "Shim groups"): it saves
+    /// most of the shims' memory while a shim crash restarts at most 16 plugins.
+    #[arg(long, value_name = "none|all|N", default_value = "16")]
+    pub shim_group: String,
     /// Which options were given on the command line (filled by [`Cli::parse_from`]).
     #[arg(skip)]
     explicit: Vec<String>,
@@ -216,6 +222,15 @@ struct FileConfig {
     publish_docker_specs: Option<bool>,
     docker_specs_dir: Option<PathBuf>,
     insecure_registries: Option<Vec<String>>,
+    shim_group: Option<FileShimGroup>,
+}
+
+/// `shim-group` in the file: `"none"`, `"all"`, or a number (quoted or not).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum FileShimGroup {
+    Number(u64),
+    Text(String),
 }
 
 #[derive(Debug, Deserialize)]
@@ -278,6 +293,8 @@ pub struct Config {
     pub docker_specs_dir: Option<PathBuf>,
     /// Registries reached over plain HTTP besides loopback (`host[:port]` or CIDR).
     pub insecure_registries: Vec<String>,
+    /// How plugins share shims.
+    pub shim_group: plugind_executor::ShimGroup,
 }
 
 /// What a SIGHUP changed: settings applied at once, and settings that differ from the running
@@ -350,6 +367,7 @@ impl ReloadDiff {
             "insecure-registries",
             false,
         );
+        check(running.shim_group != new.shim_group, "shim-group", false);
         diff
     }
 
@@ -495,6 +513,19 @@ impl Config {
                 &cli.insecure_registry,
                 file.insecure_registries,
             ),
+            shim_group: {
+                let text = pick(
+                    cli,
+                    "shim_group",
+                    &cli.shim_group,
+                    file.shim_group.map(|g| match g {
+                        FileShimGroup::Number(n) => n.to_string(),
+                        FileShimGroup::Text(t) => t,
+                    }),
+                );
+                text.parse()
+                    .map_err(|e| anyhow::anyhow!("--shim-group: {e}"))?
+            },
         };
         let mut config = config;
         let exec_root = config.exec_root.clone();
@@ -721,6 +752,36 @@ mod tests {
             .unwrap()
             .insecure_registries
             .is_empty());
+    }
+
+    #[test]
+    fn shim_group_from_flag_or_file() {
+        use plugind_executor::ShimGroup;
+        assert_eq!(
+            Config::load(&cli(&[])).unwrap().shim_group,
+            ShimGroup::Max(16)
+        );
+        let c = Config::load(&cli(&["--shim-group", "all"])).unwrap();
+        assert_eq!(c.shim_group, ShimGroup::All);
+        let c = Config::load(&cli(&["--shim-group", "none"])).unwrap();
+        assert_eq!(c.shim_group, ShimGroup::None);
+        assert_eq!(
+            with_file("shim-group = 8\n", &[]).unwrap().shim_group,
+            ShimGroup::Max(8)
+        );
+        assert_eq!(
+            with_file("shim-group = \"none\"\n", &[])
+                .unwrap()
+                .shim_group,
+            ShimGroup::None
+        );
+        let c = with_file("shim-group = 8\n", &["--shim-group", "4"]).unwrap();
+        assert_eq!(c.shim_group, ShimGroup::Max(4));
+        for bad in ["0", "some", ""] {
+            let e = Config::load(&cli(&["--shim-group", bad])).unwrap_err();
+            assert!(format!("{e:#}").contains("shim group"), "{bad}: {e:#}");
+        }
+        assert!(with_file("shim-group = 0\n", &[]).is_err());
     }
 
     #[test]
