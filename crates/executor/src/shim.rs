@@ -7,12 +7,15 @@
 //!   of its shim, checked before anything is adopted after a restart);
 //! - `logs/<id>.log` (+ `.1`): the task's output, size-bounded;
 //! - `runc/`: the runtime state root (`runc --root <exec-root>/runc/<namespace> list`).
+//! - `groups/group-<n>/`: a shim group's working directory (`config.json` with only the group
+//!   annotation, the shim's `log` FIFO and `address`), while the group lives (`group`).
 //!
 //! This file holds the executor's state (configuration, attached tasks, [`ShimExecutor`]'s own
 //! methods); one job per submodule: `start` (shim launch, Create + Start, undoing a half-done
 //! start), `calls` (the [`Executor`] implementation: the task RPCs, delete), `restore`
 //! (re-attach after a restart, teardown of leftovers), `watch` (noticing a dead shim and
-//! cleaning up after it), `book` (which events reach the handler: exactly-once exits, OOM).
+//! cleaning up after it), `book` (which events reach the handler: exactly-once exits, OOM),
+//! `group` (shim groups: tasks sharing one shim, and when that shim goes).
 
 use std::{
     collections::{HashMap, HashSet},
