@@ -25,11 +25,12 @@ const GROUP_ANNOTATION: &str = "io.containerd.runc.v2.group";
 
 /// How tasks are spread over shims (`--shim-group`).
 ///
-/// Measured on a 2-vCPU VM with 100 enabled sample plugins (`cargo xtask bench daemon` memory
-/// line; plugind RSS + every shim's PSS, per plugin): `none` 2.6 MiB, `16` 0.45 MiB, `all`
-/// 0.33 MiB; enable of a later plugin of a group skips the shim's own start (about 7 ms).
-/// The default, groups of at most 16, keeps most of the memory saving while a crash or
-/// `kill -9` of one shim takes down (and restarts) 16 plugins, not the whole fleet.
+/// Measured on a 2-vCPU VM with 100 enabled sample plugins (release build; plugind RSS + every
+/// shim's PSS, per plugin): `none` 2.67 MiB, `8` 0.80, `16` 0.57, `32` 0.44, `all` 0.34 MiB;
+/// enable of a later plugin of a group skips the shim's own start (6-8 ms). The default,
+/// groups of at most 16, keeps most of the memory saving (well inside the 1 MiB budget) while
+/// a crash or `kill -9` of one shim takes down (and restarts) at most 16 plugins, not the
+/// whole fleet. Table and method in ARCHITECTURE.md, "Shim groups".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShimGroup {
     /// One shim per task, as Docker does.
