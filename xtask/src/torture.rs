@@ -527,16 +527,12 @@ fn our_shims(events_socket: &Path) -> BTreeMap<String, u32> {
 
 /// The plugins each shim serves: a shim started for one task serves that task (`-id` is the
 /// plugin id); a group shim (`-id group-<n>`, `--shim-group`) serves the tasks whose executor
-/// record (`<exec>/tasks/<id>/task.json`) names its group.
+/// membership file (`<exec>/tasks/<id>/group`) names its group.
 fn served_by(exec: &Path, shims: &BTreeMap<String, u32>) -> BTreeMap<String, Vec<String>> {
     let mut members: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for id in dir_names(&exec.join("tasks")) {
-        let record: Option<serde_json::Value> =
-            fs::read(exec.join("tasks").join(&id).join("task.json"))
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok());
-        if let Some(g) = record.as_ref().and_then(|r| r["group"].as_str()) {
-            members.entry(g.to_owned()).or_default().push(id);
+        if let Ok(g) = fs::read_to_string(exec.join("tasks").join(&id).join("group")) {
+            members.entry(g.trim().to_owned()).or_default().push(id);
         }
     }
     shims

@@ -231,3 +231,40 @@ async fn leftover_group_members_are_destroyed_and_their_shim_stopped() {
     ex.shutdown().await;
     env.assert_clean(&[]);
 }
+
+/// Torture seed 7, iteration 23: plugind killed during an enable after the task was created in
+/// its group's shim but before its record was written. The restart took the group for one no
+/// task names, shut it down (a no-op: it held the container), waited 10 s and removed its
+/// socket, leaving an orphan shim nothing could reach.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs root, runc and containerd-shim-runc-v2"]
+async fn crash_before_the_task_record_leaves_no_orphan_group_shim() {
+    let env = Env::new();
+    let mut config = env.config();
+    config.shim_group = ShimGroup::All;
+    let (ex, _rx) = executor_at(&config, &Runtimes::runc()).await;
+    let id = env.id("c");
+    create_all(&ex, &env, std::slice::from_ref(&id)).await;
+    ex.shutdown().await;
+    drop(ex);
+    // As if the crash came before the record: the task runs in the shim, unrecorded.
+    std::fs::remove_file(env.exec_root().join("tasks").join(&id).join("task.json"))
+        .expect("remove record");
+    let (ex, _rx) = executor_at(&config, &Runtimes::runc()).await;
+    assert_eq!(shims(&env).len(), 1, "the group is not taken for an orphan");
+    let outcome = ex
+        .restore(vec![(id.clone(), env.bundles().join(&id))])
+        .await;
+    assert!(
+        matches!(outcome[0], plugind_executor::RestoreOutcome::Failed { .. }),
+        "{outcome:?}"
+    );
+    // What the manager does with a task it cannot adopt.
+    ex.destroy(&id, &env.bundles().join(&id))
+        .await
+        .expect("destroy");
+    assert!(shims(&env).is_empty(), "shims left: {:?}", shims(&env));
+    assert!(ex.shim_groups().is_empty());
+    ex.shutdown().await;
+    env.assert_clean(&[]);
+}

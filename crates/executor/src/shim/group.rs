@@ -170,6 +170,19 @@ impl Inner {
         Some(group)
     }
 
+    /// Writes `tasks/<id>/group` (the group's name): membership survives a crash, even one
+    /// before the task record is written. Not fsynced: the exec root is a tmpfs.
+    pub(super) fn write_membership(&self, id: &str, group: &Group) -> Result<()> {
+        let path = self.config.task_dir(id).join("group");
+        fs::write(&path, &group.name).map_err(|e| ExecutorError::io("write", &path, e))
+    }
+
+    /// The group task `id` joined, as written on disk (`None`: a shim of its own).
+    pub(super) fn recorded_group(&self, id: &str) -> Option<Arc<Group>> {
+        let name = fs::read_to_string(self.config.task_dir(id).join("group")).ok()?;
+        self.group_named(name.trim())
+    }
+
     /// The group `name` of an earlier run (from a task record), if it is known.
     pub(super) fn group_named(&self, name: &str) -> Option<Arc<Group>> {
         lock(&self.groups).live.get(name).map(|e| e.group.clone())
@@ -287,6 +300,14 @@ impl Inner {
                 }
                 if let Some(shim) = identity {
                     self.wait_gone(shim).await;
+                    // Still there: it holds a container no member accounts for (a crash
+                    // mid-start of an earlier run). Nothing reaches it once its socket is
+                    // gone, so it must not outlive the group.
+                    if shim.is_alive() && !plugind_sys::process::is_zombie(shim.pid) {
+                        tracing::warn!(group = %group.name, pid = shim.pid, "killing a group shim that does not shut down");
+                        let _ = plugind_sys::process::send_signal(shim.pid, SIGKILL as i32);
+                        self.wait_gone(shim).await;
+                    }
                 }
             }
             if let Some(p) = socket_path(address) {
@@ -302,9 +323,9 @@ impl Inner {
         tracing::debug!(group = %group.name, "group shim shut down");
     }
 
-    /// At start: the groups of an earlier run, from the task records naming them (their tasks
-    /// are then restored, deleted or destroyed, and the last one out closes the group); group
-    /// directories no record names are closed now (a crash between a task's delete and its
+    /// At start: the groups of an earlier run, from the membership files (`tasks/<id>/group`)
+    /// naming them (their tasks are then restored, deleted or destroyed, and the last one out
+    /// closes the group); group directories no task names are closed now (a crash between a task's delete and its
     /// group's shutdown), and the group counter moves past every number on disk.
     pub(super) async fn load_groups(&self) {
         let dir = groups_dir(&self.config);
@@ -314,11 +335,8 @@ impl Inner {
                 let Some(id) = e.file_name().to_str().map(str::to_owned) else {
                     continue;
                 };
-                let record: Option<TaskRecord> = fs::read(e.path().join("task.json"))
-                    .ok()
-                    .and_then(|b| serde_json::from_slice(&b).ok());
-                if let Some(g) = record.and_then(|r| r.group) {
-                    members.entry(g).or_default().insert(id);
+                if let Ok(g) = fs::read_to_string(e.path().join("group")) {
+                    members.entry(g.trim().to_owned()).or_default().insert(id);
                 }
             }
         }
@@ -360,7 +378,7 @@ impl Inner {
                 }
             }
         }
-        // Records naming a group whose directory is gone: keep the membership so that their
+        // Members of a group whose directory is gone: keep the membership so that their
         // clean-up finds the group (closing it then only removes what is left).
         for (name, m) in members {
             if let Some(n) = name

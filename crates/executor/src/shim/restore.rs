@@ -45,10 +45,7 @@ impl Inner {
         let record: Option<TaskRecord> = fs::read(&record_path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
-        let group = record
-            .as_ref()
-            .and_then(|r| r.group.as_deref())
-            .and_then(|g| self.group_named(g));
+        let group = self.recorded_group(id);
         let shim_tail = Tail::default();
         let mut drains = self.open_io(id, bundle, &shim_tail, &Tail::default(), group.is_none())?;
         match self.attach(id, &address, self.config.dial_timeout).await {
@@ -228,10 +225,7 @@ impl Inner {
         let record: Option<TaskRecord> = fs::read(self.config.task_dir(id).join("task.json"))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
-        let group = record
-            .as_ref()
-            .and_then(|r| r.group.as_deref())
-            .and_then(|g| self.group_named(g));
+        let group = self.recorded_group(id);
         let mut shim_answered = false;
         if let Some(address) = &address {
             if let Ok((client, shim_pid, _)) =

@@ -53,6 +53,15 @@ impl Inner {
                 return Err(e);
             }
         };
+        if let Some(g) = &group {
+            // On disk before anything can run in the group's shim: after a crash from here on,
+            // the group is known to have this member (restore or destroy make it leave).
+            if let Err(e) = self.write_membership(id, g) {
+                drains.stop().await;
+                self.abort_start(id, None, None, None, group.as_ref()).await;
+                return Err(e);
+            }
+        }
         let phase = tokio::time::Instant::now();
         let launched = match &group {
             Some(g) => self.group_address(g, bundle).await,
