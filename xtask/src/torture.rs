@@ -525,6 +525,29 @@ fn our_shims(events_socket: &Path) -> BTreeMap<String, u32> {
     out
 }
 
+/// The plugins each shim serves: a shim started for one task serves that task (`-id` is the
+/// plugin id); a group shim (`-id group-<n>`, `--shim-group`) serves the tasks whose executor
+/// membership file (`<exec>/tasks/<id>/group`) names its group.
+fn served_by(exec: &Path, shims: &BTreeMap<String, u32>) -> BTreeMap<String, Vec<String>> {
+    let mut members: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for id in dir_names(&exec.join("tasks")) {
+        if let Ok(g) = fs::read_to_string(exec.join("tasks").join(&id).join("group")) {
+            members.entry(g.trim().to_owned()).or_default().push(id);
+        }
+    }
+    shims
+        .keys()
+        .map(|shim| {
+            let served = if is_plugin_id(shim) {
+                vec![shim.clone()]
+            } else {
+                members.remove(shim).unwrap_or_default()
+            };
+            (shim.clone(), served)
+        })
+        .collect()
+}
+
 /// Mount points at or under `dir` (deepest last).
 fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -963,9 +986,17 @@ impl Torture {
             .map(|p| p.id.clone())
             .collect();
         let shims = our_shims(&exec.join("events.sock"));
+        let served = served_by(&exec, &shims);
+        let served_ids: BTreeSet<&String> = served.values().flatten().collect();
         let runc_root = exec.join("runc").join(NAMESPACE);
         let runc_entries: BTreeSet<String> = dir_names(&runc_root).into_iter().collect();
-        self.known_ids.extend(shims.keys().cloned());
+        self.known_ids.extend(
+            served
+                .values()
+                .flatten()
+                .filter(|n| is_plugin_id(n))
+                .cloned(),
+        );
         self.known_ids
             .extend(runc_entries.iter().filter(|n| is_plugin_id(n)).cloned());
 
@@ -1001,7 +1032,7 @@ impl Torture {
                 if !p.pid.is_some_and(pid_alive) {
                     missing.push(format!("pid {:?} not alive", p.pid));
                 }
-                if !shims.contains_key(&p.id) {
+                if !served_ids.contains(&p.id) {
                     missing.push("no shim".to_owned());
                 }
                 if !runc_entries.contains(&p.id) {
@@ -1045,8 +1076,11 @@ impl Torture {
         }
 
         // Tasks, shims, runc state and cgroups only for enabled plugins.
-        for (id, pid) in &shims {
-            if !enabled.contains(id) {
+        for (shim, pid) in &shims {
+            // A shim (a group's too) must serve at least one enabled plugin.
+            let serves = &served[shim];
+            if !serves.iter().any(|id| enabled.contains(id)) {
+                let id = serves.first().unwrap_or(shim);
                 out.push(violation(
                     "orphan-shim",
                     id,
@@ -1354,6 +1388,14 @@ impl Torture {
         // The shims' own sockets live outside our directory; their addresses are in the bundles.
         for id in dir_names(&exec.join("bundles")) {
             if let Ok(addr) = fs::read_to_string(exec.join("bundles").join(&id).join("address")) {
+                if let Some(path) = addr.trim().strip_prefix("unix://") {
+                    let _ = fs::remove_file(path);
+                }
+            }
+        }
+        // Group shims (`--shim-group`) write theirs in their group directory.
+        for g in dir_names(&exec.join("groups")) {
+            if let Ok(addr) = fs::read_to_string(exec.join("groups").join(&g).join("address")) {
                 if let Some(path) = addr.trim().strip_prefix("unix://") {
                     let _ = fs::remove_file(path);
                 }

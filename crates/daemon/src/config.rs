@@ -158,6 +158,13 @@ pub struct Cli {
     /// or `30m`.
     #[arg(long, value_name = "DURATION", default_value = "168h")]
     pub events_max_age: String,
+    /// How plugins share `containerd-shim-runc-v2` processes: `none` (a shim per plugin, as
+    /// Docker), `all` (one shim for every plugin), or N (groups of at most N plugins). The
+    /// default, 16, was chosen from measurements (ARCHITECTURE.md, "Shim groups"): plugind +
+    /// shims cost 0.57 MiB per plugin (2.67 with `none`, 0.34 with `all`) while a shim crash
+    /// restarts at most 16 plugins.
+    #[arg(long, value_name = "none|all|N", default_value = "16")]
+    pub shim_group: String,
     /// Which options were given on the command line (filled by [`Cli::parse_from`]).
     #[arg(skip)]
     explicit: Vec<String>,
@@ -269,6 +276,15 @@ struct FileConfig {
     prune: Option<bool>,
     #[serde(default)]
     plugin: Vec<PluginEntryConfig>,
+    shim_group: Option<FileShimGroup>,
+}
+
+/// `shim-group` in the file: `"none"`, `"all"`, or a number (quoted or not).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum FileShimGroup {
+    Number(u64),
+    Text(String),
 }
 
 /// One `[[plugin]]` table: a plugin of the declarative plugin set.
@@ -356,6 +372,8 @@ pub struct Config {
     pub docker_specs_dir: Option<PathBuf>,
     /// Registries reached over plain HTTP besides loopback (`host[:port]` or CIDR).
     pub insecure_registries: Vec<String>,
+    /// How plugins share shims.
+    pub shim_group: plugind_executor::ShimGroup,
     /// Most bytes of durable event history.
     pub events_max_bytes: u64,
     /// Age after which events leave the history.
@@ -522,6 +540,7 @@ impl ReloadDiff {
             "events-max-age",
             false,
         );
+        check(running.shim_group != new.shim_group, "shim-group", false);
         diff
     }
 
@@ -752,6 +771,19 @@ impl Config {
                 &cli.events_max_age,
                 file.events_max_age,
             ))?,
+            shim_group: {
+                let text = pick(
+                    cli,
+                    "shim_group",
+                    &cli.shim_group,
+                    file.shim_group.map(|g| match g {
+                        FileShimGroup::Number(n) => n.to_string(),
+                        FileShimGroup::Text(t) => t,
+                    }),
+                );
+                text.parse()
+                    .map_err(|e| anyhow::anyhow!("--shim-group: {e}"))?
+            },
         };
         let mut config = config;
         let exec_root = config.exec_root.clone();
@@ -1059,6 +1091,36 @@ mod tests {
             .unwrap()
             .insecure_registries
             .is_empty());
+    }
+
+    #[test]
+    fn shim_group_from_flag_or_file() {
+        use plugind_executor::ShimGroup;
+        assert_eq!(
+            Config::load(&cli(&[])).unwrap().shim_group,
+            ShimGroup::Max(16)
+        );
+        let c = Config::load(&cli(&["--shim-group", "all"])).unwrap();
+        assert_eq!(c.shim_group, ShimGroup::All);
+        let c = Config::load(&cli(&["--shim-group", "none"])).unwrap();
+        assert_eq!(c.shim_group, ShimGroup::None);
+        assert_eq!(
+            with_file("shim-group = 8\n", &[]).unwrap().shim_group,
+            ShimGroup::Max(8)
+        );
+        assert_eq!(
+            with_file("shim-group = \"none\"\n", &[])
+                .unwrap()
+                .shim_group,
+            ShimGroup::None
+        );
+        let c = with_file("shim-group = 8\n", &["--shim-group", "4"]).unwrap();
+        assert_eq!(c.shim_group, ShimGroup::Max(4));
+        for bad in ["0", "some", ""] {
+            let e = Config::load(&cli(&["--shim-group", bad])).unwrap_err();
+            assert!(format!("{e:#}").contains("shim group"), "{bad}: {e:#}");
+        }
+        assert!(with_file("shim-group = 0\n", &[]).is_err());
     }
 
     #[test]

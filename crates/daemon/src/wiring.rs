@@ -69,6 +69,7 @@ pub async fn build_backend(config: &Config) -> anyhow::Result<Wiring> {
         ..SocketOwner::current(0o660)
     };
     let mut executor_config = ExecutorConfig::new(&config.exec_root, NAMESPACE);
+    executor_config.shim_group = config.shim_group;
     executor_config.shim_binary = find_program("containerd-shim-runc-v2")
         .context("containerd-shim-runc-v2 not found (Debian package `containerd`)")?;
     let (events_tx, events_rx) = tokio::sync::mpsc::channel(TASK_EVENT_CAPACITY);

@@ -53,7 +53,7 @@ use async_trait::async_trait;
 
 pub use error::{ExecutorError, Result};
 pub use runtime::{RuntimeConfig, Runtimes};
-pub use shim::{ExecutorConfig, ShimExecutor};
+pub use shim::{ExecutorConfig, InvalidShimGroup, ShimExecutor, ShimGroup};
 pub use types::{CreateTask, ExitInfo, RestoreOutcome, TaskEvent, TaskState, TaskStatus};
 
 /// Receives task events. Runs inside the event queue: calls for one task id never overlap and

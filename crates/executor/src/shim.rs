@@ -7,12 +7,15 @@
 //!   of its shim, checked before anything is adopted after a restart);
 //! - `logs/<id>.log` (+ `.1`): the task's output, size-bounded;
 //! - `runc/`: the runtime state root (`runc --root <exec-root>/runc/<namespace> list`).
+//! - `groups/group-<n>/`: a shim group's working directory (`config.json` with only the group
+//!   annotation, the shim's `log` FIFO and `address`), while the group lives (`group`).
 //!
 //! This file holds the executor's state (configuration, attached tasks, [`ShimExecutor`]'s own
 //! methods); one job per submodule: `start` (shim launch, Create + Start, undoing a half-done
 //! start), `calls` (the [`Executor`] implementation: the task RPCs, delete), `restore`
 //! (re-attach after a restart, teardown of leftovers), `watch` (noticing a dead shim and
-//! cleaning up after it), `book` (which events reach the handler: exactly-once exits, OOM).
+//! cleaning up after it), `book` (which events reach the handler: exactly-once exits, OOM),
+//! `group` (shim groups: tasks sharing one shim, and when that shim goes).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -76,11 +79,14 @@ pub struct ExecutorConfig {
     pub log_limit: u64,
     /// Capacity of the event queue (events waiting across all tasks).
     pub queue_capacity: usize,
+    /// How tasks share shims (`--shim-group`); see [`ShimGroup`].
+    pub shim_group: ShimGroup,
 }
 
 impl ExecutorConfig {
     /// A configuration with the usual values: shim `containerd-shim-runc-v2`, runc root
-    /// `<exec_root>/runc`, 10 s per call, 1 s dial, 10 MiB logs, 1024 queued events.
+    /// `<exec_root>/runc`, 10 s per call, 1 s dial, 10 MiB logs, 1024 queued events, a shim
+    /// per task.
     pub fn new(exec_root: &Path, namespace: &str) -> ExecutorConfig {
         ExecutorConfig {
             exec_root: exec_root.to_owned(),
@@ -91,6 +97,8 @@ impl ExecutorConfig {
             dial_timeout: Duration::from_secs(1),
             log_limit: 10 << 20,
             queue_capacity: 1024,
+            // The library keeps Docker's shim per task; the daemon passes its `--shim-group`.
+            shim_group: ShimGroup::None,
         }
     }
 
@@ -111,6 +119,9 @@ struct TaskRecord {
     shim_pid: u32,
     shim_start_time: u64,
     runtime: String,
+    /// The shim group the task runs in (`None`: a shim of its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    group: Option<String>,
 }
 
 /// A task the executor is attached to.
@@ -121,6 +132,8 @@ struct Task {
     client: Option<TaskClient>,
     /// The shim process, to wait for it to be gone after Shutdown.
     shim: Option<ProcessIdentity>,
+    /// The shim group it runs in; its shim is shut down when its last member leaves.
+    group: Option<Arc<Group>>,
     exit: Option<ExitInfo>,
     /// A tokio mutex: held across the awaits that flush the drains.
     drains: tokio::sync::Mutex<Drains>,
@@ -149,11 +162,14 @@ const EXITS_PER_GENERATION: usize = 256;
 
 mod book;
 mod calls;
+mod group;
 mod restore;
 mod start;
 mod watch;
 
 use book::Book;
+use group::{Group, Groups};
+pub use group::{InvalidShimGroup, ShimGroup};
 
 /// State shared by the executor and its events service.
 pub(crate) struct Inner {
@@ -167,6 +183,7 @@ pub(crate) struct Inner {
     tasks: Mutex<HashMap<String, Arc<Task>>>,
     starting: Mutex<HashSet<String>>,
     book: Mutex<Book>,
+    groups: Mutex<Groups>,
     queue: KeyedQueue<String>,
     handler: Arc<dyn EventHandler>,
     /// Tasks the executor spawned (shim watchers, clean-ups after a dead shim), joined at
@@ -355,6 +372,7 @@ impl ShimExecutor {
             tasks: Mutex::new(HashMap::new()),
             starting: Mutex::new(HashSet::new()),
             book: Mutex::new(Book::default()),
+            groups: Mutex::new(Groups::default()),
             handler,
             background: Mutex::new(tokio::task::JoinSet::new()),
             config,
@@ -375,6 +393,7 @@ impl ShimExecutor {
             .map_err(server_err)?
             .register_service(create_events(service));
         server.start().await.map_err(server_err)?;
+        inner.load_groups().await;
         Ok(ShimExecutor {
             inner,
             server: Arc::new(tokio::sync::Mutex::new(Some(server))),
@@ -428,7 +447,16 @@ impl ShimExecutor {
             t.stop_watcher();
             t.drains.lock().await.stop().await;
         }
+        self.inner.stop_group_drains().await;
         self.inner.join_background().await;
+    }
+
+    /// The live shim groups and their members, sorted by group name (for tests).
+    #[doc(hidden)]
+    pub fn shim_groups(&self) -> Vec<(String, Vec<String>)> {
+        let mut g = self.inner.group_members();
+        g.sort();
+        g
     }
 
     /// Number of background tasks still held (for tests).

@@ -168,7 +168,10 @@ impl Inner {
                     )
                     .await?;
                 exit.status = resp.exit_status;
-                if let Err(e) = client
+                if let Some(g) = &task.group {
+                    // The group's shim goes only with its last task.
+                    self.leave_group(g, id).await;
+                } else if let Err(e) = client
                     .shutdown(
                         ShutdownRequest {
                             id: id.to_owned(),
@@ -181,20 +184,27 @@ impl Inner {
                     // The shim may exit before answering.
                     tracing::debug!(task = %id, error = %e, "shutdown");
                 }
-                // Shutdown answers before the shim exits; "deleted" should mean gone.
-                if let Some(shim) = task.shim {
-                    self.wait_gone(shim).await;
-                }
-                if let Some(p) = socket_path(client.address()) {
-                    remove_file_quiet(p);
+                if task.group.is_none() {
+                    // Shutdown answers before the shim exits; "deleted" should mean gone.
+                    if let Some(shim) = task.shim {
+                        self.wait_gone(shim).await;
+                    }
+                    if let Some(p) = socket_path(client.address()) {
+                        remove_file_quiet(p);
+                    }
                 }
                 exit
             }
-            None => task.exit.unwrap_or(ExitInfo {
-                status: 137,
-                exited_at: None,
-                oom_killed: false,
-            }),
+            None => {
+                if let Some(g) = &task.group {
+                    self.leave_group(g, id).await;
+                }
+                task.exit.unwrap_or(ExitInfo {
+                    status: 137,
+                    exited_at: None,
+                    oom_killed: false,
+                })
+            }
         };
         self.forget(id);
         task.drains.lock().await.stop().await;

@@ -45,8 +45,9 @@ impl Inner {
         let record: Option<TaskRecord> = fs::read(&record_path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
+        let group = self.recorded_group(id);
         let shim_tail = Tail::default();
-        let mut drains = self.open_io(id, bundle, &shim_tail, &Tail::default())?;
+        let mut drains = self.open_io(id, bundle, &shim_tail, &Tail::default(), group.is_none())?;
         match self.attach(id, &address, self.config.dial_timeout).await {
             Ok((client, shim_pid, task_pid)) => {
                 let st = match self.state_of(&client, id).await {
@@ -81,6 +82,7 @@ impl Inner {
                     bundle: bundle.to_owned(),
                     client: Some(client),
                     shim: ProcessIdentity::of(shim_pid).ok(),
+                    group,
                     exit: None,
                     drains: tokio::sync::Mutex::new(drains),
                     watcher: Mutex::new(None),
@@ -100,6 +102,9 @@ impl Inner {
             }
             Err(e) => {
                 tracing::info!(task = %id, error = %e, "shim is gone: cleaning up");
+                if let Some(g) = &group {
+                    self.group_died(g);
+                }
                 self.kill_unresponsive_shim(id, record.as_ref()).await;
                 let exit = self
                     .delete_dead_shim(id, bundle, &address, record.as_ref())
@@ -111,6 +116,7 @@ impl Inner {
                     bundle: bundle.to_owned(),
                     client: None,
                     shim: None,
+                    group,
                     exit: Some(exit.1),
                     drains: tokio::sync::Mutex::new(Drains::default()),
                     watcher: Mutex::new(None),
@@ -216,26 +222,38 @@ impl Inner {
             .ok()
             .map(|a| a.trim().to_owned())
             .filter(|a| !a.is_empty());
+        let record: Option<TaskRecord> = fs::read(self.config.task_dir(id).join("task.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let group = self.recorded_group(id);
         let mut shim_answered = false;
         if let Some(address) = &address {
             if let Ok((client, shim_pid, _)) =
                 self.attach(id, address, self.config.dial_timeout).await
             {
                 let shim = ProcessIdentity::of(shim_pid).ok();
-                self.abort_start(id, Some(&client), Some(address), shim)
+                // With a group, this leaves it (the last member out shuts the shim down).
+                self.abort_start(id, Some(&client), Some(address), shim, group.as_ref())
                     .await;
                 shim_answered = true;
             }
         }
         if !shim_answered {
-            let record: Option<TaskRecord> = fs::read(self.config.task_dir(id).join("task.json"))
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok());
+            if let Some(g) = &group {
+                self.group_died(g);
+            }
             self.kill_unresponsive_shim(id, record.as_ref()).await;
         }
         if bundle.is_dir() {
-            self.delete_dead_shim(id, bundle, address.as_deref().unwrap_or(""), None)
-                .await?;
+            // A group's socket is the group's to remove (when its last member leaves).
+            let socket = match (&group, &address) {
+                (None, Some(a)) => a.as_str(),
+                _ => "",
+            };
+            self.delete_dead_shim(id, bundle, socket, None).await?;
+        }
+        if let (Some(g), false) = (&group, shim_answered) {
+            self.leave_group(g, id).await;
         }
         // A `runc create` cut short (its shim stopped mid-create) leaves cgroups that no runc
         // state names any more. Plugin specs set no `cgroupsPath`, so runc's default applies:

@@ -43,22 +43,48 @@ impl Inner {
         runtime: &str,
         binary: &Path,
     ) -> Result<TaskState> {
-        let shim_tail = Tail::default();
+        let group = self.join_group(id);
+        let shim_tail = group.as_ref().map(|g| g.tail.clone()).unwrap_or_default();
         let err_tail = Tail::default();
-        let mut drains = self.open_io(id, bundle, &shim_tail, &err_tail)?;
-        let address = match self.launch_shim(id, bundle, &shim_tail).await {
-            Ok(a) => a,
+        let mut drains = match self.open_io(id, bundle, &shim_tail, &err_tail, group.is_none()) {
+            Ok(d) => d,
             Err(e) => {
-                drains.stop().await;
-                self.abort_start(id, None, None, None).await;
+                self.abort_start(id, None, None, None, group.as_ref()).await;
                 return Err(e);
             }
         };
-        let (client, shim_pid, _) = match self.attach(id, &address, self.config.rpc_timeout).await {
+        if let Some(g) = &group {
+            // On disk before anything can run in the group's shim: after a crash from here on,
+            // the group is known to have this member (restore or destroy make it leave).
+            if let Err(e) = self.write_membership(id, g) {
+                drains.stop().await;
+                self.abort_start(id, None, None, None, group.as_ref()).await;
+                return Err(e);
+            }
+        }
+        let phase = tokio::time::Instant::now();
+        let launched = match &group {
+            Some(g) => self.group_address(g, bundle).await,
+            None => self.launch_shim(id, bundle, &shim_tail).await,
+        };
+        let address = match launched {
+            Ok(a) => a,
+            Err(e) => {
+                drains.stop().await;
+                self.abort_start(id, None, None, None, group.as_ref()).await;
+                return Err(e);
+            }
+        };
+        tracing::debug!(task = %id, group = group.as_ref().map(|g| g.name.as_str()), elapsed_ms = ms(phase), "shim start");
+        let phase = tokio::time::Instant::now();
+        let attached = self.attach(id, &address, self.config.rpc_timeout).await;
+        tracing::debug!(task = %id, elapsed_ms = ms(phase), "shim connect");
+        let (client, shim_pid, _) = match attached {
             Ok(c) => c,
             Err(e) => {
                 drains.stop().await;
-                self.abort_start(id, None, Some(&address), None).await;
+                self.abort_start(id, None, Some(&address), None, group.as_ref())
+                    .await;
                 return Err(ExecutorError::ShimStart {
                     id: id.to_owned(),
                     status: None,
@@ -77,6 +103,7 @@ impl Inner {
                     shim_pid,
                     shim_start_time: shim.map_or(0, |p| p.start_time),
                     runtime: runtime.to_owned(),
+                    group: group.as_ref().map(|g| g.name.clone()),
                 };
                 // A crash here leaves a running task that restore cannot adopt (no record of
                 // its identity): only `destroy` can reclaim it (tests).
@@ -86,7 +113,7 @@ impl Inner {
                     // and its shim now, or it outlives this failure unseen and the next create
                     // of this id finds it ("task ... already exists").
                     drains.stop().await;
-                    self.abort_start(id, Some(&client), Some(&address), shim)
+                    self.abort_start(id, Some(&client), Some(&address), shim, group.as_ref())
                         .await;
                     return Err(e);
                 }
@@ -95,6 +122,7 @@ impl Inner {
                     bundle: bundle.to_owned(),
                     client: Some(client.clone()),
                     shim,
+                    group: group.clone(),
                     exit: None,
                     drains: tokio::sync::Mutex::new(drains),
                     watcher: Mutex::new(None),
@@ -119,7 +147,7 @@ impl Inner {
                 // Let the drains take the last output before the tails are read.
                 let state = self.state_of(&client, id).await.ok();
                 drains.stop().await;
-                self.abort_start(id, Some(&client), Some(&address), shim)
+                self.abort_start(id, Some(&client), Some(&address), shim, group.as_ref())
                     .await;
                 match state {
                     Some(st) if status_of(&st) == TaskStatus::Stopped => {
@@ -179,7 +207,10 @@ impl Inner {
             options: Some(any).into(),
             ..Default::default()
         };
+        let phase = tokio::time::Instant::now();
         client.create(create, t).await?;
+        tracing::debug!(task = %id, elapsed_ms = ms(phase), "task Create");
+        let phase = tokio::time::Instant::now();
         let pid = client
             .start(
                 StartRequest {
@@ -190,6 +221,7 @@ impl Inner {
             )
             .await?
             .pid;
+        tracing::debug!(task = %id, elapsed_ms = ms(phase), "task Start");
         let st = self.state_of(client, id).await?;
         if status_of(&st) == TaskStatus::Stopped {
             return Err(ExecutorError::TaskExited {
@@ -204,13 +236,25 @@ impl Inner {
 }
 
 impl Inner {
-    /// mkfifos the task's stdio FIFOs and the shim's log FIFO, and starts draining them.
+    /// The address of the group's shim (started now if it is not running yet), also written
+    /// to `<bundle>/address` where restore and destroy look for a task's shim.
+    pub(super) async fn group_address(&self, group: &Group, bundle: &Path) -> Result<String> {
+        let shim = self.group_shim(group).await?;
+        let path = bundle.join("address");
+        // Not fsynced: the exec root is a tmpfs; the file matters only while the shim lives.
+        fs::write(&path, &shim.address).map_err(|e| ExecutorError::io("write", &path, e))?;
+        Ok(shim.address)
+    }
+
+    /// mkfifos the task's stdio FIFOs and, when the task gets a shim of its own
+    /// (`shim_log`), the shim's log FIFO, and starts draining them.
     pub(super) fn open_io(
         &self,
         id: &str,
         bundle: &Path,
         shim_tail: &Tail,
         err_tail: &Tail,
+        shim_log: bool,
     ) -> Result<Drains> {
         let dir = self.config.task_dir(id);
         fs::create_dir_all(&dir).map_err(|e| ExecutorError::io("create dir", &dir, e))?;
@@ -221,9 +265,11 @@ impl Inner {
             self.config.log_limit,
         )?));
         let mut drains = Drains::default();
-        let shim_log = bundle.join("log");
-        mkfifo(&shim_log, 0o700)?;
-        drains.add(&shim_log, Stream::Shim, id, None, shim_tail.clone())?;
+        if shim_log {
+            let shim_log = bundle.join("log");
+            mkfifo(&shim_log, 0o700)?;
+            drains.add(&shim_log, Stream::Shim, id, None, shim_tail.clone())?;
+        }
         for (name, stream, tail) in [
             ("stdout", Stream::Stdout, Tail::default()),
             ("stderr", Stream::Stderr, err_tail.clone()),
@@ -302,13 +348,15 @@ impl Inner {
             .ok_or_else(|| fail(Some(0), "start printed no address".to_owned()))
     }
 
-    /// Best-effort teardown of a task whose start failed: kill, delete, shut the shim down.
+    /// Best-effort teardown of a task whose start failed: kill, delete, shut the shim down
+    /// (a group's shim only when the task was its last member).
     pub(super) async fn abort_start(
         &self,
         id: &str,
         client: Option<&TaskClient>,
         address: Option<&str>,
         shim: Option<ProcessIdentity>,
+        group: Option<&Arc<Group>>,
     ) {
         let t = Some(self.config.rpc_timeout);
         if let Some(c) = client {
@@ -341,6 +389,16 @@ impl Inner {
             {
                 tracing::debug!(task = %id, error = %e, "delete after failed start");
             }
+        }
+        if let Some(g) = group {
+            self.leave_group(g, id).await;
+            let dir = self.config.task_dir(id);
+            if let Err(e) = fs::remove_dir_all(&dir) {
+                tracing::debug!(task = %id, error = %e, "remove task dir");
+            }
+            return;
+        }
+        if let Some(c) = client {
             let _ = c
                 .shutdown(
                     ShutdownRequest {
@@ -365,6 +423,11 @@ impl Inner {
             tracing::debug!(task = %id, error = %e, "remove task dir");
         }
     }
+}
+
+/// Milliseconds since `since`, for the phase timings.
+pub(super) fn ms(since: tokio::time::Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1e3
 }
 
 /// The shim prints its address as plain text (1.6), or as JSON (2.x); accept both.

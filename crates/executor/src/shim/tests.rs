@@ -4,9 +4,19 @@
 use super::{book::Admit, start::parse_address, *};
 
 fn test_inner(dir: &Path, handler: Arc<dyn EventHandler>) -> Arc<Inner> {
+    test_inner_grouped(dir, handler, ShimGroup::None)
+}
+
+fn test_inner_grouped(
+    dir: &Path,
+    handler: Arc<dyn EventHandler>,
+    shim_group: ShimGroup,
+) -> Arc<Inner> {
+    let mut config = ExecutorConfig::new(dir, "test");
+    config.shim_group = shim_group;
     Arc::new_cyclic(|me| Inner {
         me: me.clone(),
-        config: ExecutorConfig::new(dir, "test"),
+        config,
         runtimes: RwLock::new(Arc::new(Resolved {
             default: "runc".into(),
             binaries: Default::default(),
@@ -14,6 +24,7 @@ fn test_inner(dir: &Path, handler: Arc<dyn EventHandler>) -> Arc<Inner> {
         tasks: Mutex::new(HashMap::new()),
         starting: Mutex::new(HashSet::new()),
         book: Mutex::new(Book::default()),
+        groups: Mutex::new(Groups::default()),
         queue: KeyedQueue::new(16),
         handler,
         background: Mutex::new(tokio::task::JoinSet::new()),
@@ -27,6 +38,7 @@ fn shimless_task(id: &str) -> Task {
         bundle: PathBuf::from("/nonexistent").join(id),
         client: None,
         shim: None,
+        group: None,
         exit: None,
         drains: tokio::sync::Mutex::new(Drains::default()),
         watcher: Mutex::new(None),
@@ -216,4 +228,60 @@ fn ids_are_file_name_safe() {
     for bad in ["", "..", ".x", "a/b", "a b", &"x".repeat(129)] {
         assert!(check_id(bad).is_err(), "{bad:?}");
     }
+}
+
+#[test]
+fn shim_group_values() {
+    assert_eq!("none".parse(), Ok(ShimGroup::None));
+    assert_eq!("all".parse(), Ok(ShimGroup::All));
+    assert_eq!("1".parse(), Ok(ShimGroup::None));
+    assert_eq!("16".parse(), Ok(ShimGroup::Max(16)));
+    for bad in ["0", "", "-3", "All", "16 ", "x"] {
+        assert!(bad.parse::<ShimGroup>().is_err(), "{bad:?}");
+    }
+    for g in [ShimGroup::None, ShimGroup::All, ShimGroup::Max(7)] {
+        assert_eq!(g.to_string().parse(), Ok(g));
+    }
+}
+
+/// Groups fill up to their size before a new one starts; a group whose shim died takes no
+/// new member; the last member out removes the group; numbers are never re-used.
+#[tokio::test]
+async fn groups_fill_close_and_are_not_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let inner = test_inner_grouped(dir.path(), Arc::new(tx), ShimGroup::Max(2));
+    let names: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .map(|id| inner.join_group(id).unwrap().name.clone())
+        .collect();
+    assert_eq!(names, ["group-1", "group-1", "group-2"]);
+    let g2 = inner.group_named("group-2").unwrap();
+    inner.group_died(&g2);
+    // group-1 is full and group-2 is dead: a new group.
+    assert_eq!(inner.join_group("d").unwrap().name, "group-3");
+    let g1 = inner.group_named("group-1").unwrap();
+    inner.leave_group(&g1, "a").await;
+    assert_eq!(inner.join_group("e").unwrap().name, "group-1", "room again");
+    inner.leave_group(&g2, "c").await;
+    assert!(inner.group_named("group-2").is_none(), "last member out");
+    for id in ["b", "e"] {
+        inner.leave_group(&g1, id).await;
+    }
+    assert!(inner.group_named("group-1").is_none());
+    assert_eq!(inner.join_group("f").unwrap().name, "group-3");
+    let g3 = inner.group_named("group-3").unwrap();
+    for id in ["d", "f"] {
+        inner.leave_group(&g3, id).await;
+    }
+    assert_eq!(
+        inner.join_group("g").unwrap().name,
+        "group-4",
+        "never re-used"
+    );
+    // Without grouping nobody joins a group.
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    assert!(test_inner(dir.path(), Arc::new(tx))
+        .join_group("x")
+        .is_none());
 }

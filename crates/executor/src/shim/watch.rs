@@ -58,6 +58,11 @@ impl Inner {
             return;
         }
         tracing::warn!(task = %id, "shim died");
+        if let Some(g) = &task.group {
+            // Its restart must not join the dead shim's group (whose socket the clean-ups
+            // below remove).
+            self.group_died(g);
+        }
         let record: Option<TaskRecord> = fs::read(self.config.task_dir(id).join("task.json"))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
@@ -84,6 +89,7 @@ impl Inner {
             bundle: task.bundle.clone(),
             client: None,
             shim: None,
+            group: task.group.clone(),
             exit: Some(exit),
             drains: tokio::sync::Mutex::new(Drains::default()),
             watcher: Mutex::new(None),
