@@ -80,19 +80,21 @@ pub(super) fn runtime_baseline(
     for i in 0..ROUNDS {
         let name = format!("{}-bench-{}-{i}", runtime.name(), std::process::id());
         let _ = fs::remove_file(sockdir.join("vol.sock"));
+        // The runtime's errors go to a file, not a pipe: the detached container inherits the
+        // runtime's stdio, so a pipe would never reach end of file.
+        let errors = base.join("stderr");
         let t = Instant::now();
-        let out = runtime
+        let status = runtime
             .command(&state, &["run", "-d", "--bundle", &bundle_arg, &name])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()?;
-        if !out.status.success() {
+            .stderr(fs::File::create(&errors)?)
+            .status()?;
+        if !status.success() {
             bail!(
-                "{} run -d failed: {}: {}",
+                "{} run -d failed: {status}: {}",
                 runtime.name(),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
+                fs::read_to_string(&errors).unwrap_or_default().trim()
             );
         }
         wait_for_socket(&sockdir.join("vol.sock"), Duration::from_secs(10))?;
