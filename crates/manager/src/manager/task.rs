@@ -1,14 +1,11 @@
 //! A plugin's task: bundle preparation, start and readiness wait, and stops that report failure
 //! instead of forgetting a task the executor did not confirm gone.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use super::*;
 
 impl Manager {
     /// Starts the plugin's task and waits for readiness. Caller holds the plugin lock.
     pub(super) async fn start_task(&self, record: &PluginRecord, timeout: Duration) -> Result<u32> {
-        let _in_flight = StartInFlight::enter();
         let inner = &self.inner;
         let id = record.id().clone();
         let cfg = &inner.config;
@@ -340,45 +337,6 @@ impl Manager {
     // ----- disable / remove / set ---------------------------------------------------------
 }
 
-/// Starts under way in this process, and starts finished since the heap was last trimmed.
-static STARTS_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
-static STARTS_SINCE_TRIM: AtomicUsize = AtomicUsize::new(0);
-/// Starts after which the heap is trimmed once none is under way any more.
-const TRIM_AFTER_STARTS: usize = 16;
-
-/// Marks a start under way. When the last of a burst of starts ends, the heap that burst grew
-/// (ttrpc connections, spec and bundle buffers, on every worker thread's malloc arena) is
-/// given back (`malloc_trim`, on the blocking pool): a fleet enabled by 8 clients at once
-/// otherwise kept ~30 MiB more resident than the same plugins restored (measured at 200
-/// plugins: 51.8 MiB against 18.6 MiB).
-struct StartInFlight;
-
-impl StartInFlight {
-    fn enter() -> StartInFlight {
-        STARTS_IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
-        StartInFlight
-    }
-}
-
-impl Drop for StartInFlight {
-    fn drop(&mut self) {
-        let in_flight = STARTS_IN_FLIGHT.fetch_sub(1, Ordering::SeqCst) - 1;
-        let since = STARTS_SINCE_TRIM.fetch_add(1, Ordering::SeqCst) + 1;
-        if trim_due(in_flight, since) {
-            STARTS_SINCE_TRIM.store(0, Ordering::SeqCst);
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn_blocking(plugind_sys::limits::release_free_memory);
-            }
-        }
-    }
-}
-
-/// Whether a start that just ended should trim the heap: none under way any more, after
-/// enough starts to be a burst.
-fn trim_due(in_flight: usize, starts_since_trim: usize) -> bool {
-    in_flight == 0 && starts_since_trim >= TRIM_AFTER_STARTS
-}
-
 /// How long [`wait_ready`] polls every millisecond before backing off.
 const TIGHT_POLL: Duration = Duration::from_millis(100);
 
@@ -418,34 +376,6 @@ pub(super) async fn wait_ready(
         }
         if tokio::time::Instant::now() >= tight_until {
             interval = (interval * 2).min(Duration::from_millis(5));
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn heap_is_trimmed_after_a_burst_of_starts_once_none_is_under_way() {
-        assert!(!trim_due(0, TRIM_AFTER_STARTS - 1), "not a burst yet");
-        assert!(
-            !trim_due(3, TRIM_AFTER_STARTS * 10),
-            "starts still under way"
-        );
-        assert!(trim_due(0, TRIM_AFTER_STARTS));
-    }
-
-    #[tokio::test]
-    async fn the_last_start_of_a_burst_resets_the_count() {
-        let guards: Vec<_> = (0..TRIM_AFTER_STARTS)
-            .map(|_| StartInFlight::enter())
-            .collect();
-        drop(guards);
-        // Other tests of this binary may start plugins at the same time; the count is reset by
-        // the last drop above unless one of theirs is under way.
-        if STARTS_IN_FLIGHT.load(Ordering::SeqCst) == 0 {
-            assert!(STARTS_SINCE_TRIM.load(Ordering::SeqCst) < TRIM_AFTER_STARTS);
         }
     }
 }
