@@ -130,7 +130,7 @@ fn step(name: &str, f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()
 }
 
 /// Runs the benchmarks; each prints its own ratio against a same-run baseline.
-pub(crate) fn bench(which: Option<&str>) -> anyhow::Result<()> {
+pub(crate) fn bench(which: Option<&str>, fleet_plugins: usize) -> anyhow::Result<()> {
     const GROUPS: &[(&str, &str)] = &[
         ("blobstore", "plugind-blobstore"),
         ("queue", "plugind-queue"),
@@ -153,7 +153,7 @@ pub(crate) fn bench(which: Option<&str>) -> anyhow::Result<()> {
         if *name == "registry" {
             crate::bench::run_registry_bench()?;
         } else if package.is_empty() {
-            crate::bench::run_daemon_bench()?;
+            crate::bench::run_daemon_bench(fleet_plugins)?;
         } else {
             run_cmd(cargo().args(["bench", "--locked", "-p", package]))?;
         }

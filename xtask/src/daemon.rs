@@ -17,12 +17,26 @@ pub(crate) struct Plugind {
     pub(crate) dir: PathBuf,
     binary: PathBuf,
     live_restore: bool,
+    /// Extra command-line arguments and environment of every spawn (benchmarks).
+    extra_args: Vec<String>,
+    extra_env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
 impl Plugind {
     /// Starts `binary` in a fresh directory under /tmp (short paths: sockets must fit 107 bytes).
     pub(crate) fn start(binary: &Path, tag: &str, live_restore: bool) -> anyhow::Result<Plugind> {
+        Self::start_with(binary, tag, live_restore, &[], &[])
+    }
+
+    /// [`Plugind::start`] with extra arguments and environment variables on every spawn.
+    pub(crate) fn start_with(
+        binary: &Path,
+        tag: &str,
+        live_restore: bool,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Plugind> {
         let dir = PathBuf::from(format!("/tmp/pd-{tag}-{}", std::process::id()));
         if dir.exists() {
             fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
@@ -32,6 +46,11 @@ impl Plugind {
             dir,
             binary: binary.to_path_buf(),
             live_restore,
+            extra_args: args.iter().map(|a| (*a).to_owned()).collect(),
+            extra_env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             child: None,
         };
         p.spawn()?;
@@ -65,6 +84,8 @@ impl Plugind {
         if self.live_restore {
             cmd.arg("--live-restore");
         }
+        cmd.args(&self.extra_args);
+        cmd.envs(self.extra_env.iter().map(|(k, v)| (k, v)));
         let started = Instant::now();
         self.child = Some(
             cmd.spawn()

@@ -51,6 +51,10 @@ enum Task {
     Bench {
         /// Only this benchmark group: blobstore, queue, executor, daemon, registry.
         which: Option<String>,
+        /// Plugins of the daemon benchmark's fleet figures (create + enable, memory, restore,
+        /// disable); 0 skips them.
+        #[arg(long, default_value_t = 1000)]
+        plugins: usize,
     },
     /// Build the sample volume plugin (static) and package it under target/plugin/.
     Plugin,
@@ -104,7 +108,7 @@ fn main() -> anyhow::Result<()> {
     match cli.task {
         Task::Setup => setup::run(),
         Task::Ci { advisories } => ci::run(advisories),
-        Task::Bench { which } => ci::bench(which.as_deref()),
+        Task::Bench { which, plugins } => ci::bench(which.as_deref(), plugins),
         Task::Plugin => plugin::build().map(|out| {
             println!("plugin directory: {}", out.dir.display());
             println!("plugin tar:       {}", out.tar.display());

@@ -1,4 +1,10 @@
 //! [`Bundle`]: create, load and delete `<bundles-dir>/<id>/`.
+//!
+//! Nothing here fsyncs. Bundles live under the exec root (a tmpfs in a normal install, where
+//! fsync costs nothing anyway, but the exec root may be any directory) and need no durability:
+//! a task does not outlive a host crash, and every start deletes and rebuilds its bundle. Files
+//! are still replaced by rename and deletes still go through the hidden `.<id>-deleting` name,
+//! so a plugind killed at any point leaves either a whole bundle or a recognisable leftover.
 
 use std::{
     fs, io,
@@ -7,7 +13,6 @@ use std::{
 };
 
 use oci_spec::runtime::Spec;
-use plugind_sys::fs as sysfs;
 use plugind_types::PluginId;
 
 use crate::{mounts, BundleError, Result};
@@ -63,7 +68,7 @@ impl Bundle {
                 reason: "root.path must be absolute",
             });
         }
-        sysfs::create_dir_durable(bundles_dir, BUNDLE_PARENT_MODE)?;
+        create_parent(bundles_dir)?;
         match fs::create_dir(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -75,7 +80,7 @@ impl Bundle {
             id: id.clone(),
             path,
         };
-        match bundle.fill(spec, bundles_dir) {
+        match bundle.fill(spec) {
             Ok(()) => {
                 tracing::debug!(plugin = %id, path = %bundle.path.display(), "bundle created");
                 Ok(bundle)
@@ -91,7 +96,7 @@ impl Bundle {
         }
     }
 
-    fn fill(&self, spec: &Spec, bundles_dir: &Path) -> Result<()> {
+    fn fill(&self, spec: &Spec) -> Result<()> {
         let mode = match root_group(spec) {
             Some(gid) => {
                 std::os::unix::fs::chown(&self.path, None, Some(gid))
@@ -107,9 +112,7 @@ impl Bundle {
             path: config.clone(),
             source,
         })?;
-        sysfs::atomic_write_mode(&config, &json, 0o600)?;
-        sysfs::fsync_dir(bundles_dir)?;
-        Ok(())
+        write_replacing(&config, &json, 0o600)
     }
 
     /// Opens an existing bundle; `NotFound` when the directory or its `config.json` is missing.
@@ -171,7 +174,8 @@ impl Bundle {
             Err(e) => return Err(BundleError::io("stat", path, e)),
         }
         mounts::unmount_under(&path)?;
-        sysfs::durable_rename(&path, &hidden)?;
+        // No fsync: see the module doc (bundles need no durability).
+        fs::rename(&path, &hidden).map_err(|e| BundleError::io("rename", &path, e))?;
         remove_unmounted(&hidden)?;
         tracing::debug!(plugin = %id, path = %path.display(), "bundle deleted");
         Ok(())
@@ -194,6 +198,42 @@ impl Bundle {
         }
         Ok(())
     }
+}
+
+/// Creates the bundles directory (and its parents) if missing and gives it
+/// [`BUNDLE_PARENT_MODE`]; no fsync (see the module doc).
+fn create_parent(bundles_dir: &Path) -> Result<()> {
+    fs::create_dir_all(bundles_dir)
+        .map_err(|e| BundleError::io("create directory", bundles_dir, e))?;
+    fs::set_permissions(bundles_dir, fs::Permissions::from_mode(BUNDLE_PARENT_MODE))
+        .map_err(|e| BundleError::io("chmod", bundles_dir, e))
+}
+
+/// Writes `contents` to a temporary in `path`'s directory and renames it over `path`: a
+/// plugind killed mid-write never leaves a truncated `config.json` under its real name. No
+/// fsync: see the module doc.
+fn write_replacing(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(|e| BundleError::io("create", &tmp, e))?;
+        f.write_all(contents)
+            .map_err(|e| BundleError::io("write", &tmp, e))?;
+        // The mode given to open is filtered by the umask; the spec must be exactly `mode`.
+        f.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(|e| BundleError::io("chmod", &tmp, e))?;
+        fs::rename(&tmp, path).map_err(|e| BundleError::io("rename", path, e))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// Removes `dir` recursively after making sure nothing is mounted below it (so the removal

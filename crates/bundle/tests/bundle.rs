@@ -64,6 +64,25 @@ fn create_load_delete() {
     );
 }
 
+/// The spec is written without fsync (bundles need no durability) but still by temporary and
+/// rename: the bundle holds exactly `config.json` (no temporary left), mode 0600 whatever the
+/// umask.
+#[test]
+fn create_writes_only_config_json_0600_by_rename() {
+    let tmp = common::short_tempdir();
+    let dir = tmp.path().join("bundles");
+    let id = common::random_id();
+    let spec = spec_with_root("/some/rootfs");
+    let b = Bundle::create(&dir, &id, &spec).unwrap();
+    let names: Vec<String> = fs::read_dir(b.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["config.json"]);
+    assert_eq!(mode(&b.config_path()), 0o600);
+    assert_eq!(b.spec().unwrap(), spec);
+}
+
 #[test]
 fn relative_root_is_rejected_and_leaves_nothing() {
     let tmp = common::short_tempdir();

@@ -62,6 +62,10 @@ fn main() -> ExitCode {
         };
     }
     logging::init(config.log_level, config.log_format);
+    // Before any thread starts (issue 15: idle RSS of a fleet); MALLOC_ARENA_MAX still wins.
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        plugind_sys::limits::limit_malloc_arenas(2);
+    }
     // Before any thread starts, so every thread and child sees the raised limit.
     let nofile = match plugind_sys::limits::raise_nofile_limit() {
         Ok(limit) => Some(limit),

@@ -61,9 +61,37 @@ pub fn release_free_memory() -> bool {
     }
 }
 
+/// Caps glibc's malloc arenas (`mallopt(M_ARENA_MAX, arenas)`). glibc gives threads up to
+/// 8 arenas per core, each keeping its own partly used pages: plugind's tokio workers and
+/// blocking threads spread a fleet's allocations over a dozen arenas, and 100 plugins enabled 8
+/// at a time left 38 MiB resident (35 MiB after malloc_trim, which frees only whole pages)
+/// against 20 MiB with two arenas. Call before threads start. True when the cap was set; a
+/// no-op (false) on other C libraries.
+pub fn limit_malloc_arenas(arenas: u16) -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt takes two integers and only changes glibc's allocator tunables under
+        // its own lock; it is safe to call at any time.
+        #[allow(unsafe_code)]
+        let set = unsafe { libc::mallopt(libc::M_ARENA_MAX, libc::c_int::from(arenas)) };
+        set == 1
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        let _ = arenas;
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn malloc_arenas_can_be_capped() {
+        assert!(limit_malloc_arenas(2));
+    }
 
     #[test]
     fn raising_reaches_the_hard_limit_and_never_lowers() {
