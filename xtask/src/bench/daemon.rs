@@ -4,7 +4,7 @@
 //! - enable -> ready through the API (median of 20) against `runc run -d` and `crun run -d`
 //!   -> socket-ready of the same bundle, with the enable's phases from plugind's own log;
 //! - the same with shim grouping (`--shim-group all`): a group's first plugin and later ones
-//!   apart (skipped when the binary has no `--shim-group`);
+//!   apart;
 //! - memory at 100 enabled plugins, grouping off and on: (plugind RSS + shims' PSS) / plugins,
 //!   the plugins' own processes apart;
 //! - restore of 100 running plugins after kill -9 (live restore);
@@ -15,7 +15,6 @@
 use std::{
     fs,
     path::Path,
-    process::Command,
     time::{Duration, Instant},
 };
 
@@ -51,8 +50,8 @@ pub(crate) fn run_daemon_bench(fleet_size: usize) -> anyhow::Result<()> {
     let tar = fs::read(&out.tar).context("read plugin tar")?;
     let rootfs = tree_size(&out.dir.join("rootfs"))?;
     let binary = workspace_root().join("target/release/plugind");
-    let grouping = supports_shim_group(&binary)?;
-    let logged = ["--log-format", "json"];
+    // The Docker-shaped daemon: one shim per plugin (the baseline of the grouped figures).
+    let logged = ["--shim-group", "none", "--log-format", "json"];
     let env = [("RUST_LOG", PHASE_LOG)];
     println!(
         "Docker's figures, a fixed reference (design.md, measured once, NOT in this run): enable {}, create {}, restart of 10 plugins {}",
@@ -145,27 +144,25 @@ pub(crate) fn run_daemon_bench(fleet_size: usize) -> anyhow::Result<()> {
     println!("disable (median): {}", ms(median(disables)));
     println!("remove (median): {}", ms(median(removes)));
 
-    // shim grouping: a group's first plugin and later ones
-    let grouped = if grouping {
-        let mut g = Plugind::start_with(
-            &binary,
-            "bgrp",
-            false,
-            &["--shim-group", "all", "--log-format", "json"],
-            &env,
-        )?;
-        grouped_enables(&g, &tar, runc)?;
-        let memory = enabled_memory(&g, &tar, "shim grouping on (--shim-group all)")?;
-        for i in 0..MANY {
-            g.ok("POST", &format!("/plugins/bench/m{i}/disable"), &[])?;
-            g.ok("DELETE", &format!("/plugins/bench/m{i}"), &[])?;
-        }
-        g.stop()?;
-        Some(memory)
-    } else {
-        println!("enable -> ready with shim grouping: skipped (no --shim-group)");
-        None
-    };
+    // shim grouping: a group's first plugin and later ones, and memory with every plugin in
+    // one shim (`all`) and with the default groups of 16
+    let mut g = Plugind::start_with(
+        &binary,
+        "bgrp",
+        false,
+        &["--shim-group", "all", "--log-format", "json"],
+        &env,
+    )?;
+    grouped_enables(&g, &tar, runc)?;
+    let all = enabled_memory(&g, &tar, "shim grouping on (--shim-group all)")?;
+    remove_many(&g)?;
+    g.stop()?;
+    drop(g);
+    let mut g = Plugind::start_with(&binary, "bg16", false, &[], &[])?;
+    let default = enabled_memory(&g, &tar, "shim groups of 16 (the default)")?;
+    remove_many(&g)?;
+    g.stop()?;
+    drop(g);
 
     // 100 enabled plugins: idle memory, then restore after kill -9
     let memory = enabled_memory(&d, &tar, "shim grouping off (a shim per plugin, as Docker)")?;
@@ -177,18 +174,14 @@ pub(crate) fn run_daemon_bench(fleet_size: usize) -> anyhow::Result<()> {
         );
     }
     let per_plugin = memory.per_plugin_kib(MANY);
-    match &grouped {
-        Some(on) => println!(
-            "memory per enabled plugin: {} with shim grouping (budget <= 1 MiB: {}), {} without",
-            mib(on.per_plugin_kib(MANY) * 1024),
-            verdict(on.per_plugin_kib(MANY) <= 1024),
-            mib(per_plugin * 1024)
-        ),
-        None => println!(
-            "memory per enabled plugin: {} without shim grouping (budget <= 1 MiB with grouping: not measured, no --shim-group)",
-            mib(per_plugin * 1024)
-        ),
-    }
+    println!(
+        "memory per enabled plugin: {} with shim grouping (all; budget <= 1 MiB: {}), {} with the default groups of 16 ({}), {} without",
+        mib(all.per_plugin_kib(MANY) * 1024),
+        verdict(all.per_plugin_kib(MANY) <= 1024),
+        mib(default.per_plugin_kib(MANY) * 1024),
+        verdict(default.per_plugin_kib(MANY) <= 1024),
+        mib(per_plugin * 1024)
+    );
 
     d.kill9()?;
     let t = Instant::now();
@@ -211,23 +204,23 @@ pub(crate) fn run_daemon_bench(fleet_size: usize) -> anyhow::Result<()> {
         verdict(usable < Duration::from_millis(300))
     );
     // Live restore keeps plugins running across a stop: disable and remove them first.
-    for i in 0..MANY {
-        d.ok("POST", &format!("/plugins/bench/m{i}/disable"), &[])?;
-        d.ok("DELETE", &format!("/plugins/bench/m{i}"), &[])?;
-    }
+    remove_many(&d)?;
     d.ok("DELETE", "/plugins/bench/vol", &[])?;
     d.stop()?;
     drop(d);
 
-    fleet::run(&binary, &tar, fleet_size, grouping)?;
+    fleet::run(&binary, &tar, fleet_size)?;
     size::run(&binary, &out.dir)?;
     Ok(())
 }
 
-/// Whether this plugind has shim grouping (`--shim-group`, issue 15 part 1).
-fn supports_shim_group(binary: &Path) -> anyhow::Result<bool> {
-    let help = Command::new(binary).arg("--help").output()?;
-    Ok(String::from_utf8_lossy(&help.stdout).contains("--shim-group"))
+/// Disables and removes the [`MANY`] plugins [`enabled_memory`] made.
+fn remove_many(d: &Plugind) -> anyhow::Result<()> {
+    for i in 0..MANY {
+        d.ok("POST", &format!("/plugins/bench/m{i}/disable"), &[])?;
+        d.ok("DELETE", &format!("/plugins/bench/m{i}"), &[])?;
+    }
+    Ok(())
 }
 
 /// Enable -> ready under `--shim-group all`: rounds of [`GROUP_ROUND`] plugins enabled one
