@@ -39,7 +39,14 @@ pub(crate) fn run(advisories: bool) -> anyhow::Result<()> {
     step("test", || {
         run_cmd(
             cargo()
-                .args(["test", "--workspace", "--locked", "--", "--include-ignored"])
+                .args([
+                    "test",
+                    "--workspace",
+                    "--locked",
+                    "--no-fail-fast",
+                    "--",
+                    "--include-ignored",
+                ])
                 .env(
                     "PLUGIND_BIN",
                     crate::util::workspace_root().join("target/debug/plugind"),

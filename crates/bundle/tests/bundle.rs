@@ -116,7 +116,9 @@ fn failed_create_rolls_back() {
         .collect();
     assert!(Command::new("umount").arg(&dir).status().unwrap().success());
     let err = result.unwrap_err();
-    assert!(matches!(err, BundleError::Sys(_)), "{err:?}");
+    // Bundle files are written without fsync (no durability on the exec root), so the
+    // failure is the bundle's own write error.
+    assert!(matches!(err, BundleError::Io { .. }), "{err:?}");
     assert!(left.is_empty(), "half-made bundle left behind: {left:?}");
 }
 
