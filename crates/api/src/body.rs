@@ -191,21 +191,30 @@ pub(crate) async fn read_limited(
     Ok(buf.freeze())
 }
 
-/// Reads and drops at most [`DRAIN_AFTER_CLOSE`] bytes of a body the handler answers without
-/// reading, in the background, so a client still sending a small body gets to read the answer
-/// (Go's server does the same); a bigger or stalled upload gets its connection closed.
-pub(crate) fn discard(body: RequestBody, declared_length: Option<u64>, timeout: Duration) {
-    if declared_length.is_some_and(|n| n > DRAIN_AFTER_CLOSE) {
-        // Dropped unread: the connection is closed after the answer.
-        return;
-    }
+/// Reads and drops, in the background, a body the handler answers without reading, so a client
+/// still sending it gets to read the answer. A declared length over [`DRAIN_AFTER_CLOSE`] is
+/// not read at all (the connection is closed after the answer, as Go's server does); a body of
+/// unknown length (chunked: the docker CLI streams the whole plugin tar so) is read up to
+/// `cap`, each piece within `timeout`, since cutting it off after 256 KiB makes the client
+/// report a broken pipe instead of the answer.
+pub(crate) fn discard(
+    body: RequestBody,
+    declared_length: Option<u64>,
+    cap: u64,
+    timeout: Duration,
+) {
+    let cap = match declared_length {
+        Some(n) if n > DRAIN_AFTER_CLOSE => return,
+        Some(n) => n,
+        None => cap,
+    };
     tokio::spawn(async move {
         let mut body = body;
         let mut drained: u64 = 0;
         while let Some(Some(Ok(frame))) = next_frame(&mut body, timeout).await {
             if let Ok(data) = frame.into_data() {
                 drained += data.len() as u64;
-                if drained > DRAIN_AFTER_CLOSE {
+                if drained > cap {
                     break;
                 }
             }

@@ -164,7 +164,7 @@ pub(crate) async fn create(
     let timeout = state.options.body_timeout;
     if let Err(e) = state.backend.check_create_name(&name).await {
         let declared = body::content_length(req.headers());
-        body::discard(req.into_body(), declared, timeout);
+        body::discard(req.into_body(), declared, limit, timeout);
         return Err(HttpError::backend(Endpoint::Create, e));
     }
     let (reader, pump) = body::bridge(req.into_body(), limit, timeout);

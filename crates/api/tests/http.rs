@@ -1151,3 +1151,28 @@ async fn create_with_a_taken_name_is_409_before_the_upload() {
     assert!(answer.starts_with("HTTP/1.1 500 "), "{answer}");
     assert!(s.backend.calls.lock().unwrap().is_empty());
 }
+
+/// The docker CLI streams a plugin tar chunked and reads the answer only after its upload:
+/// when the name is taken, the whole upload (4 MiB here, far past Go's 256 KiB drain) must
+/// still be accepted, so the client sees the 409, not a broken pipe.
+#[tokio::test]
+async fn create_with_a_taken_name_lets_a_chunked_upload_finish() {
+    let s = Server::start().await;
+    s.backend.add("local/vol:latest", VOLUME_CONFIG, false);
+    let mut conn = raw(&s).await;
+    send_raw(
+        &mut conn,
+        b"POST /plugins/create?name=local/vol HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let chunk = vec![0u8; 64 * 1024];
+    for _ in 0..64 {
+        send_raw(&mut conn, format!("{:x}\r\n", chunk.len()).as_bytes()).await;
+        send_raw(&mut conn, &chunk).await;
+        send_raw(&mut conn, b"\r\n").await;
+    }
+    send_raw(&mut conn, b"0\r\n\r\n").await;
+    let answer = read_until_closed(&mut conn).await;
+    assert!(answer.starts_with("HTTP/1.1 409 Conflict\r\n"), "{answer}");
+    assert!(s.backend.calls.lock().unwrap().is_empty());
+}
