@@ -211,6 +211,9 @@ struct Inner {
     plugin_set: plugin_set::PluginSetRunner,
     /// The daemon's health policy in force (starts as `config.health`; SIGHUP may change it).
     health: StdMutex<HealthPolicy>,
+    /// Wakes every health monitor when a policy changes (a reload, or a `set` of plugind's
+    /// health options), so a shorter interval applies now, not after the old one.
+    health_changed: tokio::sync::Notify,
     /// Held for the manager's lifetime: two daemons must never share one root.
     _root_lock: LockFile,
 }
@@ -271,6 +274,7 @@ impl Manager {
         let manager = Manager {
             inner: Arc::new(Inner {
                 health: StdMutex::new(config.health),
+                health_changed: tokio::sync::Notify::new(),
                 config,
                 store,
                 blobs,
@@ -657,8 +661,8 @@ impl Manager {
     ///
     /// Arguments under plugind's own namespace (`plugind.health.interval=10s`, see
     /// [`OPTION_PREFIX`]) are plugind's options: they do not change the plugin's spec, so a
-    /// `set` of only such arguments is accepted while the plugin is enabled and applies at the
-    /// next health probe.
+    /// `set` of only such arguments is accepted while the plugin is enabled and applies at once
+    /// (the plugin's health monitor is woken).
     pub async fn set(&self, name: &str, args: &[String]) -> Result<()> {
         let (_held, record) = self.lock_plugin(name).await?;
         let (ours, docker): (Vec<&String>, Vec<&String>) =
@@ -685,6 +689,7 @@ impl Manager {
             })
         })
         .await??;
+        self.inner.health_changed.notify_waiters();
         Ok(())
     }
 

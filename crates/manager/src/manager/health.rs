@@ -261,6 +261,8 @@ impl Manager {
                 first = false;
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
+                    // A policy changed: sleep again with the new interval.
+                    () = this.inner.health_changed.notified() => continue,
                     _ = cancelled.changed() => return,
                     () = super::supervise::stopped(&mut stop) => return,
                 }
@@ -424,6 +426,7 @@ impl Manager {
     /// Replaces the daemon's health policy (SIGHUP); monitors use it from their next round.
     pub fn set_health_policy(&self, policy: HealthPolicy) {
         *lock(&self.inner.health) = policy;
+        self.inner.health_changed.notify_waiters();
     }
 
     /// The health of a running plugin (`None` when it does not run).

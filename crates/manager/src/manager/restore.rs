@@ -126,12 +126,14 @@ impl Manager {
                         matches!(r.state.observed.state, RunState::Running { pid: p } if p == pid)
                     })
                 };
-                if let Some(pid) = pid.filter(|&pid| !already(pid)) {
-                    let _ = self
-                        .update(&id, move |r| {
-                            r.state.observed.state = RunState::Running { pid }
-                        })
-                        .await;
+                if let Some(pid) = pid {
+                    if !already(pid) {
+                        let _ = self
+                            .update(&id, move |r| {
+                                r.state.observed.state = RunState::Running { pid }
+                            })
+                            .await;
+                    }
                     self.spawn_health_monitor(&id, pid);
                 }
                 report.reattached.push(id);
