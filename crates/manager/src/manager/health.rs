@@ -36,7 +36,7 @@ pub const HEALTH_INTERVAL: &str = "plugind.health.interval";
 pub const HEALTH_TIMEOUT: &str = "plugind.health.timeout";
 /// `plugind.health.retries=3`: failures in a row that make the plugin unhealthy.
 pub const HEALTH_RETRIES: &str = "plugind.health.retries";
-/// The prefix of plugind's own `set` keys (`plugind.<group>.<key>`, see [`is_option`]).
+/// The prefix of plugind's own `set` keys (`plugind.<group>.<key>`, see `is_option`).
 pub const OPTION_PREFIX: &str = "plugind.";
 
 /// A `set` argument is plugind's own when its key is `plugind.<group>.<key>`: Docker reads the

@@ -69,7 +69,7 @@ pub struct PluginSetEntry {
     pub accepted: BTreeMap<String, Vec<String>>,
     /// Whether the plugin should run.
     pub enabled: bool,
-    /// A file with the registry credentials (see [`credentials_from_file`]); anonymous when
+    /// A file with the registry credentials (see `credentials_from_file`); anonymous when
     /// `None`. Read at each attempt, so a rotated secret is picked up without a reload.
     pub auth_file: Option<PathBuf>,
 }
