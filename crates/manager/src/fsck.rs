@@ -987,15 +987,7 @@ fn hash_file(path: &Path) -> io::Result<Digest> {
 
 fn hash_reader(r: &mut impl Read) -> io::Result<Digest> {
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match r.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => hasher.update(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
+    io::copy(r, &mut hasher)?;
     Ok(Digest::from_sha256_bytes(hasher.finalize().into()))
 }
 
