@@ -137,7 +137,11 @@ fn step(name: &str, f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()
 }
 
 /// Runs the benchmarks; each prints its own ratio against a same-run baseline.
-pub(crate) fn bench(which: Option<&str>, fleet_plugins: usize) -> anyhow::Result<()> {
+pub(crate) fn bench(
+    which: Option<&str>,
+    fleet_plugins: usize,
+    parts: &[String],
+) -> anyhow::Result<()> {
     const GROUPS: &[(&str, &str)] = &[
         ("blobstore", "plugind-blobstore"),
         ("queue", "plugind-queue"),
@@ -160,7 +164,7 @@ pub(crate) fn bench(which: Option<&str>, fleet_plugins: usize) -> anyhow::Result
         if *name == "registry" {
             crate::bench::run_registry_bench()?;
         } else if package.is_empty() {
-            crate::bench::run_daemon_bench(fleet_plugins)?;
+            crate::bench::run_daemon_bench(fleet_plugins, parts)?;
         } else {
             run_cmd(cargo().args(["bench", "--locked", "-p", package]))?;
         }

@@ -55,6 +55,10 @@ enum Task {
         /// disable); 0 skips them.
         #[arg(long, default_value_t = 1000)]
         plugins: usize,
+        /// Only these parts of the daemon benchmark (repeatable): `small` (create, enable with
+        /// its baselines, grouping, memory and restore at 100), `fleet`, `size`. Default: all.
+        #[arg(long = "part", value_parser = ["small", "fleet", "size"])]
+        parts: Vec<String>,
     },
     /// Build the sample volume plugin (static) and package it under target/plugin/.
     Plugin,
@@ -108,7 +112,11 @@ fn main() -> anyhow::Result<()> {
     match cli.task {
         Task::Setup => setup::run(),
         Task::Ci { advisories } => ci::run(advisories),
-        Task::Bench { which, plugins } => ci::bench(which.as_deref(), plugins),
+        Task::Bench {
+            which,
+            plugins,
+            parts,
+        } => ci::bench(which.as_deref(), plugins, &parts),
         Task::Plugin => plugin::build().map(|out| {
             println!("plugin directory: {}", out.dir.display());
             println!("plugin tar:       {}", out.tar.display());

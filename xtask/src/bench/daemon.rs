@@ -44,12 +44,28 @@ const DOCKER_ENABLE: Duration = Duration::from_millis(583);
 const DOCKER_CREATE: Duration = Duration::from_millis(316);
 const DOCKER_RESTART_10: Duration = Duration::from_millis(797);
 
-pub(crate) fn run_daemon_bench(fleet_size: usize) -> anyhow::Result<()> {
+/// Runs the daemon benchmark's `parts` (`small`, `fleet`, `size`; all when empty).
+pub(crate) fn run_daemon_bench(fleet_size: usize, parts: &[String]) -> anyhow::Result<()> {
+    let part = |name: &str| parts.is_empty() || parts.iter().any(|p| p == name);
     run(cargo().args(["build", "--release", "--locked", "-p", "plugind"]))?;
     let out = plugin::build()?;
     let tar = fs::read(&out.tar).context("read plugin tar")?;
-    let rootfs = tree_size(&out.dir.join("rootfs"))?;
     let binary = workspace_root().join("target/release/plugind");
+    if part("small") {
+        small(&binary, &tar, &out.dir)?;
+    }
+    if part("fleet") {
+        fleet::run(&binary, &tar, fleet_size)?;
+    }
+    if part("size") {
+        size::run(&binary, &out.dir)?;
+    }
+    Ok(())
+}
+
+/// Create, enable -> ready against the runtime baselines, grouping, memory and restore of 100.
+fn small(binary: &Path, tar: &[u8], plugin_dir: &Path) -> anyhow::Result<()> {
+    let rootfs = tree_size(&plugin_dir.join("rootfs"))?;
     // The Docker-shaped daemon: one shim per plugin (the baseline of the grouped figures).
     let logged = ["--shim-group", "none", "--log-format", "json"];
     let env = [("RUST_LOG", PHASE_LOG)];
@@ -60,13 +76,13 @@ pub(crate) fn run_daemon_bench(fleet_size: usize) -> anyhow::Result<()> {
         ms(DOCKER_RESTART_10)
     );
     println!("Figures are noisy on a shared 2-core machine; each ratio's two sides come from the same run.");
-    let mut d = Plugind::start_with(&binary, "bench", true, &logged, &env)?;
+    let mut d = Plugind::start_with(binary, "bench", true, &logged, &env)?;
 
     // create
     let mut creates = Vec::new();
     for i in 0..ROUNDS {
         let t = Instant::now();
-        d.ok("POST", &format!("/plugins/create?name=bench/c{i}"), &tar)?;
+        d.ok("POST", &format!("/plugins/create?name=bench/c{i}"), tar)?;
         creates.push(t.elapsed());
     }
     let mut removes = Vec::new();
@@ -77,7 +93,7 @@ pub(crate) fn run_daemon_bench(fleet_size: usize) -> anyhow::Result<()> {
     }
 
     // enable -> ready and disable, through the API
-    d.ok("POST", "/plugins/create?name=bench/vol", &tar)?;
+    d.ok("POST", "/plugins/create?name=bench/vol", tar)?;
     let inspect = d.ok("GET", "/plugins/bench/vol/json", &[])?;
     let id = json_field(&inspect, "\"Id\":\"").context("plugin id")?;
     let mut enables = Vec::new();
@@ -147,25 +163,25 @@ pub(crate) fn run_daemon_bench(fleet_size: usize) -> anyhow::Result<()> {
     // shim grouping: a group's first plugin and later ones, and memory with every plugin in
     // one shim (`all`) and with the default groups of 16
     let mut g = Plugind::start_with(
-        &binary,
+        binary,
         "bgrp",
         false,
         &["--shim-group", "all", "--log-format", "json"],
         &env,
     )?;
-    grouped_enables(&g, &tar, runc)?;
-    let all = enabled_memory(&g, &tar, "shim grouping on (--shim-group all)")?;
+    grouped_enables(&g, tar, runc)?;
+    let all = enabled_memory(&g, tar, "shim grouping on (--shim-group all)")?;
     remove_many(&g)?;
     g.stop()?;
     drop(g);
-    let mut g = Plugind::start_with(&binary, "bg16", false, &[], &[])?;
-    let default = enabled_memory(&g, &tar, "shim groups of 16 (the default)")?;
+    let mut g = Plugind::start_with(binary, "bg16", false, &[], &[])?;
+    let default = enabled_memory(&g, tar, "shim groups of 16 (the default)")?;
     remove_many(&g)?;
     g.stop()?;
     drop(g);
 
     // 100 enabled plugins: idle memory, then restore after kill -9
-    let memory = enabled_memory(&d, &tar, "shim grouping off (a shim per plugin, as Docker)")?;
+    let memory = enabled_memory(&d, tar, "shim grouping off (a shim per plugin, as Docker)")?;
     if memory.shims.processes < MANY || memory.plugins.processes < MANY {
         bail!(
             "expected at least {MANY} shims and {MANY} plugin processes, found {} and {}",
@@ -208,9 +224,6 @@ pub(crate) fn run_daemon_bench(fleet_size: usize) -> anyhow::Result<()> {
     d.ok("DELETE", "/plugins/bench/vol", &[])?;
     d.stop()?;
     drop(d);
-
-    fleet::run(&binary, &tar, fleet_size)?;
-    size::run(&binary, &out.dir)?;
     Ok(())
 }
 
