@@ -318,6 +318,12 @@ struct FileRuntime {
     path: String,
     #[serde(default, alias = "runtimeArgs")]
     args: Vec<String>,
+    #[serde(default = "single_call_default", rename = "single-call")]
+    single_call: bool,
+}
+
+fn single_call_default() -> bool {
+    true
 }
 
 /// An OCI runtime plugins can run under.
@@ -327,6 +333,9 @@ pub struct Runtime {
     pub path: String,
     /// Arguments inserted before the runtime's own.
     pub args: Vec<String>,
+    /// Start each plugin with one runtime call (`run --detach`) instead of `create` + `start`
+    /// (default; every runc-compatible CLI has it). TOML `single-call = false` turns it off.
+    pub single_call: bool,
 }
 
 /// The validated configuration.
@@ -584,6 +593,7 @@ impl Config {
             Runtime {
                 path: BUILTIN_RUNTIME.to_owned(),
                 args: Vec::new(),
+                single_call: true,
             },
         )]);
         let from_file = file.runtimes.into_iter().map(|(name, r)| {
@@ -592,6 +602,7 @@ impl Config {
                 Runtime {
                     path: r.path,
                     args: r.args,
+                    single_call: r.single_call,
                 },
             )
         });
@@ -912,6 +923,7 @@ fn parse_runtime_flag(spec: &str) -> anyhow::Result<(String, Runtime)> {
         Runtime {
             path,
             args: parts.map(str::to_owned).collect(),
+            single_call: true,
         },
     ))
 }

@@ -242,6 +242,7 @@ fn runtimes(config: &Config) -> anyhow::Result<Runtimes> {
             RuntimeConfig::plain(&path)
         };
         rc.args = rt.args.clone();
+        rc.single_call = rt.single_call;
         out = out.with(name, rc);
     }
     out.default = config.default_runtime.clone();

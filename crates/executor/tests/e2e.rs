@@ -2,7 +2,10 @@
 
 mod common;
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use common::{next_event, wait_log, Env};
 use plugind_executor::{
@@ -20,7 +23,7 @@ fn runtimes() -> Runtimes {
             RuntimeConfig {
                 path: PathBuf::from("/usr/sbin/runc"),
                 args: vec!["--log-format".into(), "json".into()],
-                hide_unified_cgroup: false,
+                ..RuntimeConfig::plain(std::path::Path::new("/usr/sbin/runc"))
             },
         )
 }
@@ -159,7 +162,7 @@ async fn runtime_with_arguments_runs_through_wrapper_and_survives_reload() {
         RuntimeConfig {
             path: "/usr/sbin/runc".into(),
             args: vec!["--log-format".into(), "text".into()],
-            hide_unified_cgroup: false,
+            ..RuntimeConfig::plain(std::path::Path::new("/usr/sbin/runc"))
         },
     );
     ex.reload_runtimes(&reloaded).expect("reload");
@@ -443,4 +446,88 @@ async fn a_task_that_cannot_be_recorded_is_stopped_and_can_be_created_again() {
     ex.delete(&id).await.expect("delete");
     ex.shutdown().await;
     env.assert_clean(&[]);
+}
+
+/// What a runtime was asked to do: the subcommands (the first word after the global flags the
+/// shim passes) of every call, in order.
+fn subcommands(record: &Path) -> Vec<String> {
+    std::fs::read_to_string(record)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split(' ');
+            while let Some(w) = words.next() {
+                match w {
+                    "--root" | "--log" | "--log-format" | "--criu" => {
+                        words.next();
+                    }
+                    w if w.starts_with('-') => {}
+                    w => return Some(w.to_owned()),
+                }
+            }
+            None
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs root, runc and containerd-shim-runc-v2"]
+async fn single_call_runtime_starts_a_task_with_one_run_and_two_call_runtime_with_create_and_start()
+{
+    let env = Env::new();
+    let dir = env.exec_root().join("recorders");
+    std::fs::create_dir_all(&dir).expect("dir");
+    // A runtime that records its arguments, then runs runc with them.
+    let recorder = |name: &str| {
+        let script = dir.join(name);
+        let record = dir.join(format!("{name}.calls"));
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\necho \"$@\" >> '{}'\nexec runc \"$@\"\n",
+                record.display()
+            ),
+        )
+        .expect("write recorder");
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        (script, record)
+    };
+    let (one, one_calls) = recorder("one");
+    let (two, two_calls) = recorder("two");
+    let runtimes = Runtimes::runc()
+        .with("one", RuntimeConfig::single_call(&one))
+        .with("two", RuntimeConfig::plain(&two));
+    let (ex, mut rx) = env.executor(&runtimes).await;
+    let mut sockets = Vec::new();
+    for (runtime, calls, expected) in [
+        ("one", &one_calls, &["run"][..]),
+        ("two", &two_calls, &["create", "start"][..]),
+    ] {
+        let id = env.id(runtime);
+        let bundle = env.bundle(&id, &["/bin/busybox", "sleep", "1000"], |_| {});
+        let state = ex
+            .create(CreateTask {
+                id: id.clone(),
+                bundle: bundle.clone(),
+                runtime: Some(runtime.into()),
+            })
+            .await
+            .expect("create");
+        assert_eq!(state.status, TaskStatus::Running, "{runtime}");
+        assert_eq!(subcommands(calls), expected, "{runtime}");
+        if runtime == "one" {
+            let line = std::fs::read_to_string(calls).expect("calls");
+            assert!(line.contains(" run --detach --bundle "), "{line}");
+        }
+        // The task is a real one: it is killed and reported like any other.
+        ex.kill(&id, Duration::from_millis(200))
+            .await
+            .expect("kill");
+        next_event(&mut rx, is_exit_of(&id)).await;
+        ex.delete(&id).await.expect("delete");
+        sockets.push(env.shim_socket(&bundle));
+    }
+    ex.shutdown().await;
+    env.assert_clean(&sockets);
 }

@@ -417,7 +417,8 @@ fn file_overrides_defaults_and_flags_override_file() {
         c.runtimes["crun"],
         Runtime {
             path: "/opt/crun".into(),
-            args: vec!["--x".into(), "--y".into()]
+            args: vec!["--x".into(), "--y".into()],
+            single_call: true,
         }
     );
     // A bare boolean flag means true.
