@@ -6,6 +6,10 @@
 #[allow(dead_code)]
 #[path = "../src/config.rs"]
 mod config;
+// `plugind fsck`'s own command line, listed as a subcommand.
+#[allow(dead_code)]
+#[path = "../src/fsck.rs"]
+mod fsck;
 
 use std::path::PathBuf;
 
@@ -20,7 +24,8 @@ fn main() -> anyhow::Result<()> {
     let command = config::Cli::command()
         .version(env!("CARGO_PKG_VERSION"))
         .about("run Docker managed plugins and serve the Docker plugin API")
-        .long_about(LONG_ABOUT);
+        .long_about(LONG_ABOUT)
+        .subcommand(fsck::FsckCli::command().name("fsck"));
     let mut page = Vec::new();
     clap_mangen::Man::new(command)
         .section("8")
@@ -40,6 +45,10 @@ Docker: each plugin becomes an OCI bundle started through containerd-shim-runc-v
 serves the Docker Engine API's plugin and volume endpoints on a unix socket, so the docker CLI \
 (DOCKER_HOST=unix:///run/plugind/plugind.sock) and the Docker SDKs drive it unchanged. \
 `plugind check [OPTIONS]` checks a configuration and the host and exits. \
+`plugind fsck [--root DIR] [--exec-root DIR] [--repair] [--full] [--format text|json]` checks \
+the state root (records against blobs, blob hashes, root filesystems against their layers, \
+leftovers) and with --repair fixes what the blobs allow; it exits 0 when clean, 1 when \
+problems remain, 2 when it cannot run. \
 Settings come from the flags, over the TOML file given with --config-file \
 (/etc/plugind/plugind.toml in the Debian package), over the defaults shown below. \
 SIGHUP re-reads the configuration; SIGTERM or SIGINT stop plugind (with --live-restore \
