@@ -42,17 +42,9 @@ pub struct Cli {
     /// /etc/containers/containers.conf.d/plugind.conf.
     #[arg(long, value_name = "FILE", requires = "podman_conf")]
     pub podman_conf_output: Option<PathBuf>,
-    /// State directory: plugin records, root filesystems, blobs.
-    #[arg(
-        long,
-        visible_alias = "data-root",
-        value_name = "DIR",
-        default_value = "/var/lib/plugind"
-    )]
-    pub root: PathBuf,
-    /// Runtime directory: plugin sockets, OCI bundles, runtime wrappers.
-    #[arg(long, value_name = "DIR", default_value = "/run/plugind")]
-    pub exec_root: PathBuf,
+    /// `--root` and `--exec-root`.
+    #[command(flatten)]
+    pub roots: Roots,
     /// API socket to listen on; only unix://PATH is supported.
     #[arg(
         short = 'H',
@@ -206,6 +198,22 @@ fn parse_age(text: &str) -> anyhow::Result<Duration> {
         bail!("events-max-age must be at least 1s, got {text:?}");
     }
     Ok(age)
+}
+
+/// The two directories plugind works in: the daemon's flags and `plugind fsck`'s, declared once.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Roots {
+    /// State directory: plugin records, root filesystems, blobs.
+    #[arg(
+        long,
+        visible_alias = "data-root",
+        value_name = "DIR",
+        default_value = "/var/lib/plugind"
+    )]
+    pub root: PathBuf,
+    /// Runtime directory: plugin sockets, OCI bundles, runtime wrappers.
+    #[arg(long, value_name = "DIR", default_value = "/run/plugind")]
+    pub exec_root: PathBuf,
 }
 
 impl Cli {
@@ -621,8 +629,8 @@ impl Config {
             pick(cli, "log_level", &cli.log_level, file.log_level)
         };
         let config = Config {
-            root: pick(cli, "root", &cli.root, file.root),
-            exec_root: pick(cli, "exec_root", &cli.exec_root, file.exec_root),
+            root: pick(cli, "root", &cli.roots.root, file.root),
+            exec_root: pick(cli, "exec_root", &cli.roots.exec_root, file.exec_root),
             socket: parse_host(&host)?,
             live_restore: pick(cli, "live_restore", &cli.live_restore, file.live_restore),
             default_runtime: pick(

@@ -2,7 +2,7 @@
 //! `plugind_manager::fsck`). Prints one line per finding (or JSON with `--format json`) and a
 //! summary; exits 0 when no problem remains, 1 when some do, 2 when it could not run.
 
-use std::{ffi::OsString, path::PathBuf, process::ExitCode};
+use std::{ffi::OsString, process::ExitCode};
 
 use clap::{Parser, ValueEnum};
 use plugind_manager::fsck::{self, Depth, FsckOptions, FsckReport, Repair, Severity};
@@ -12,17 +12,9 @@ use plugind_manager::fsck::{self, Depth, FsckOptions, FsckReport, Repair, Severi
 #[derive(Debug, Parser)]
 #[command(name = "plugind fsck")]
 pub struct FsckCli {
-    /// State directory to check.
-    #[arg(
-        long,
-        visible_alias = "data-root",
-        value_name = "DIR",
-        default_value = "/var/lib/plugind"
-    )]
-    pub root: PathBuf,
-    /// Runtime directory, for bundles no record claims.
-    #[arg(long, value_name = "DIR", default_value = "/run/plugind")]
-    pub exec_root: PathBuf,
+    /// `--root` (the state directory checked) and `--exec-root` (for bundles no record claims).
+    #[command(flatten)]
+    pub roots: crate::config::Roots,
     /// Fix what can be fixed from the blobs: unpack damaged root filesystems again, delete
     /// leftovers, move corrupt blobs to the quarantine. Records that cannot be rebuilt are kept.
     #[arg(long)]
@@ -49,8 +41,8 @@ pub fn main(args: &[OsString]) -> ExitCode {
     let argv = std::iter::once(OsString::from("plugind fsck")).chain(args.iter().skip(2).cloned());
     let cli = FsckCli::try_parse_from(argv).unwrap_or_else(|e| e.exit());
     let options = FsckOptions {
-        root: cli.root.clone(),
-        exec_root: Some(cli.exec_root.clone()),
+        root: cli.roots.root.clone(),
+        exec_root: Some(cli.roots.exec_root.clone()),
         depth: Depth::Full,
         full_rootfs: cli.full,
         repair: cli.repair,
