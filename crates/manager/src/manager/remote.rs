@@ -6,7 +6,7 @@
 //! (`Registry::fetch_blob_teed`), and the staging directory is kept only if the unpacker saw
 //! the whole blob from offset 0 and the store then verified its digest and size; otherwise
 //! (failure, resumed download, blob fetched by a concurrent pull) it is thrown away and the
-//! layer is unpacked from the store as before.
+//! layer is unpacked from the store as before (the tee and its unpacker: `remote/streaming.rs`).
 //!
 //! Crash safety: until the record is written a pull leaves only a staging directory (removed
 //! at the next start), a plugin directory without record (removed by the store's reload) and
@@ -24,7 +24,10 @@ use plugind_store::{privileges_match, PluginPrivilege};
 use plugind_types::{config::PluginSettings, Digest};
 
 use super::*;
+mod streaming;
+
 use crate::progress::{Progress, ProgressFn, SharedProgress};
+use streaming::StagingGuard;
 
 /// Prefix of the directory an upgrade moves the previous rootfs to, inside the plugin's dir.
 const PREVIOUS_ROOTFS: &str = "rootfs-previous-";
@@ -94,13 +97,6 @@ pub struct RemoteRequest<'a> {
     pub privileges: &'a [PluginPrivilege],
 }
 
-/// A layer being unpacked while it downloads.
-struct StreamingUnpack {
-    sink: Arc<TeeSink>,
-    task: tokio::task::JoinHandle<Result<()>>,
-    guard: StagingGuard,
-}
-
 /// Set on drop: tells blocking work of a pull whose future was dropped (client gone) to stop
 /// and leave nothing.
 struct CancelOnDrop(Arc<AtomicBool>);
@@ -118,119 +114,6 @@ struct Fetched {
     /// Set when the layer was unpacked into the staging directory while it downloaded (and
     /// its digest then checked): the staging directory is complete and synced.
     staged: Option<StagingGuard>,
-}
-
-/// Compressed bytes unpacked between two early writeback kicks of a streaming unpack.
-const WRITEBACK_EVERY: u64 = 16 << 20;
-
-/// Chunks queued between a download and the unpacker reading it: a slow unpacker slows the
-/// download instead of filling memory.
-const TEE_CHUNKS: usize = 64;
-
-/// The download side of a streaming unpack: hands the bytes written to the ingest to the
-/// unpacker as long as they arrive in order from offset 0 (a resumed or restarted download
-/// breaks the stream; the layer is then unpacked from the store).
-struct TeeSink {
-    inner: std::sync::Mutex<TeeState>,
-}
-
-struct TeeState {
-    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
-    seen: u64,
-    broken: bool,
-}
-
-impl TeeSink {
-    fn feed(&self, at: u64, bytes: &[u8]) {
-        let mut state = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if state.broken {
-            return;
-        }
-        if at != state.seen {
-            state.broken = true;
-            state.tx = None;
-            return;
-        }
-        state.seen += bytes.len() as u64;
-        if let Some(tx) = &state.tx {
-            if tx.send(bytes.to_vec()).is_err() {
-                // The unpacker stopped (done or failed); its result tells which.
-                state.tx = None;
-            }
-        }
-    }
-
-    /// Ends the stream; true when the unpacker was given exactly `size` bytes from offset 0.
-    fn finish(&self, size: u64) -> bool {
-        let mut state = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        state.tx = None;
-        !state.broken && state.seen == size
-    }
-}
-
-/// The unpacker side: reads the chunks the tee queued; the end of the queue is the end of the
-/// stream.
-struct ChunkReader {
-    rx: std::sync::mpsc::Receiver<Vec<u8>>,
-    chunk: Vec<u8>,
-    at: usize,
-}
-
-impl std::io::Read for ChunkReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.at == self.chunk.len() {
-            match self.rx.recv() {
-                Ok(chunk) => {
-                    self.chunk = chunk;
-                    self.at = 0;
-                }
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.chunk.len() - self.at);
-        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
-    }
-}
-
-/// Who removes a streaming unpack's staging directory when the pull is dropped (client gone):
-/// the unpacker if it is still running (it sees `abandoned`), the guard if it has finished.
-#[derive(Default)]
-struct StagingState {
-    finished: bool,
-    abandoned: bool,
-}
-
-/// Removes the staging directory of a streaming unpack unless disarmed (the blocking stage of
-/// the pull or upgrade then owns it).
-struct StagingGuard {
-    path: PathBuf,
-    state: Arc<std::sync::Mutex<StagingState>>,
-    armed: bool,
-}
-
-impl StagingGuard {
-    fn disarm(mut self) {
-        self.armed = false;
-    }
-}
-
-impl Drop for StagingGuard {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.abandoned = true;
-        if state.finished {
-            let path = self.path.clone();
-            // Drop may run on an async worker: the removal gets a thread of its own.
-            std::thread::spawn(move || {
-                let _ = fs::remove_dir_all(path);
-            });
-        }
-    }
 }
 
 impl Manager {
@@ -641,92 +524,6 @@ impl Manager {
         })
     }
 
-    /// Starts unpacking `layer` into a new `staging` directory from the bytes its download
-    /// will feed to the returned sink; the unpacker removes the directory when it fails or the
-    /// pull was abandoned.
-    fn start_streaming_unpack(
-        &self,
-        staging: &Path,
-        layer: &plugind_distribution::Descriptor,
-        report: &SharedProgress,
-    ) -> StreamingUnpack {
-        let (tx, rx) = std::sync::mpsc::sync_channel(TEE_CHUNKS);
-        let sink = Arc::new(TeeSink {
-            inner: std::sync::Mutex::new(TeeState {
-                tx: Some(tx),
-                seen: 0,
-                broken: false,
-            }),
-        });
-        let state = Arc::new(std::sync::Mutex::new(StagingState::default()));
-        let guard = StagingGuard {
-            path: staging.to_owned(),
-            state: Arc::clone(&state),
-            armed: true,
-        };
-        let this = self.clone();
-        let report = Arc::clone(report);
-        let (dest, hex, total) = (
-            staging.to_owned(),
-            layer.digest.hex().to_owned(),
-            layer.size,
-        );
-        let task = tokio::task::spawn_blocking(move || {
-            if dest.exists() {
-                let _ = fs::remove_dir_all(&dest);
-            }
-            fs::create_dir(&dest).map_err(|e| io_err("create directory", &dest, e))?;
-            let step = (total / 50).max(32 << 10);
-            let last = std::sync::atomic::AtomicU64::new(0);
-            let abandoned = || state.lock().unwrap_or_else(|p| p.into_inner()).abandoned;
-            let reader = ChunkReader {
-                rx,
-                chunk: Vec::new(),
-                at: 0,
-            };
-            // Writeback starts while the layer unpacks (a sync every WRITEBACK_EVERY bytes,
-            // never waited for), so the final sync finds little left to write.
-            let (sync_tx, sync_rx) = std::sync::mpsc::sync_channel::<()>(1);
-            let synced = AtomicU64::new(0);
-            let result = std::thread::scope(|scope| {
-                let syncer = scope.spawn(|| {
-                    for () in sync_rx {
-                        let _ = plugind_sys::fs::sync_filesystem(&dest);
-                    }
-                });
-                let unpacked = layer::unpack_gzip_layer_from(
-                    reader,
-                    &dest,
-                    &this.inner.config.layer_limits,
-                    &|n| {
-                        let before = last.load(Ordering::Relaxed);
-                        if n >= total || n.saturating_sub(before) >= step || before == 0 {
-                            last.store(n.max(1), Ordering::Relaxed);
-                            report(Progress::bytes("Extracting", &hex, n, total));
-                        }
-                        if n.saturating_sub(synced.load(Ordering::Relaxed)) >= WRITEBACK_EVERY {
-                            synced.store(n, Ordering::Relaxed);
-                            let _ = sync_tx.try_send(());
-                        }
-                        !abandoned()
-                    },
-                );
-                drop(sync_tx);
-                let _ = syncer.join();
-                unpacked
-            })
-            .map_err(ManagerError::from)
-            .and_then(|()| Ok(plugind_sys::fs::sync_filesystem(&dest)?));
-            let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
-            state.finished = true;
-            if result.is_err() || state.abandoned {
-                let _ = fs::remove_dir_all(&dest);
-            }
-            result
-        });
-        StreamingUnpack { sink, task, guard }
-    }
-
     /// The manifest's bytes in the blob store (push rebuilds from stored blobs; the record
     /// names it).
     async fn store_manifest(&self, manifest: &PluginManifest) -> Result<()> {
@@ -922,109 +719,4 @@ pub(super) fn repair_upgrades(store: &Store) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config(json: &str) -> PluginConfig {
-        PluginConfig::from_json(json.as_bytes()).unwrap()
-    }
-
-    #[test]
-    fn pull_names_follow_docker() {
-        let n = PullNames::parse("127.0.0.1:5000/acme/sample:1.0", "").unwrap();
-        assert_eq!(n.local, "127.0.0.1:5000/acme/sample:1.0");
-        assert_eq!(n.plugin_reference(), "127.0.0.1:5000/acme/sample:1.0");
-        let n = PullNames::parse("vieux/sshfs", "x").unwrap();
-        assert_eq!(n.local, "x:latest");
-        assert_eq!(n.plugin_reference(), "docker.io/vieux/sshfs:latest");
-        assert_eq!(n.plugin_reference_for_event(), "vieux/sshfs:latest");
-        let hex = "a".repeat(64);
-        let n = PullNames::parse(&format!("acme/s:2.0@sha256:{hex}"), "").unwrap();
-        assert_eq!(n.local, "acme/s:2.0");
-        assert_eq!(
-            n.plugin_reference(),
-            format!("docker.io/acme/s@sha256:{hex}")
-        );
-        let n = PullNames::parse(&format!("acme/s@sha256:{hex}"), "").unwrap();
-        assert_eq!(n.local, "acme/s:latest");
-        let err = |r: &str, n: &str| PullNames::parse(r, n).unwrap_err().to_string();
-        assert_eq!(err("", ""), "invalid reference format");
-        assert_eq!(
-            err("Acme/x", ""),
-            "invalid reference format: repository name must be lowercase"
-        );
-        assert_eq!(
-            err("acme/x", &format!("a@sha256:{hex}")),
-            "cannot use digest in plugin tag"
-        );
-    }
-
-    #[test]
-    fn upgrade_keeps_the_settings_the_new_config_still_declares() {
-        let new = config(
-            r#"{"Env":[{"Name":"DEBUG","Value":"0","Settable":["value"]},{"Name":"NEW","Value":"n"}],
-            "Mounts":[{"Name":"data","Source":"/new","Destination":"/d","Settable":["source"]}],
-            "Args":{"Name":"args","Settable":["value"],"Value":["--new"]}}"#,
-        );
-        let old = PluginSettings {
-            env: vec!["DEBUG=1".into(), "GONE=x".into()],
-            mounts: vec![plugind_types::config::PluginMount {
-                name: "data".into(),
-                source: Some("/kept".into()),
-                ..Default::default()
-            }],
-            args: vec!["-a".into()],
-            devices: Vec::new(),
-        };
-        let s = carry_settings(&old, &new);
-        assert_eq!(s.env, ["DEBUG=1", "NEW=n"]);
-        assert_eq!(s.mounts[0].source.as_deref(), Some("/kept"));
-        assert_eq!(s.mounts[0].destination, "/d");
-        assert_eq!(s.args, ["-a"]);
-        let no_args = config(r#"{"Args":{"Value":["--fixed"]}}"#);
-        assert_eq!(carry_settings(&old, &no_args).args, ["--fixed"]);
-    }
-
-    /// An upgrade cut after the old rootfs moved aside: rolled back when the record still
-    /// names the old config, finished when it names the new one.
-    #[test]
-    fn repair_finishes_or_rolls_back_a_cut_upgrade() {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, _) = Store::open(dir.path()).unwrap();
-        let mut digests = Vec::new();
-        for n in 0..2u8 {
-            let id = PluginId::from_bytes([n + 1; 32]);
-            let mut r = PluginRecord::new(
-                id.clone(),
-                format!("p{n}:latest"),
-                config("{}"),
-                String::new(),
-                SystemTime::now(),
-            );
-            let old = Digest::from_sha256_bytes([9; 32]);
-            r.state.blobs.config = Some(if n == 0 {
-                old.clone()
-            } else {
-                Digest::from_sha256_bytes([8; 32])
-            });
-            fs::create_dir_all(store.plugin_dir(&id)).unwrap();
-            store.add(r).unwrap();
-            let previous = store
-                .plugin_dir(&id)
-                .join(format!("{PREVIOUS_ROOTFS}{}", old.hex()));
-            fs::create_dir_all(previous.join("old")).unwrap();
-            fs::create_dir_all(store.rootfs_dir(&id).join("new")).unwrap();
-            digests.push((id, previous));
-        }
-        repair_upgrades(&store);
-        // p0: the record names the old config: the old rootfs is back.
-        let (id, previous) = &digests[0];
-        assert!(store.rootfs_dir(id).join("old").exists());
-        assert!(!store.rootfs_dir(id).join("new").exists());
-        assert!(!previous.exists());
-        // p1: the record names another config: the upgrade committed.
-        let (id, previous) = &digests[1];
-        assert!(store.rootfs_dir(id).join("new").exists());
-        assert!(!previous.exists());
-    }
-}
+mod tests;
