@@ -101,13 +101,24 @@ impl Manager {
             manager: self,
             digests: Vec::new(),
         };
-        let (imported, gc) = layer::import_create_tar_guarded(
+        // The rootfs is unpacked from the layer as the layer is made (one pass over the upload).
+        let staging = inner.config.root.join("tmp").join(format!("rootfs-{id}"));
+        fs::create_dir(&staging).map_err(|e| io_err("create directory", &staging, e))?;
+        let imported = layer::import_create_tar_unpacking(
             &inner.blobs,
             &format!("create-{id}"),
             tar,
+            &staging,
             &inner.config.layer_limits,
             || self.gc_shared(),
-        )?;
+        );
+        let (imported, gc) = match imported {
+            Ok(imported) => imported,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&staging);
+                return Err(e.into());
+            }
+        };
         pending.add(&imported.layer);
         drop(gc);
         let result = (|| {
@@ -134,23 +145,9 @@ impl Manager {
                 };
             pending.add(&config_blob);
             drop(gc);
-            let staging = inner.config.root.join("tmp").join(format!("rootfs-{id}"));
-            fs::create_dir(&staging).map_err(|e| io_err("create directory", &staging, e))?;
-            let unpacked = layer::unpack_layer(
-                &inner.blobs,
-                &imported.layer,
-                &staging,
-                &inner.config.layer_limits,
-            );
             // The rootfs must be on disk before the rename and the record make it a plugin's:
             // after a power loss, a record must never point at empty or truncated files.
-            let unpacked = unpacked
-                .map_err(ManagerError::from)
-                .and_then(|()| Ok(plugind_sys::fs::sync_filesystem(&staging)?));
-            if let Err(e) = unpacked {
-                let _ = fs::remove_dir_all(&staging);
-                return Err(e);
-            }
+            plugind_sys::fs::sync_filesystem(&staging)?;
             let dir = inner.store.plugin_dir(&id);
             fs::create_dir(&dir).map_err(|e| io_err("create directory", &dir, e))?;
             let rootfs = inner.store.rootfs_dir(&id);
@@ -179,6 +176,8 @@ impl Manager {
         })();
         drop(pending);
         if result.is_err() {
+            // Gone already once renamed into the plugin directory.
+            let _ = fs::remove_dir_all(&staging);
             self.sweep_blobs();
         }
         result
