@@ -13,12 +13,12 @@
 
 use std::{
     fs,
-    io::{self, Read, Write},
+    io::{self, Read},
     path::{Component, Path, PathBuf},
 };
 
-use flate2::{read::GzDecoder, write::GzEncoder, Compression};
-use plugind_blobstore::{BlobError, BlobStore};
+use flate2::read::GzDecoder;
+use plugind_blobstore::{BlobError, BlobStore, Writer};
 use plugind_sys::fs::{make_special_file, SpecialFile};
 use plugind_types::Digest;
 
@@ -217,7 +217,7 @@ fn import_create_tar_with<R: Read, G>(
             None => (tee::LayerTee::alone(), None),
         };
         let unpacker_gone = tee.unpacker_gone();
-        let gz = GzEncoder::new(&mut writer, Compression::fast());
+        let gz = gzip::LayerGzip::new(&mut writer);
         let mut layer = tar::Builder::new(tee.into_writer(gz));
         layer.mode(tar::HeaderMode::Complete);
         // The unpacker succeeds only after the end marker `finish` sends once the whole layer
@@ -267,9 +267,12 @@ fn import_create_tar_with<R: Read, G>(
     Ok((CreateTar { config, layer }, guard))
 }
 
-fn rewrite_create_tar<R: Read, W: Write>(
+/// The layer being built: a tar into the tee, into the gzip encoder, into the blob's ingest.
+type LayerBuilder<'w> = tar::Builder<tee::LayerTeeWriter<gzip::LayerGzip<&'w mut Writer>>>;
+
+fn rewrite_create_tar<R: Read>(
     input: R,
-    layer: &mut tar::Builder<W>,
+    layer: &mut LayerBuilder<'_>,
     limits: &LayerLimits,
 ) -> Result<(Option<Vec<u8>>, bool), LayerError> {
     let refused = RefusedBy::default();
@@ -278,9 +281,9 @@ fn rewrite_create_tar<R: Read, W: Write>(
     refused.take().map_or(result, Err)
 }
 
-fn rewrite_entries<R: Read, W: Write>(
+fn rewrite_entries<R: Read>(
     archive: &mut tar::Archive<R>,
-    layer: &mut tar::Builder<W>,
+    layer: &mut LayerBuilder<'_>,
     limits: &LayerLimits,
 ) -> Result<(Option<Vec<u8>>, bool), LayerError> {
     let mut config = None;
@@ -314,6 +317,7 @@ fn rewrite_entries<R: Read, W: Write>(
             continue;
         };
         found_rootfs = true;
+        layer.get_mut().blob_mut().entry_starts();
         let inner = if inner.as_os_str().is_empty() {
             Path::new(".")
         } else {
@@ -377,6 +381,7 @@ fn rewrite_entries<R: Read, W: Write>(
 }
 
 mod guard;
+mod gzip;
 mod tee;
 
 use guard::{RefusedBy, TarGuard};

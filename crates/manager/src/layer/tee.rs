@@ -90,6 +90,11 @@ impl<W: Write> LayerTeeWriter<W> {
         Ok(())
     }
 
+    /// The blob's encoder.
+    pub(super) fn blob_mut(&mut self) -> &mut W {
+        &mut self.blob
+    }
+
     /// Hands the unpacker what is left and the end marker; returns the blob's encoder.
     pub(super) fn finish(mut self) -> io::Result<W> {
         if !self.pending.is_empty() {

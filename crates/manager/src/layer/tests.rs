@@ -1,5 +1,7 @@
 //! Tests of layer import and unpack: budgets, hostile entries, Docker's texts.
 
+use std::io::Write;
+
 use super::{guard::MAX_TAR_METADATA, *};
 
 fn tar_of(entries: &[(&str, tar::EntryType, &[u8], Option<&str>)]) -> Vec<u8> {
@@ -449,7 +451,7 @@ fn the_guard_follows_pax_and_long_names() {
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = GzEncoder::new(Vec::new(), Compression::fast());
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     e.write_all(data).unwrap();
     e.finish().unwrap()
 }
