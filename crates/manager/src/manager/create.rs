@@ -102,6 +102,7 @@ impl Manager {
             digests: Vec::new(),
         };
         // The rootfs is unpacked from the layer as the layer is made (one pass over the upload).
+        let started = std::time::Instant::now();
         let staging = inner.config.root.join("tmp").join(format!("rootfs-{id}"));
         fs::create_dir(&staging).map_err(|e| io_err("create directory", &staging, e))?;
         let imported = layer::import_create_tar_unpacking(
@@ -121,6 +122,7 @@ impl Manager {
         };
         pending.add(&imported.layer);
         drop(gc);
+        let imported_at = started.elapsed();
         let result = (|| {
             let mut config = PluginConfig::from_json(&imported.config)
                 .map_err(|e| ManagerError::Config { detail: e.detail() })?;
@@ -147,7 +149,9 @@ impl Manager {
             drop(gc);
             // The rootfs must be on disk before the rename and the record make it a plugin's:
             // after a power loss, a record must never point at empty or truncated files.
+            let synced_from = started.elapsed();
             plugind_sys::fs::sync_filesystem(&staging)?;
+            let synced_at = started.elapsed();
             let dir = inner.store.plugin_dir(&id);
             fs::create_dir(&dir).map_err(|e| io_err("create directory", &dir, e))?;
             let rootfs = inner.store.rootfs_dir(&id);
@@ -172,6 +176,14 @@ impl Manager {
                 let _ = fs::remove_dir_all(&dir);
                 return Err(e.into());
             }
+            tracing::debug!(
+                plugin = %id,
+                import_and_unpack = ?imported_at,
+                config = ?synced_from - imported_at,
+                sync_rootfs = ?synced_at - synced_from,
+                publish = ?started.elapsed() - synced_at,
+                "created"
+            );
             Ok(record)
         })();
         drop(pending);
