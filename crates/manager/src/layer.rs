@@ -2,8 +2,16 @@
 //! in the blob store (Docker records its digest in `rootfs.diff_ids`), and a layer blob is
 //! unpacked into a plugin's rootfs without letting any entry escape it.
 //!
-//! Unpacking reads the stored layer back, so create and (later) pull share one path: whatever
-//! the source, the rootfs is made from a verified blob.
+//! Create and pull share one unpacker (`unpack_entries` behind the same tar guard and limits):
+//! whatever the source, the rootfs is made from exactly the bytes of the layer. Create makes the
+//! layer and the rootfs in one pass ([`import_create_tar_unpacking`]): the layer tar rewritten
+//! from the upload goes, byte for byte, into the gzip encoder of the blob on the calling thread
+//! and through a bounded channel (`tee`) to a `layer-unpack` thread, so the blob is never read
+//! back and the two halves of the work run on two cores. Pull unpacks the download as it
+//! streams, or the stored blob ([`unpack_layer`]). The encoder (`gzip`) stores the windows
+//! deflate cannot shrink instead of compressing them; the unpacker starts the writeback of each
+//! large file as soon as it is written, so the sync that makes the rootfs durable finds little
+//! left to write.
 //!
 //! Every tar is hostile: each entry is checked against [`LayerLimits`] by its *declared* size
 //! before any of its data is read or written (so a 10 KB tar declaring a 100 GB member costs

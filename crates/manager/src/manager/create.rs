@@ -1,6 +1,7 @@
-//! `create`: the upload streamed into a layer blob without holding the sweep lock, the rootfs
-//! unpacked, synced and published by rename, the record written last; and the blob sweeps that
-//! must never race it.
+//! `create`: the upload streamed into a layer blob without holding the sweep lock while the
+//! rootfs is unpacked from the same bytes (one pass, `layer::import_create_tar_unpacking`), the
+//! rootfs synced and published by rename, the record written last; and the blob sweeps that must
+//! never race it.
 
 use super::*;
 
