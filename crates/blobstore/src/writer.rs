@@ -27,7 +27,8 @@ use crate::{BlobError, Result};
 pub(crate) const BUF_SIZE: usize = 1 << 20;
 
 /// While streaming a whole reader, have a helper thread flush written data to disk every this
-/// many bytes, so that disk IO overlaps hashing and the fsync before commit only has a tail left.
+/// many bytes, so that disk IO overlaps hashing and the fsync before commit only has a tail left;
+/// bytes written through [`Write`] start their writeback (without waiting) as often.
 const SYNC_EVERY: u64 = 8 << 20;
 
 /// Chunks queued towards each pipeline stage; with one buffer being filled and one in each
@@ -160,6 +161,8 @@ pub struct Writer {
     file: File,
     hasher: Sha256,
     offset: u64,
+    /// Bytes written through [`Write`] since writeback was last started.
+    unstarted: u64,
     // Held for its Drop, which releases the ingest to the next writer.
     lock: LockFile,
 }
@@ -205,6 +208,7 @@ impl Writer {
             file,
             hasher,
             offset,
+            unstarted: 0,
             lock,
         })
     }
@@ -427,6 +431,15 @@ impl Write for Writer {
         // Only what reached the file is hashed, so the hash always matches the data file.
         self.hasher.update(&buf[..n]);
         self.offset += n as u64;
+        self.unstarted += n as u64;
+        if self.unstarted >= SYNC_EVERY {
+            // Let the disk work while more is written: the commit's fsync then has a tail left.
+            // Only an optimisation, so a failure is not the write's.
+            self.unstarted = 0;
+            if let Err(e) = sysfs::start_writeback(&self.file, &self.data_path) {
+                tracing::debug!(error = %e, "cannot start writeback of an ingest");
+            }
+        }
         Ok(n)
     }
 

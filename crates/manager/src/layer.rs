@@ -2,8 +2,16 @@
 //! in the blob store (Docker records its digest in `rootfs.diff_ids`), and a layer blob is
 //! unpacked into a plugin's rootfs without letting any entry escape it.
 //!
-//! Unpacking reads the stored layer back, so create and (later) pull share one path: whatever
-//! the source, the rootfs is made from a verified blob.
+//! Create and pull share one unpacker (`unpack_entries` behind the same tar guard and limits):
+//! whatever the source, the rootfs is made from exactly the bytes of the layer. Create makes the
+//! layer and the rootfs in one pass ([`import_create_tar_unpacking`]): the layer tar rewritten
+//! from the upload goes, byte for byte, into the gzip encoder of the blob on the calling thread
+//! and through a bounded channel (`tee`) to a `layer-unpack` thread, so the blob is never read
+//! back and the two halves of the work run on two cores. Pull unpacks the download as it
+//! streams, or the stored blob ([`unpack_layer`]). The encoder (`gzip`) stores the windows
+//! deflate cannot shrink instead of compressing them; the unpacker starts the writeback of each
+//! large file as soon as it is written, so the sync that makes the rootfs durable finds little
+//! left to write.
 //!
 //! Every tar is hostile: each entry is checked against [`LayerLimits`] by its *declared* size
 //! before any of its data is read or written (so a 10 KB tar declaring a 100 GB member costs
@@ -13,12 +21,12 @@
 
 use std::{
     fs,
-    io::{self, Read, Write},
+    io::{self, Read},
     path::{Component, Path, PathBuf},
 };
 
-use flate2::{read::GzDecoder, write::GzEncoder, Compression};
-use plugind_blobstore::{BlobError, BlobStore};
+use flate2::read::GzDecoder;
+use plugind_blobstore::{BlobError, BlobStore, Writer};
 use plugind_sys::fs::{make_special_file, SpecialFile};
 use plugind_types::Digest;
 
@@ -161,16 +169,39 @@ pub fn import_create_tar<R: Read>(
     input: R,
     limits: &LayerLimits,
 ) -> Result<CreateTar, LayerError> {
-    import_create_tar_guarded(blobs, ingest_ref, input, limits, || ()).map(|(tar, ())| tar)
+    import_create_tar_with(blobs, ingest_ref, input, None, limits, || ()).map(|(tar, ())| tar)
 }
 
-/// [`import_create_tar`] with a hook: `before_commit` is called once the whole upload is in the ingest, right before the commit
-/// that makes the blob visible; what it returns (a guard keeping sweeps away) is handed back
-/// with the result, so that the caller holds it only for the commit, never for the upload.
-pub fn import_create_tar_guarded<R: Read, G>(
+/// [`import_create_tar`] that also unpacks the layer into `dest` (which must exist and be
+/// empty) in the same pass, with every rule of [`unpack_layer`]: the layer tar the upload is
+/// rewritten into is, byte for byte, both compressed into the blob (on the calling thread) and
+/// unpacked (on a `layer-unpack` thread, fed through a bounded channel), so the rootfs is made
+/// from exactly the layer's bytes without writing the blob and reading it back. The rootfs is not
+/// synced: the caller makes it durable before publishing it.
+///
+/// `before_commit` is called once the whole upload is in the ingest and unpacked, right before
+/// the commit that makes the blob visible; what it returns (a guard keeping sweeps away) is
+/// handed back with the result, so that the caller holds it only for the commit, never for the
+/// upload. A failure on either side stops both (the other side sees its stream cut off) and
+/// reports the side that failed first; the ingest is discarded and `dest` is left for the caller
+/// to remove. Errors come in Docker's order: the rootfs stream's (reading, rewriting,
+/// unpacking), then a missing rootfs, then a missing config.
+pub fn import_create_tar_unpacking<R: Read, G>(
     blobs: &BlobStore,
     ingest_ref: &str,
     input: R,
+    dest: &Path,
+    limits: &LayerLimits,
+    before_commit: impl FnOnce() -> G,
+) -> Result<(CreateTar, G), LayerError> {
+    import_create_tar_with(blobs, ingest_ref, input, Some(dest), limits, before_commit)
+}
+
+fn import_create_tar_with<R: Read, G>(
+    blobs: &BlobStore,
+    ingest_ref: &str,
+    input: R,
+    dest: Option<&Path>,
     limits: &LayerLimits,
     before_commit: impl FnOnce() -> G,
 ) -> Result<(CreateTar, G), LayerError> {
@@ -178,19 +209,53 @@ pub fn import_create_tar_guarded<R: Read, G>(
     if writer.offset() > 0 {
         writer.reset()?;
     }
-    let result = (|| {
-        let gz = GzEncoder::new(&mut writer, Compression::fast());
-        let mut layer = tar::Builder::new(gz);
+    let result = std::thread::scope(|s| {
+        let (tee, unpacker) = match dest {
+            Some(dest) => {
+                let (tee, stream) = tee::LayerTee::with_unpacker();
+                let unpacker = std::thread::Builder::new()
+                    .name("layer-unpack".into())
+                    .spawn_scoped(s, move || unpack_layer_stream(stream, dest, limits))
+                    .map_err(|e| LayerError::Unpack {
+                        path: dest.to_path_buf(),
+                        source: e,
+                    })?;
+                (tee, Some(unpacker))
+            }
+            None => (tee::LayerTee::alone(), None),
+        };
+        let unpacker_gone = tee.unpacker_gone();
+        let gz = gzip::LayerGzip::new(&mut writer);
+        let mut layer = tar::Builder::new(tee.into_writer(gz));
         layer.mode(tar::HeaderMode::Complete);
-        let (config, found_rootfs) = rewrite_create_tar(input, &mut layer, limits)?;
-        let gz = layer.into_inner().map_err(LayerError::Tar)?;
-        gz.finish().map_err(LayerError::Tar)?;
-        // Docker's order: the rootfs stream fails before the config is looked at.
-        if !found_rootfs {
-            return Err(LayerError::RootfsNotFound);
+        // The unpacker succeeds only after the end marker `finish` sends once the whole layer
+        // went by; a failure here drops the tee without it, which the unpacker sees as a cut.
+        let produced = rewrite_create_tar(input, &mut layer, limits).and_then(|found| {
+            let gz = layer
+                .into_inner()
+                .and_then(tee::LayerTeeWriter::finish)
+                .map_err(LayerError::Tar)?;
+            gz.finish().map_err(LayerError::Tar)?;
+            Ok(found)
+        });
+        let unpacked = unpacker.map(|u| {
+            u.join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        });
+        match (produced, unpacked) {
+            // The unpacker stopped first: its reason, not the closed channel, is the cause.
+            (Err(_), Some(Err(e))) if unpacker_gone.get() => Err(e),
+            (Err(e), _) => Err(e),
+            (Ok(_), Some(Err(e))) => Err(e),
+            (Ok((config, found_rootfs)), _) => {
+                // Docker's order: the rootfs stream fails before the config is looked at.
+                if !found_rootfs {
+                    return Err(LayerError::RootfsNotFound);
+                }
+                config.ok_or(LayerError::ConfigNotFound)
+            }
         }
-        config.ok_or(LayerError::ConfigNotFound)
-    })();
+    });
     let config = match result {
         Ok(config) => config,
         Err(e) => {
@@ -210,9 +275,12 @@ pub fn import_create_tar_guarded<R: Read, G>(
     Ok((CreateTar { config, layer }, guard))
 }
 
-fn rewrite_create_tar<R: Read, W: Write>(
+/// The layer being built: a tar into the tee, into the gzip encoder, into the blob's ingest.
+type LayerBuilder<'w> = tar::Builder<tee::LayerTeeWriter<gzip::LayerGzip<&'w mut Writer>>>;
+
+fn rewrite_create_tar<R: Read>(
     input: R,
-    layer: &mut tar::Builder<W>,
+    layer: &mut LayerBuilder<'_>,
     limits: &LayerLimits,
 ) -> Result<(Option<Vec<u8>>, bool), LayerError> {
     let refused = RefusedBy::default();
@@ -221,9 +289,9 @@ fn rewrite_create_tar<R: Read, W: Write>(
     refused.take().map_or(result, Err)
 }
 
-fn rewrite_entries<R: Read, W: Write>(
+fn rewrite_entries<R: Read>(
     archive: &mut tar::Archive<R>,
-    layer: &mut tar::Builder<W>,
+    layer: &mut LayerBuilder<'_>,
     limits: &LayerLimits,
 ) -> Result<(Option<Vec<u8>>, bool), LayerError> {
     let mut config = None;
@@ -257,6 +325,7 @@ fn rewrite_entries<R: Read, W: Write>(
             continue;
         };
         found_rootfs = true;
+        layer.get_mut().blob_mut().entry_starts();
         let inner = if inner.as_os_str().is_empty() {
             Path::new(".")
         } else {
@@ -320,6 +389,8 @@ fn rewrite_entries<R: Read, W: Write>(
 }
 
 mod guard;
+mod gzip;
+mod tee;
 
 use guard::{RefusedBy, TarGuard};
 
@@ -438,11 +509,29 @@ pub fn unpack_gzip_layer_from<R: Read>(
         read: 0,
         progress,
     };
-    let refused = RefusedBy::default();
-    let mut archive = tar::Archive::new(TarGuard::new(
+    unpack_tar_from(
         GzDecoder::new(io::BufReader::with_capacity(1 << 20, reader)),
-        refused.clone(),
-    ));
+        dest,
+        limits,
+    )
+}
+
+/// Unpacks the uncompressed layer tar `stream` carries (see [`tee`]) and reads it to its end,
+/// so the producer never blocks on an unpacker that stopped at the end-of-archive blocks.
+fn unpack_layer_stream(
+    mut stream: tee::LayerStream,
+    dest: &Path,
+    limits: &LayerLimits,
+) -> Result<(), LayerError> {
+    unpack_tar_from(&mut stream, dest, limits)?;
+    io::copy(&mut stream, &mut io::sink()).map_err(LayerError::Tar)?;
+    Ok(())
+}
+
+/// Unpacks an uncompressed layer tar into `dest`: the rules of [`unpack_layer`].
+fn unpack_tar_from<R: Read>(tar: R, dest: &Path, limits: &LayerLimits) -> Result<(), LayerError> {
+    let refused = RefusedBy::default();
+    let mut archive = tar::Archive::new(TarGuard::new(tar, refused.clone()));
     archive.set_preserve_permissions(true);
     archive.set_preserve_ownerships(true);
     archive.set_unpack_xattrs(true);
@@ -576,8 +665,22 @@ fn unpack_entries<R: Read>(
                 reason: "refused by the unpacker",
             });
         }
+        if kind.is_file() && entry.size() >= WRITEBACK_FROM {
+            start_writeback(&target);
+        }
     }
     Ok(())
+}
+
+/// Files at least this large have their writeback started as soon as they are unpacked.
+const WRITEBACK_FROM: u64 = 64 << 10;
+
+/// Starts writing a just unpacked file to disk, so the sync that makes the rootfs durable finds
+/// little left to write. Only an optimisation: a failure is logged, never the unpack's.
+fn start_writeback(path: &Path) {
+    if let Err(error) = plugind_sys::fs::start_writeback_at(path) {
+        tracing::debug!(path = %path.display(), %error, "cannot start writeback");
+    }
 }
 
 /// Checks that no existing component of `rel`'s parent below `root` is a symlink, so an entry

@@ -1,7 +1,8 @@
 //! Create size scaling (issue 15): plugins of 3, 30 and 300 MB, their rootfs the sample
 //! plugin's plus generated files (80% incompressible random bytes in files of up to 8 MiB, 20%
 //! compressible text in 64 KiB files), created through the API against `tar -x` + `sha256sum`
-//! of the same tar (what create must do at least: unpack the bytes and hash them).
+//! of the same tar (what create must do at least: unpack the bytes and hash them). Each timed
+//! step starts after a `sync`, so none pays for the writeback of the step before it.
 
 use std::{fs, io::Write, path::Path, process::Command, time::Instant};
 
@@ -29,6 +30,10 @@ pub(super) fn run(binary: &Path, sample_dir: &Path) -> anyhow::Result<()> {
             let mut baselines = Vec::new();
             let extract = work.join("x");
             for i in 0..rounds {
+                // Each timed step starts with nothing dirty in the page cache: create makes its
+                // rootfs durable with syncfs, which would otherwise also write out the files
+                // the previous round's `tar -x` left dirty (300 MB at the largest size).
+                sync_disks()?;
                 let t = Instant::now();
                 d.ok(
                     "POST",
@@ -40,6 +45,7 @@ pub(super) fn run(binary: &Path, sample_dir: &Path) -> anyhow::Result<()> {
                 wait_store_empty(&d)?;
                 let _ = fs::remove_dir_all(&extract);
                 fs::create_dir_all(&extract)?;
+                sync_disks()?;
                 baselines.push(timed_shell(&format!(
                     "tar -xf {t} -C {x} && sha256sum {t} >/dev/null",
                     t = tar.display(),
@@ -69,6 +75,12 @@ pub(super) fn run(binary: &Path, sample_dir: &Path) -> anyhow::Result<()> {
     drop(d);
     let _ = fs::remove_dir_all(&work);
     result
+}
+
+/// Writes out every dirty page (`sync`), outside any timed step.
+fn sync_disks() -> anyhow::Result<()> {
+    anyhow::ensure!(Command::new("sync").status()?.success(), "sync failed");
+    Ok(())
 }
 
 /// Builds `<work>/plugin-<bytes>.tar`: the sample plugin with `bytes` of generated files

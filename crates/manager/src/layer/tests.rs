@@ -1,5 +1,7 @@
 //! Tests of layer import and unpack: budgets, hostile entries, Docker's texts.
 
+use std::io::Write;
+
 use super::{guard::MAX_TAR_METADATA, *};
 
 fn tar_of(entries: &[(&str, tar::EntryType, &[u8], Option<&str>)]) -> Vec<u8> {
@@ -449,7 +451,179 @@ fn the_guard_follows_pax_and_long_names() {
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = GzEncoder::new(Vec::new(), Compression::fast());
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     e.write_all(data).unwrap();
     e.finish().unwrap()
+}
+
+/// Random bytes (xorshift): incompressible, so a few MiB of them fill the tee's channel.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Nothing a refused import leaves: no blob, no ingest.
+fn assert_nothing_stored(blobs: &BlobStore) {
+    assert_eq!(
+        blobs.walk().unwrap().count(),
+        0,
+        "a refused tar stores no blob"
+    );
+    assert!(blobs.ingests().unwrap().is_empty(), "nor an ingest");
+}
+
+#[test]
+fn one_pass_import_unpacks_exactly_the_layer_it_stores() {
+    let (dir, blobs) = store();
+    let big = noise(3 << 20, 7);
+    let input = tar_of(&[
+        ("rootfs/", tar::EntryType::Directory, b"", None),
+        ("rootfs/bin/x", tar::EntryType::Regular, b"hello", None),
+        ("rootfs/big", tar::EntryType::Regular, &big, None),
+        (
+            "rootfs/bin/y",
+            tar::EntryType::Link,
+            b"",
+            Some("rootfs/bin/x"),
+        ),
+        ("rootfs/sh", tar::EntryType::Symlink, b"", Some("/bin/x")),
+        ("config.json", tar::EntryType::Regular, b"{}", None),
+    ]);
+    let one_pass = dir.path().join("one-pass");
+    fs::create_dir(&one_pass).unwrap();
+    let (out, guard) = import_create_tar_unpacking(
+        &blobs,
+        "t",
+        &input[..],
+        &one_pass,
+        &LayerLimits::DEFAULT,
+        || "guard",
+    )
+    .unwrap();
+    assert_eq!((out.config.as_slice(), guard), (&b"{}"[..], "guard"));
+    // The same blob as the import alone makes, and its unpack is the same tree.
+    let blob_only = import_create_tar(&blobs, "t2", &input[..], &LayerLimits::DEFAULT).unwrap();
+    assert_eq!(blob_only.layer, out.layer);
+    let from_blob = dir.path().join("from-blob");
+    fs::create_dir(&from_blob).unwrap();
+    unpack_layer(&blobs, &out.layer, &from_blob, &LayerLimits::DEFAULT).unwrap();
+    for rootfs in [&one_pass, &from_blob] {
+        assert_eq!(fs::read(rootfs.join("bin/x")).unwrap(), b"hello");
+        assert_eq!(fs::read(rootfs.join("bin/y")).unwrap(), b"hello");
+        assert_eq!(fs::read(rootfs.join("big")).unwrap(), big);
+        assert_eq!(
+            fs::read_link(rootfs.join("sh")).unwrap(),
+            Path::new("/bin/x")
+        );
+        assert!(!rootfs.join("config.json").exists());
+    }
+}
+
+#[test]
+fn an_unpack_failure_stops_the_one_pass_import_and_stores_nothing() {
+    let (dir, blobs) = store();
+    let outside = dir.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    // The rewrite lets this through (only the unpacker knows `esc` is a symlink by then); the
+    // megabytes after it find the unpacker gone.
+    let big = noise(8 << 20, 3);
+    let mut input = raw_tar(&[
+        ("config.json", b'0', b"{}", ""),
+        ("rootfs/esc", b'2', b"", outside.to_str().unwrap()),
+        ("rootfs/esc/pwned", b'0', b"x", ""),
+        ("rootfs/big", b'0', &big, ""),
+    ]);
+    let dest = dir.path().join("r");
+    fs::create_dir(&dest).unwrap();
+    let err =
+        import_create_tar_unpacking(&blobs, "u", &input[..], &dest, &LayerLimits::DEFAULT, || ())
+            .unwrap_err();
+    assert!(matches!(err, LayerError::Escape { .. }), "{err}");
+    assert!(!outside.join("pwned").exists());
+    assert_nothing_stored(&blobs);
+    // Docker's order: the rootfs stream's failure comes before a missing config.
+    input.drain(..1024);
+    let dest = dir.path().join("r2");
+    fs::create_dir(&dest).unwrap();
+    let err = import_create_tar_unpacking(
+        &blobs,
+        "u2",
+        &input[..],
+        &dest,
+        &LayerLimits::DEFAULT,
+        || (),
+    )
+    .unwrap_err();
+    assert!(matches!(err, LayerError::Escape { .. }), "{err}");
+    assert_nothing_stored(&blobs);
+}
+
+#[test]
+fn a_producer_failure_cuts_the_unpacker_off_and_stores_nothing() {
+    let (dir, blobs) = store();
+    let big = noise(6 << 20, 5);
+    let input = tar_of(&[
+        ("config.json", tar::EntryType::Regular, b"{}", None),
+        ("rootfs/", tar::EntryType::Directory, b"", None),
+        ("rootfs/big", tar::EntryType::Regular, &big, None),
+        ("rootfs/after", tar::EntryType::Regular, b"after", None),
+    ]);
+    // Cut in the middle of `big`: the unpacker has written part of it when the upload ends.
+    let cut = &input[..4 << 20];
+    let dest = dir.path().join("r");
+    fs::create_dir(&dest).unwrap();
+    let err = import_create_tar_unpacking(&blobs, "p", cut, &dest, &LayerLimits::DEFAULT, || ())
+        .unwrap_err();
+    assert!(
+        err.to_string().starts_with("failed to read from tar: "),
+        "{err}"
+    );
+    assert!(!dest.join("after").exists());
+    assert_nothing_stored(&blobs);
+    // A failing upload reader: its error is the answer, whatever the unpacker made of the cut.
+    struct Failing<'a>(&'a [u8]);
+    impl Read for Failing<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            if self.0.is_empty() {
+                return Err(io::Error::other("client went away"));
+            }
+            self.0.read(out)
+        }
+    }
+    let dest = dir.path().join("r2");
+    fs::create_dir(&dest).unwrap();
+    let err = import_create_tar_unpacking(
+        &blobs,
+        "p2",
+        Failing(cut),
+        &dest,
+        &LayerLimits::DEFAULT,
+        || (),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("failed to read from tar"), "{err}");
+    assert!(format!("{:?}", err).contains("client went away"), "{err:?}");
+    assert_nothing_stored(&blobs);
+    // Limits refused by the rewrite stop the unpacker too.
+    let dest = dir.path().join("r3");
+    fs::create_dir(&dest).unwrap();
+    let small = LayerLimits {
+        max_unpacked_bytes: 1 << 20,
+        ..LayerLimits::DEFAULT
+    };
+    let err =
+        import_create_tar_unpacking(&blobs, "p3", &input[..], &dest, &small, || ()).unwrap_err();
+    assert!(
+        matches!(err, LayerError::TooLarge { what: "bytes", .. }),
+        "{err}"
+    );
+    assert!(!dest.join("big").exists());
+    assert_nothing_stored(&blobs);
 }

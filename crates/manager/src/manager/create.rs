@@ -1,6 +1,7 @@
-//! `create`: the upload streamed into a layer blob without holding the sweep lock, the rootfs
-//! unpacked, synced and published by rename, the record written last; and the blob sweeps that
-//! must never race it.
+//! `create`: the upload streamed into a layer blob without holding the sweep lock while the
+//! rootfs is unpacked from the same bytes (one pass, `layer::import_create_tar_unpacking`), the
+//! rootfs synced and published by rename, the record written last; and the blob sweeps that must
+//! never race it.
 
 use super::*;
 
@@ -101,15 +102,28 @@ impl Manager {
             manager: self,
             digests: Vec::new(),
         };
-        let (imported, gc) = layer::import_create_tar_guarded(
+        // The rootfs is unpacked from the layer as the layer is made (one pass over the upload).
+        let started = std::time::Instant::now();
+        let staging = inner.config.root.join("tmp").join(format!("rootfs-{id}"));
+        fs::create_dir(&staging).map_err(|e| io_err("create directory", &staging, e))?;
+        let imported = layer::import_create_tar_unpacking(
             &inner.blobs,
             &format!("create-{id}"),
             tar,
+            &staging,
             &inner.config.layer_limits,
             || self.gc_shared(),
-        )?;
+        );
+        let (imported, gc) = match imported {
+            Ok(imported) => imported,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&staging);
+                return Err(e.into());
+            }
+        };
         pending.add(&imported.layer);
         drop(gc);
+        let imported_at = started.elapsed();
         let result = (|| {
             let mut config = PluginConfig::from_json(&imported.config)
                 .map_err(|e| ManagerError::Config { detail: e.detail() })?;
@@ -134,23 +148,11 @@ impl Manager {
                 };
             pending.add(&config_blob);
             drop(gc);
-            let staging = inner.config.root.join("tmp").join(format!("rootfs-{id}"));
-            fs::create_dir(&staging).map_err(|e| io_err("create directory", &staging, e))?;
-            let unpacked = layer::unpack_layer(
-                &inner.blobs,
-                &imported.layer,
-                &staging,
-                &inner.config.layer_limits,
-            );
             // The rootfs must be on disk before the rename and the record make it a plugin's:
             // after a power loss, a record must never point at empty or truncated files.
-            let unpacked = unpacked
-                .map_err(ManagerError::from)
-                .and_then(|()| Ok(plugind_sys::fs::sync_filesystem(&staging)?));
-            if let Err(e) = unpacked {
-                let _ = fs::remove_dir_all(&staging);
-                return Err(e);
-            }
+            let synced_from = started.elapsed();
+            plugind_sys::fs::sync_filesystem(&staging)?;
+            let synced_at = started.elapsed();
             let dir = inner.store.plugin_dir(&id);
             fs::create_dir(&dir).map_err(|e| io_err("create directory", &dir, e))?;
             let rootfs = inner.store.rootfs_dir(&id);
@@ -175,10 +177,20 @@ impl Manager {
                 let _ = fs::remove_dir_all(&dir);
                 return Err(e.into());
             }
+            tracing::debug!(
+                plugin = %id,
+                import_and_unpack = ?imported_at,
+                config = ?synced_from - imported_at,
+                sync_rootfs = ?synced_at - synced_from,
+                publish = ?started.elapsed() - synced_at,
+                "created"
+            );
             Ok(record)
         })();
         drop(pending);
         if result.is_err() {
+            // Gone already once renamed into the plugin directory.
+            let _ = fs::remove_dir_all(&staging);
             self.sweep_blobs();
         }
         result
