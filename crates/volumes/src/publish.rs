@@ -121,6 +121,21 @@ impl Publisher {
         // Subscribed before the first reconcile: nothing published in between is missed.
         let (_, mut events) = shared.manager.events().subscribe_where(|_| false);
         shared.reconcile().await;
+        let stale = {
+            let dir = shared.config.dir.clone();
+            let served: BTreeSet<String> = plugind_sys::sync::lock(&shared.served)
+                .values()
+                .map(|s| format!("{}.sock", s.stem))
+                .collect();
+            move || remove_stale_sockets(&dir, &served)
+        };
+        tokio::task::spawn_blocking(stale)
+            .await
+            .map_err(|e| PublishError::Io {
+                op: "prepare",
+                path: shared.config.dir.clone(),
+                source: std::io::Error::other(e),
+            })??;
         let follower = {
             let shared = shared.clone();
             tokio::spawn(async move {
@@ -532,9 +547,10 @@ pub fn spec_text(socket: &Path) -> String {
     format!("unix://{}\n", socket.display())
 }
 
-/// Creates the publish directory (0755) and removes what an earlier run left in it: sockets
-/// (rebound as plugins are published) and temp files; spec files naming a socket of this
-/// directory (rewritten as plugins are published) and interrupted spec writes go too.
+/// Creates the publish directory (0755) and removes what an earlier run left in it: temp files
+/// and interrupted binds (its sockets go after the first reconcile: [`remove_stale_sockets`]);
+/// spec files naming a socket of this directory (rewritten as plugins are published) and
+/// interrupted spec writes go too.
 fn prepare_dir(dir: &Path, specs: Option<&Path>) -> Result<(), PublishError> {
     let io = |op, path: &Path| {
         let path = path.to_path_buf();
@@ -551,9 +567,11 @@ fn prepare_dir(dir: &Path, specs: Option<&Path>) -> Result<(), PublishError> {
             let _ = std::fs::remove_dir_all(entry.path());
             continue;
         }
-        let leftover = name.ends_with(".sock")
-            || name.ends_with(".sock.tmp")
-            || plugind_sys::fs::is_temp_name(&name);
+        // Sockets an earlier run left stay until the first reconcile: those of plugins still
+        // published are replaced in place (a rename over them), the others removed then. A
+        // filesystem that keeps freed inodes from reuse for a while (ext4) makes a thousand
+        // binds right after a thousand removals slow.
+        let leftover = name.ends_with(".sock.tmp") || plugind_sys::fs::is_temp_name(&name);
         if leftover {
             remove_if_exists(&entry.path());
         }
@@ -636,6 +654,22 @@ fn bind_sockets(
         .collect())
 }
 
+/// Removes the sockets in `dir` an earlier run left that are not `served` now.
+fn remove_stale_sockets(dir: &Path, served: &BTreeSet<String>) -> Result<(), PublishError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| PublishError::Io {
+        op: "read directory",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".sock") && !served.contains(&name) {
+            remove_if_exists(&entry.path());
+        }
+    }
+    Ok(())
+}
+
 fn remove_if_exists(path: &Path) {
     if let Err(e) = std::fs::remove_file(path) {
         if e.kind() != std::io::ErrorKind::NotFound {
@@ -700,7 +734,7 @@ mod tests {
     }
 
     #[test]
-    fn prepare_removes_stale_sockets_and_only_our_spec_files() {
+    fn prepare_and_first_reconcile_remove_stale_sockets_and_only_our_spec_files() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("publish");
         let specs = tmp.path().join("specs");
@@ -712,8 +746,20 @@ mod tests {
         std::fs::write(specs.join(".old.spec.tmp-1-2"), "x").unwrap();
         std::fs::write(specs.join("old.spec"), spec_text(&dir.join("old.sock"))).unwrap();
         std::fs::write(specs.join("theirs.spec"), "unix:///run/other/theirs.sock\n").unwrap();
+        std::fs::create_dir(dir.join(format!("{}1-2", plugind_sys::socket::BATCH_BIND_PREFIX)))
+            .unwrap();
+        let _kept = std::os::unix::net::UnixListener::bind(dir.join("kept.sock")).unwrap();
         prepare_dir(&dir, Some(&specs)).unwrap();
+        assert!(
+            dir.join("old.sock").exists(),
+            "sockets stay until the first reconcile"
+        );
+        assert!(!dir
+            .join(format!("{}1-2", plugind_sys::socket::BATCH_BIND_PREFIX))
+            .exists());
+        remove_stale_sockets(&dir, &BTreeSet::from(["kept.sock".to_owned()])).unwrap();
         assert!(!dir.join("old.sock").exists());
+        assert!(dir.join("kept.sock").exists());
         assert!(dir.join(DROP_IN_FILE).exists());
         assert!(!dir.join(".containers.conf.tmp-1-2").exists());
         assert!(!specs.join(".old.spec.tmp-1-2").exists());

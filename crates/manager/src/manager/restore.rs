@@ -51,7 +51,9 @@ impl Manager {
                 report.destroyed.push(id.to_string());
             }
         }
+        let began = Instant::now();
         let outcomes = inner.executor.restore(with_record).await;
+        tracing::debug!(elapsed = ?began.elapsed(), tasks = outcomes.len(), "restore: executor re-attached");
         let mut running = HashSet::new();
         for outcome in outcomes {
             let Ok(id) = PluginId::parse(outcome.id()) else {
@@ -112,7 +114,9 @@ impl Manager {
                 (id, ok)
             }
         });
-        for (id, ok) in futures::future::join_all(checks).await {
+        let checked = futures::future::join_all(checks).await;
+        tracing::debug!(elapsed = ?began.elapsed(), "restore: sockets of re-attached plugins checked");
+        for (id, ok) in checked {
             if ok {
                 let pid = lock(&inner.live)
                     .get(&id)
@@ -145,6 +149,7 @@ impl Manager {
                 }
             }
         }
+        tracing::debug!(elapsed = ?began.elapsed(), "restore: records and health monitors");
         // Leftover mounts and runtime directories of plugins that are not running (crash
         // while running), including directories of plugins nobody knows.
         let keep: HashSet<PluginId> = running.clone();
@@ -165,6 +170,7 @@ impl Manager {
                     .await;
             }
         }
+        tracing::debug!(elapsed = ?began.elapsed(), "restore: stale runtime directories");
         let to_start: Vec<_> = records
             .into_iter()
             .filter(|r| r.desired_enabled() && !running.contains(r.id()))
