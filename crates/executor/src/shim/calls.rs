@@ -123,7 +123,18 @@ impl Inner {
         deadline: Duration,
     ) -> Result<(TaskClient, u32, u32)> {
         let client = TaskClient::connect(id, address, deadline).await?;
-        let resp = client
+        let resp = self.connect_rpc(&client, id, deadline).await?;
+        Ok((client, resp.shim_pid, resp.task_pid))
+    }
+
+    /// `Connect` for task `id`: the shim's and the task's pids.
+    pub(super) async fn connect_rpc(
+        &self,
+        client: &TaskClient,
+        id: &str,
+        deadline: Duration,
+    ) -> Result<containerd_shim_protos::api::ConnectResponse> {
+        client
             .connect_rpc(
                 ConnectRequest {
                     id: id.to_owned(),
@@ -131,8 +142,7 @@ impl Inner {
                 },
                 Some(deadline),
             )
-            .await?;
-        Ok((client, resp.shim_pid, resp.task_pid))
+            .await
     }
 
     pub(super) async fn state_of(&self, client: &TaskClient, id: &str) -> Result<StateResponse> {

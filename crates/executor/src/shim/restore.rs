@@ -48,7 +48,14 @@ impl Inner {
         let group = self.recorded_group(id);
         let shim_tail = Tail::default();
         let mut drains = self.open_io(id, bundle, &shim_tail, &Tail::default(), group.is_none())?;
-        match self.attach(id, &address, self.config.dial_timeout).await {
+        let attached = match &group {
+            Some(g) => {
+                self.attach_member(g, id, &address, self.config.dial_timeout)
+                    .await
+            }
+            None => self.attach(id, &address, self.config.dial_timeout).await,
+        };
+        match attached {
             Ok((client, shim_pid, task_pid)) => {
                 let st = match self.state_of(&client, id).await {
                     Ok(st) => st,
