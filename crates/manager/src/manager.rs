@@ -252,6 +252,7 @@ impl Manager {
             tokio::task::spawn_blocking(move || Self::open_roots(&config)).await??
         };
         let (root_lock, store, reload, blobs) = opened;
+        tracing::debug!(elapsed = ?began.elapsed(), "start: roots and store open");
         // The durable event history; without it events still flow, kept in memory only.
         let journal = {
             let dir = config.root.join("events");

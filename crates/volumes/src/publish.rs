@@ -103,6 +103,7 @@ impl Publisher {
     /// Prepares the publish directory (removing sockets an earlier run left), publishes every
     /// enabled volume plugin and follows the manager's events from then on.
     pub async fn start(manager: Manager, config: PublishConfig) -> Result<Publisher, PublishError> {
+        let began = std::time::Instant::now();
         let dir = config.dir.clone();
         let specs = config.docker_specs_dir.clone();
         tokio::task::spawn_blocking(move || prepare_dir(&dir, specs.as_deref()))
@@ -120,7 +121,9 @@ impl Publisher {
         });
         // Subscribed before the first reconcile: nothing published in between is missed.
         let (_, mut events) = shared.manager.events().subscribe_where(|_| false);
+        tracing::debug!(elapsed = ?began.elapsed(), "publish: directory prepared");
         shared.reconcile().await;
+        tracing::debug!(elapsed = ?began.elapsed(), "publish: first reconcile");
         let stale = {
             let dir = shared.config.dir.clone();
             let served: BTreeSet<String> = plugind_sys::sync::lock(&shared.served)

@@ -107,14 +107,23 @@ impl Manager {
         }
         // A re-attached plugin must answer on its socket (it may have been killed while
         // starting, or hang): otherwise it is stopped and started afresh.
-        let checks = running.iter().cloned().map(|id| {
-            let this = self.clone();
-            async move {
-                let ok = this.reattached_socket_answers(&id).await;
-                (id, ok)
-            }
-        });
-        let checked = futures::future::join_all(checks).await;
+        // A task each: a fleet's checks spread over every worker.
+        let checks: Vec<_> = running
+            .iter()
+            .cloned()
+            .map(|id| {
+                let this = self.clone();
+                let task = id.clone();
+                (
+                    task,
+                    tokio::spawn(async move { this.reattached_socket_answers(&id).await }),
+                )
+            })
+            .collect();
+        let mut checked = Vec::with_capacity(checks.len());
+        for (id, check) in checks {
+            checked.push((id, check.await.unwrap_or(false)));
+        }
         tracing::debug!(elapsed = ?began.elapsed(), "restore: sockets of re-attached plugins checked");
         for (id, ok) in checked {
             if ok {
@@ -243,10 +252,13 @@ impl Manager {
             return false;
         };
         let socket_name = if record.plugin.config.interface.socket.is_empty() {
-            "plugin.sock"
+            "plugin.sock".to_owned()
         } else {
-            record.plugin.config.interface.socket.as_str()
+            record.plugin.config.interface.socket.clone()
         };
+        // Not held while waiting: a fleet's checks would hold a copy of every record.
+        drop(record);
+        let socket_name = socket_name.as_str();
         let Ok(socket) = plugind_bundle::socket::plugin_socket_path(
             &self.inner.config.exec_root,
             id,
