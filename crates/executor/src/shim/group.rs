@@ -113,7 +113,8 @@ pub(crate) struct Group {
 
 /// A group's shared connection to its shim.
 enum SharedConnection {
-    Open(TaskClient),
+    /// The connection and the shim's pid (as `Connect` answered on it).
+    Open(TaskClient, u32),
     /// The last dial failed: members dial on their own.
     Failed,
 }
@@ -170,13 +171,15 @@ impl Inner {
         let shared = {
             let mut shared = group.connection.lock().await;
             match shared.as_ref() {
-                Some(SharedConnection::Open(c)) if c.address() == address => Some(c.for_task(id)),
+                Some(SharedConnection::Open(c, _)) if c.address() == address => {
+                    Some(c.for_task(id))
+                }
                 Some(SharedConnection::Failed) => None,
                 _ => {
                     // The first dial, under the lock.
                     let attached = self.attach(id, address, deadline).await;
                     *shared = Some(match &attached {
-                        Ok((c, _, _)) => SharedConnection::Open(c.clone()),
+                        Ok((c, shim_pid, _)) => SharedConnection::Open(c.clone(), *shim_pid),
                         Err(_) => SharedConnection::Failed,
                     });
                     return attached;
@@ -189,10 +192,39 @@ impl Inner {
             }
         }
         let attached = self.attach(id, address, deadline).await;
-        if let Ok((c, _, _)) = &attached {
-            *group.connection.lock().await = Some(SharedConnection::Open(c.clone()));
+        if let Ok((c, shim_pid, _)) = &attached {
+            *group.connection.lock().await = Some(SharedConnection::Open(c.clone(), *shim_pid));
         }
         attached
+    }
+
+    /// Re-attaches member `id` of `group` at restore: over the group's shared connection
+    /// once another member made it, with only the `State` call restore needs anyway (the
+    /// task's pid is in its answer; the shim answered `Connect` on this connection already);
+    /// otherwise (or if that call fails) as [`Inner::attach_member`] does, leaving `State` to
+    /// the caller (`None`): its failure then is not the shim's.
+    pub(super) async fn reattach_member(
+        &self,
+        group: &Group,
+        id: &str,
+        address: &str,
+    ) -> Result<(TaskClient, u32, u32, Option<StateResponse>)> {
+        let shared = match group.connection.lock().await.as_ref() {
+            Some(SharedConnection::Open(c, shim_pid)) if c.address() == address => {
+                Some((c.for_task(id), *shim_pid))
+            }
+            _ => None,
+        };
+        if let Some((client, shim_pid)) = shared {
+            if let Ok(st) = self.state_of(&client, id).await {
+                let pid = st.pid;
+                return Ok((client, shim_pid, pid, Some(st)));
+            }
+        }
+        let (client, shim_pid, task_pid) = self
+            .attach_member(group, id, address, self.config.dial_timeout)
+            .await?;
+        Ok((client, shim_pid, task_pid, None))
     }
 
     /// Places task `id` in an open group with room, or in a new one; `None` without grouping.
