@@ -281,12 +281,14 @@ impl Manager {
                 let Some(record) = this.inner.store.get(&id) else {
                     return;
                 };
-                let result = this.probe(&record, policy.timeout).await;
+                // Boxed: a task's future is as large as its largest await, and a fleet's
+                // monitors spend their lives asleep, not probing.
+                let result = Box::pin(this.probe(&record, policy.timeout)).await;
                 if !this.record_probe(&id, pid, &record, result, policy.retries) {
                     continue;
                 }
                 // Unhealthy: restart through the normal path.
-                this.restart_unhealthy(&id, pid).await;
+                Box::pin(this.restart_unhealthy(&id, pid)).await;
                 return;
             }
         });
