@@ -192,12 +192,26 @@ pub async fn serve(
     let mut last_warning: Option<Instant> = None;
     // Most connections open at once since memory was last given back.
     let mut peak: usize = 0;
+    // Connections accepted since memory was last given back, and the quiet spell (no
+    // connection open) after which it is: many clients one request at a time (a fleet enabled
+    // by 8 clients) never reach the peak but leave the heap grown all the same.
+    let mut accepted_since_trim: usize = 0;
+    let quiet = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(quiet);
+    let mut quiet_armed = false;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
+            () = &mut quiet, if quiet_armed => {
+                quiet_armed = false;
+                accepted_since_trim = 0;
+                tokio::task::spawn_blocking(plugind_sys::limits::release_free_memory);
+            }
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
+                    quiet_armed = false;
+                    accepted_since_trim += 1;
                     peak = peak.max(conns.len() + 1);
                     if let Ok(permit) = Arc::clone(&served).try_acquire_owned() {
                         conns.spawn(serve_connection(
@@ -233,7 +247,13 @@ pub async fn serve(
                 // so resident memory returns to its level before the burst.
                 if peak >= TRIM_AFTER_PEAK && conns.len() <= peak / 8 {
                     peak = conns.len();
+                    accepted_since_trim = 0;
                     tokio::task::spawn_blocking(plugind_sys::limits::release_free_memory);
+                } else if conns.is_empty() && accepted_since_trim >= TRIM_AFTER_PEAK {
+                    quiet
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + QUIET_BEFORE_TRIM);
+                    quiet_armed = true;
                 }
             }
         }
@@ -246,8 +266,11 @@ pub async fn serve(
 
 /// Pause after a failed `accept` (EMFILE, ENFILE, ENOBUFS).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-/// Connections open at once that count as a burst worth trimming the heap after.
+/// Connections open at once (or accepted since the last trim, then followed by a quiet
+/// spell) that count as a burst worth trimming the heap after.
 const TRIM_AFTER_PEAK: usize = 64;
+/// How long no connection is open before the heap a burst grew is given back.
+const QUIET_BEFORE_TRIM: Duration = Duration::from_secs(1);
 /// At most one warning about failing accepts per interval (with the count since the last).
 const ACCEPT_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 

@@ -130,6 +130,11 @@ pub async fn build_backend(config: &Config) -> anyhow::Result<Wiring> {
     )
     .await
     .context("publishing volume plugins")?;
+    // Restore and the first publish of a fleet leave much of the heap they grew free (record
+    // loads, a connection and a state call per task): give it back before serving.
+    drop(tokio::task::spawn_blocking(
+        plugind_sys::limits::release_free_memory,
+    ));
     // After restore, before the API serves: the chain's managed plugins were started by
     // `Manager::start` (as dockerd enables plugins before serving), so nothing can lock plugind
     // out at start, and a named plugin that is missing or unusable stops the start.

@@ -129,6 +129,15 @@ impl TaskClient {
         })
     }
 
+    /// A client for task `id` over the same connection (ttrpc multiplexes calls on it).
+    pub(crate) fn for_task(&self, id: &str) -> TaskClient {
+        TaskClient {
+            client: self.client.clone(),
+            id: id.to_owned(),
+            address: self.address.clone(),
+        }
+    }
+
     /// The shim's ttrpc address.
     pub(crate) fn address(&self) -> &str {
         &self.address

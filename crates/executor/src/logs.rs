@@ -20,7 +20,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use tokio::{io::AsyncReadExt, net::unix::pipe, sync::watch, task::JoinHandle};
+use tokio::{net::unix::pipe, sync::watch, task::JoinHandle};
 
 use crate::error::{ExecutorError, Result};
 
@@ -34,6 +34,8 @@ const LOG_MODE: u32 = 0o600;
 const TRACE_BURST: u32 = 200;
 /// Lines per second of one stream copied into plugind's own log after the burst.
 const TRACE_LINES_PER_SEC: u32 = 50;
+/// Size of one read from a FIFO (reads loop until it is empty).
+const READ_BUFFER: usize = 4 * 1024;
 /// Block size of backward tail reads.
 const TAIL_BLOCK: u64 = 64 * 1024;
 
@@ -361,7 +363,7 @@ impl Drop for Drains {
 }
 
 async fn drain(
-    mut rx: pipe::Receiver,
+    rx: pipe::Receiver,
     stream: Stream,
     task: String,
     log: Option<SharedLog>,
@@ -380,27 +382,25 @@ async fn drain(
         last_report: None,
         reported_dropped: 0,
     };
-    // Small: one buffer per stream per task stays resident, and reads loop until empty.
-    let mut buf = vec![0u8; 4 * 1024];
     loop {
         if *stop.borrow_and_update() {
-            while let Ok(n) = rx.try_read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.push(&buf[..n]);
-                sink.write_pending().await;
-            }
+            // What is still buffered, then the end (an error here only ends it sooner).
+            let _ = read_available(&rx, &mut sink).await;
             break;
         }
         tokio::select! {
             biased;
-            r = rx.read(&mut buf) => match r {
-                Ok(0) => break,
-                Ok(n) => {
-                    sink.push(&buf[..n]);
-                    sink.write_pending().await;
-                }
+            // The buffer exists only while output is being read: a fleet's idle drains (two
+            // per plugin) hold none.
+            r = rx.readable() => match r {
+                Ok(()) => match read_available(&rx, &mut sink).await {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => {
+                        tracing::warn!(task = %sink.task, error = %e, "reading task output failed");
+                        break;
+                    }
+                },
                 Err(e) => {
                     tracing::warn!(task = %sink.task, error = %e, "reading task output failed");
                     break;
@@ -413,6 +413,24 @@ async fn drain(
     sink.flush_partial();
     sink.report_dropped();
     sink.write_pending().await;
+}
+
+/// Reads what the FIFO holds now into `sink`, with a buffer that lives only for this call.
+/// False at end of file (which a FIFO opened read-write never reaches).
+async fn read_available(rx: &pipe::Receiver, sink: &mut LineSink) -> std::io::Result<bool> {
+    let mut buf = vec![0u8; READ_BUFFER];
+    loop {
+        match rx.try_read(&mut buf) {
+            Ok(0) => return Ok(false),
+            Ok(n) => {
+                sink.push(&buf[..n]);
+                sink.write_pending().await;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// A token bucket over lines: `burst` at once, then `per_sec` a second.

@@ -268,3 +268,48 @@ async fn crash_before_the_task_record_leaves_no_orphan_group_shim() {
     ex.shutdown().await;
     env.assert_clean(&[]);
 }
+
+/// Sockets the process `pid` holds open.
+fn sockets_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    std::fs::read_link(e.path())
+                        .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs root, runc and containerd-shim-runc-v2"]
+async fn members_of_a_group_share_one_connection_to_its_shim() {
+    let env = Env::new();
+    let mut config = env.config();
+    config.shim_group = ShimGroup::All;
+    let (ex, _rx) = executor_at(&config, &Runtimes::runc()).await;
+    let ids: Vec<String> = (0..8).map(|i| env.id(&format!("c{i}"))).collect();
+    create_all(&ex, &env, &ids).await;
+    let shim = shims(&env);
+    assert_eq!(shim.len(), 1, "one shim: {shim:?}");
+    // Its listener, its connection to the events socket, and the executor's connections: a
+    // connection per task would be eight.
+    let sockets = sockets_of(shim[0]);
+    assert!(sockets < ids.len(), "the shim holds {sockets} sockets");
+    // Every task is still driven by its own id over the shared connection.
+    for id in &ids {
+        assert_eq!(
+            ex.state(id).await.expect("state").status,
+            TaskStatus::Running
+        );
+    }
+    let sock = env.shim_socket(&env.bundles().join(&ids[0]));
+    for id in &ids {
+        stop(&ex, id).await;
+    }
+    assert!(shims(&env).is_empty(), "group shim left: {:?}", shims(&env));
+    ex.shutdown().await;
+    env.assert_clean(&[sock]);
+}

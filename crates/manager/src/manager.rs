@@ -245,12 +245,14 @@ impl Manager {
         executor: Arc<dyn Executor>,
         events: impl Into<TaskEventReceiver>,
     ) -> Result<(Manager, RestoreReport)> {
+        let began = Instant::now();
         // Opening walks and repairs the roots (fsyncs, removals): off the async workers.
         let opened = {
             let config = config.clone();
             tokio::task::spawn_blocking(move || Self::open_roots(&config)).await??
         };
         let (root_lock, store, reload, blobs) = opened;
+        tracing::debug!(elapsed = ?began.elapsed(), "start: roots and store open");
         // The durable event history; without it events still flow, kept in memory only.
         let journal = {
             let dir = config.root.join("events");
@@ -294,15 +296,18 @@ impl Manager {
                 _root_lock: root_lock,
             }),
         };
+        tracing::debug!(elapsed = ?began.elapsed(), "start: roots, store and journal open");
         manager.spawn_event_loop(events.into());
         // Partial ingests of killed creates, and blobs they committed without a record: no
         // create of this run exists yet, so nothing is in flight and no grace is needed (a
-        // grace period would restart with every restart and never expire).
+        // grace period would restart with every restart and never expire). Then the output of
+        // plugins that are gone (removed while down, or a crash cut the removal). Both walk
+        // directories while restore mostly waits on shims and plugin sockets: they overlap it
+        // (restore neither reads blobs nor writes logs of plugins without a record), and start
+        // returns only once they are done, before any create can run.
         let this = manager.clone();
-        tokio::task::spawn_blocking(move || this.sweep_blobs_with(Duration::ZERO)).await?;
-        // Output of plugins that are gone (removed while down, or a crash cut the removal).
-        let this = manager.clone();
-        tokio::task::spawn_blocking(move || {
+        let sweeps = tokio::task::spawn_blocking(move || {
+            this.sweep_blobs_with(Duration::ZERO);
             let inner = &this.inner;
             if let Some(logs) = inner.executor.log_path("x").parent() {
                 for p in plugind_executor::sweep_log_files(logs, |id| {
@@ -312,9 +317,11 @@ impl Manager {
                     tracing::info!(path = %p.display(), "deleted the log of a removed plugin");
                 }
             }
-        })
-        .await?;
+        });
         let mut report = manager.restore().await;
+        tracing::debug!(elapsed = ?began.elapsed(), "start: restored");
+        sweeps.await?;
+        tracing::debug!(elapsed = ?began.elapsed(), "start: blobs and logs swept");
         report.quarantined = reload
             .quarantined
             .iter()

@@ -124,6 +124,58 @@ pub fn bind_unix_owned(path: &Path, owner: &SocketOwner) -> io::Result<UnixListe
     Ok(listener)
 }
 
+/// Prefix of the private directory [`bind_unix_owned_batch`] makes in the sockets' directory;
+/// whoever owns that directory removes leftovers of a process that died mid-batch
+/// ([`is_batch_leftover`]).
+pub const BATCH_BIND_PREFIX: &str = ".plugind-bind-";
+
+/// True for a name [`bind_unix_owned_batch`] gives its private directory.
+pub fn is_batch_leftover(name: &str) -> bool {
+    name.starts_with(BATCH_BIND_PREFIX)
+}
+
+/// Binds many listening unix sockets, all in one directory, each with `owner`'s uid, gid and
+/// mode, as [`bind_unix_owned`] does one (bound in a private 0700 directory, given its owner
+/// and mode there, renamed into place), with one private directory for the whole batch: a
+/// published socket per plugin of a fleet costs a bind, chown, chmod and rename, not a
+/// directory of its own, a scan of its neighbours and a directory fsync each. The directory is
+/// not synced: a socket means nothing after a crash (no process listens on it any more), and
+/// the caller removes stale ones at start. Nor are stale private directories looked for: the
+/// caller removes those too ([`is_batch_leftover`]) when it prepares the directory. One result
+/// per path, in order; a failed socket leaves nothing behind.
+pub fn bind_unix_owned_batch(
+    dir: &Path,
+    names: &[&std::ffi::OsStr],
+    owner: &SocketOwner,
+) -> io::Result<Vec<io::Result<UnixListener>>> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let private = dir.join(format!(
+        "{BATCH_BIND_PREFIX}{}-{}",
+        std::process::id(),
+        BIND_SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let mut builder = std::fs::DirBuilder::new();
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(&private)?;
+    let results = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            // Staged under a short name: the staged path must fit a socket address too.
+            let staged = private.join(i.to_string());
+            let result = bind_staged(&staged, &dir.join(name), owner);
+            if result.is_err() {
+                let _ = std::fs::remove_file(&staged);
+            }
+            result
+        })
+        .collect();
+    let _ = std::fs::remove_dir_all(&private);
+    Ok(results)
+}
+
 /// Removes the private directories a bind of the same socket left when its process died
 /// between creating and removing them (a socket is bound by one caller at a time).
 fn remove_stale_binds(parent: &Path, prefix: &str) {
@@ -144,10 +196,16 @@ fn bind_in(
     owner: &SocketOwner,
 ) -> io::Result<UnixListener> {
     let staged: PathBuf = private.join(name);
-    let listener = UnixListener::bind(&staged)?;
-    std::os::unix::fs::chown(&staged, Some(owner.uid), Some(owner.gid))?;
-    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(owner.mode))?;
-    std::fs::rename(&staged, path)?;
+    bind_staged(&staged, path, owner)
+}
+
+/// Binds at `staged` (in a private directory), gives the socket its owner and mode, renames
+/// it to `path`.
+fn bind_staged(staged: &Path, path: &Path, owner: &SocketOwner) -> io::Result<UnixListener> {
+    let listener = UnixListener::bind(staged)?;
+    std::os::unix::fs::chown(staged, Some(owner.uid), Some(owner.gid))?;
+    std::fs::set_permissions(staged, std::fs::Permissions::from_mode(owner.mode))?;
+    std::fs::rename(staged, path)?;
     Ok(listener)
 }
 
@@ -192,6 +250,45 @@ mod tests {
         let _listener =
             bind_unix_owned(&dir.path().join("api.sock"), &SocketOwner::current(0o600)).unwrap();
         assert!(!stale.exists());
+    }
+
+    #[test]
+    fn batch_binds_every_socket_with_owner_and_mode_and_leaves_nothing_beside_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = SocketOwner {
+            uid: nix::unistd::getuid().as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+            mode: 0o640,
+        };
+        // Into a directory that does not exist: the rename fails.
+        let given = ["a.sock", "missing/c.sock", "b.sock"];
+        let names: Vec<&std::ffi::OsStr> = given.iter().map(std::ffi::OsStr::new).collect();
+        // A stale socket at a final path is replaced.
+        drop(UnixListener::bind(dir.path().join("b.sock")).unwrap());
+        let results = bind_unix_owned_batch(dir.path(), &names, &me).unwrap();
+        assert_eq!(results.len(), 3);
+        assert!(
+            results[1].is_err(),
+            "a name too long for a socket address fails alone"
+        );
+        for name in ["a.sock", "b.sock"] {
+            let path = dir.path().join(name);
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            assert!(meta.file_type().is_socket());
+            assert_eq!(meta.mode() & 0o7777, 0o640);
+            assert_eq!((meta.uid(), meta.gid()), (me.uid, me.gid));
+            std::os::unix::net::UnixStream::connect(&path).unwrap();
+        }
+        let mut left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["a.sock", "b.sock"]);
+        assert!(is_batch_leftover(&format!("{BATCH_BIND_PREFIX}1-2")));
+        assert!(bind_unix_owned_batch(dir.path(), &[], &me)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub mod scope;
 mod serve;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     sync::{Arc, Mutex as StdMutex},
@@ -103,6 +103,7 @@ impl Publisher {
     /// Prepares the publish directory (removing sockets an earlier run left), publishes every
     /// enabled volume plugin and follows the manager's events from then on.
     pub async fn start(manager: Manager, config: PublishConfig) -> Result<Publisher, PublishError> {
+        let began = std::time::Instant::now();
         let dir = config.dir.clone();
         let specs = config.docker_specs_dir.clone();
         tokio::task::spawn_blocking(move || prepare_dir(&dir, specs.as_deref()))
@@ -120,19 +121,53 @@ impl Publisher {
         });
         // Subscribed before the first reconcile: nothing published in between is missed.
         let (_, mut events) = shared.manager.events().subscribe_where(|_| false);
+        tracing::debug!(elapsed = ?began.elapsed(), "publish: directory prepared");
         shared.reconcile().await;
+        tracing::debug!(elapsed = ?began.elapsed(), "publish: first reconcile");
+        let stale = {
+            let dir = shared.config.dir.clone();
+            let served: BTreeSet<String> = plugind_sys::sync::lock(&shared.served)
+                .values()
+                .map(|s| format!("{}.sock", s.stem))
+                .collect();
+            move || remove_stale_sockets(&dir, &served)
+        };
+        tokio::task::spawn_blocking(stale)
+            .await
+            .map_err(|e| PublishError::Io {
+                op: "prepare",
+                path: shared.config.dir.clone(),
+                source: std::io::Error::other(e),
+            })??;
         let follower = {
             let shared = shared.clone();
             tokio::spawn(async move {
-                use tokio::sync::broadcast::error::RecvError;
+                use tokio::sync::broadcast::error::{RecvError, TryRecvError};
                 loop {
+                    // An event, then every one already queued behind it: a burst (a fleet
+                    // enabled by many clients) is one reconcile of the plugins it names, not a
+                    // walk over every plugin per event.
+                    let mut changed = Changed::default();
                     match events.recv().await {
-                        Ok(e) if e.r#type.as_str() != "plugin" => continue,
-                        // Health changes change nothing published (a restart that follows
-                        // an unhealthy one has its own event): no reconcile per probe change.
-                        Ok(e) if e.action.starts_with("health_status") => continue,
-                        Ok(_) | Err(RecvError::Lagged(_)) => shared.reconcile().await,
+                        Ok(e) => changed.add(&e),
+                        Err(RecvError::Lagged(_)) => changed.everything = true,
                         Err(RecvError::Closed) => return,
+                    }
+                    let closed = loop {
+                        match events.try_recv() {
+                            Ok(e) => changed.add(&e),
+                            Err(TryRecvError::Lagged(_)) => changed.everything = true,
+                            Err(TryRecvError::Empty) => break false,
+                            Err(TryRecvError::Closed) => break true,
+                        }
+                    };
+                    if changed.everything {
+                        shared.reconcile().await;
+                    } else if !changed.plugins.is_empty() {
+                        shared.reconcile_plugins(&changed.plugins).await;
+                    }
+                    if closed {
+                        return;
                     }
                 }
             })
@@ -169,6 +204,35 @@ impl Drop for Publisher {
     }
 }
 
+/// What a burst of manager events may have changed.
+#[derive(Debug, Default)]
+struct Changed {
+    /// Plugins named by an event.
+    plugins: BTreeSet<PluginId>,
+    /// Something not tied to one plugin (a missed event, a `pull` named by its remote
+    /// reference): look at every plugin.
+    everything: bool,
+}
+
+impl Changed {
+    fn add(&mut self, e: &plugind_manager::events::PluginEvent) {
+        if e.r#type.as_str() != "plugin" {
+            return;
+        }
+        // Health changes change nothing published (a restart that follows an unhealthy one
+        // has its own event).
+        if e.action.starts_with("health_status") {
+            return;
+        }
+        match PluginId::parse(&e.id) {
+            Ok(id) => {
+                self.plugins.insert(id);
+            }
+            Err(_) => self.everything = true,
+        }
+    }
+}
+
 /// A plugin that should be published.
 struct Wanted {
     id: PluginId,
@@ -185,47 +249,85 @@ impl Shared {
     /// Enabled volume plugins that run (or ran and are being restarted) should be published.
     fn wanted(&self) -> BTreeMap<PluginId, Wanted> {
         let served = plugind_sys::sync::lock(&self.served);
-        let mut out = BTreeMap::new();
-        for view in self.manager.list() {
-            let record = &view.record;
-            let id = record.id();
-            let is_volume = record.plugin.config.capabilities().any(|c| c == CAPABILITY);
-            let live = record.is_running() || served.contains_key(id);
-            if !(is_volume && record.desired_enabled() && live) {
-                continue;
-            }
-            let Some(stem) = published_stem(record.name()) else {
-                tracing::warn!(
-                    plugin = record.name(),
-                    "name has no safe published file name; not published"
-                );
-                continue;
-            };
-            let (rootfs, propagated_mount) = self.manager.host_dirs(id);
-            out.insert(
-                id.clone(),
-                Wanted {
-                    id: id.clone(),
-                    name: record.name().to_owned(),
-                    stem,
-                    dirs: PluginDirs {
-                        rootfs,
-                        propagated_mount,
-                        propagated_in_plugin: record.plugin.config.propagated_mount.clone(),
-                    },
-                },
-            );
-        }
-        out
+        self.manager
+            .list()
+            .iter()
+            .filter_map(|view| self.wanted_record(&view.record, &served))
+            .map(|w| (w.id.clone(), w))
+            .collect()
     }
 
+    /// [`Shared::wanted`] restricted to `ids` (a plugin that is gone is not wanted).
+    fn wanted_among(&self, ids: &BTreeSet<PluginId>) -> BTreeMap<PluginId, Wanted> {
+        let served = plugind_sys::sync::lock(&self.served);
+        ids.iter()
+            .filter_map(|id| self.manager.inspect(id.as_str()).ok())
+            .filter_map(|view| self.wanted_record(&view.record, &served))
+            .map(|w| (w.id.clone(), w))
+            .collect()
+    }
+
+    /// The plugin of `record`, if it should be published.
+    fn wanted_record(
+        &self,
+        record: &plugind_manager::PluginRecord,
+        served: &BTreeMap<PluginId, Served>,
+    ) -> Option<Wanted> {
+        let id = record.id();
+        let is_volume = record.plugin.config.capabilities().any(|c| c == CAPABILITY);
+        let live = record.is_running() || served.contains_key(id);
+        if !(is_volume && record.desired_enabled() && live) {
+            return None;
+        }
+        let Some(stem) = published_stem(record.name()) else {
+            tracing::warn!(
+                plugin = record.name(),
+                "name has no safe published file name; not published"
+            );
+            return None;
+        };
+        let (rootfs, propagated_mount) = self.manager.host_dirs(id);
+        Some(Wanted {
+            id: id.clone(),
+            name: record.name().to_owned(),
+            stem,
+            dirs: PluginDirs {
+                rootfs,
+                propagated_mount,
+                propagated_in_plugin: record.plugin.config.propagated_mount.clone(),
+            },
+        })
+    }
+
+    /// Publishes and unpublishes after every plugin.
     async fn reconcile(&self) {
         let _one = self.reconciling.lock().await;
         let wanted = self.wanted();
+        self.apply(wanted, None).await;
+        self.write_drop_in_or_warn().await;
+    }
+
+    /// Publishes and unpublishes after the plugins `ids` only (the others did not change).
+    async fn reconcile_plugins(&self, ids: &BTreeSet<PluginId>) {
+        let _one = self.reconciling.lock().await;
+        let wanted = self.wanted_among(ids);
+        if self.apply(wanted, Some(ids)).await {
+            self.write_drop_in_or_warn().await;
+        }
+    }
+
+    /// Makes the served sockets those `wanted`, among `scope` (`None`: among all plugins).
+    /// True if a socket was published or removed.
+    async fn apply(
+        &self,
+        wanted: BTreeMap<PluginId, Wanted>,
+        scope: Option<&BTreeSet<PluginId>>,
+    ) -> bool {
         let gone: Vec<(PluginId, Served)> = {
             let mut served = plugind_sys::sync::lock(&self.served);
             let ids: Vec<PluginId> = served
                 .keys()
+                .filter(|id| scope.is_none_or(|s| s.contains(*id)))
                 .filter(|id| !wanted.contains_key(*id))
                 .cloned()
                 .collect();
@@ -233,24 +335,38 @@ impl Shared {
                 .filter_map(|id| served.remove(&id).map(|s| (id, s)))
                 .collect()
         };
-        for (_, served) in gone {
-            served.task.abort();
-            let socket = self.socket_path(&served.stem);
-            let spec = self.spec_path(&served.stem);
+        let changed = !gone.is_empty();
+        let files: Vec<(PathBuf, Option<PathBuf>)> = gone
+            .iter()
+            .map(|(_, served)| {
+                served.task.abort();
+                (self.socket_path(&served.stem), self.spec_path(&served.stem))
+            })
+            .collect();
+        if !files.is_empty() {
             let _ = tokio::task::spawn_blocking(move || {
-                remove_if_exists(&socket);
-                if let Some(spec) = spec {
-                    remove_spec_if_ours(&spec, &socket);
+                for (socket, spec) in files {
+                    remove_if_exists(&socket);
+                    if let Some(spec) = spec {
+                        remove_spec_if_ours(&spec, &socket);
+                    }
                 }
             })
             .await;
+        }
+        for (_, served) in gone {
             tracing::info!(plugin = %served.name, "published socket removed");
         }
-        for (id, want) in wanted {
-            if plugind_sys::sync::lock(&self.served).contains_key(&id) {
-                continue;
-            }
-            match self.publish(want).await {
+        let new: Vec<Wanted> = {
+            let served = plugind_sys::sync::lock(&self.served);
+            wanted
+                .into_values()
+                .filter(|w| !served.contains_key(&w.id))
+                .collect()
+        };
+        let changed = changed || !new.is_empty();
+        for (want, result) in self.publish_all(new).await {
+            match result {
                 Ok(served) => {
                     let socket = self.socket_path(&served.stem);
                     tracing::info!(
@@ -258,13 +374,17 @@ impl Shared {
                         socket = %socket.display(),
                         "published socket ready"
                     );
-                    plugind_sys::sync::lock(&self.served).insert(id, served);
+                    plugind_sys::sync::lock(&self.served).insert(want, served);
                 }
                 Err(e) => {
-                    tracing::warn!(plugin = %id, error = %e, "cannot publish a volume plugin")
+                    tracing::warn!(plugin = %want, error = %e, "cannot publish a volume plugin")
                 }
             }
         }
+        changed
+    }
+
+    async fn write_drop_in_or_warn(&self) {
         if let Err(e) = self.write_drop_in().await {
             tracing::warn!(error = %e, "cannot write the Podman drop-in");
         }
@@ -277,41 +397,78 @@ impl Shared {
             .map(|d| d.join(format!("{stem}.spec")))
     }
 
-    async fn publish(&self, want: Wanted) -> Result<Served, PublishError> {
-        let socket = self.socket_path(&want.stem);
-        let spec = self.spec_path(&want.stem);
-        let listener = {
-            let socket = socket.clone();
-            let path = socket.clone();
-            let owner = self.config.socket_owner;
-            tokio::task::spawn_blocking(move || -> Result<_, PublishError> {
-                let listener = bind_socket(&socket, &owner)?;
-                if let Some(spec) = spec {
-                    let dir = spec.parent().unwrap_or(Path::new("/"));
-                    std::fs::create_dir_all(dir).map_err(|source| PublishError::Io {
-                        op: "create directory",
-                        path: dir.to_path_buf(),
-                        source,
-                    })?;
-                    plugind_sys::fs::atomic_write_mode(
-                        &spec,
-                        spec_text(&socket).as_bytes(),
-                        0o644,
-                    )?;
-                }
-                Ok(listener)
-            })
-            .await
-            .map_err(|e| PublishError::Io {
+    /// Binds the sockets of `wants` (and writes their spec files) in one blocking job, then
+    /// serves each; one result per plugin.
+    async fn publish_all(
+        &self,
+        wants: Vec<Wanted>,
+    ) -> Vec<(PluginId, Result<Served, PublishError>)> {
+        if wants.is_empty() {
+            return Vec::new();
+        }
+        let stems: Vec<String> = wants.iter().map(|w| w.stem.clone()).collect();
+        let dir = self.config.dir.clone();
+        let specs = self.config.docker_specs_dir.clone();
+        let owner = self.config.socket_owner;
+        let bound = tokio::task::spawn_blocking(move || {
+            bind_sockets(&dir, specs.as_deref(), &stems, &owner)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(PublishError::Io {
                 op: "bind",
-                path,
+                path: self.config.dir.clone(),
                 source: std::io::Error::other(e),
-            })??
+            })
+        });
+        let mut bound = match bound {
+            Ok(listeners) => listeners.into_iter(),
+            Err(e) => {
+                // Nothing was bound: every plugin gets the same error.
+                let text = e.to_string();
+                return wants
+                    .into_iter()
+                    .map(|w| {
+                        let path = self.socket_path(&w.stem);
+                        let source = std::io::Error::other(text.clone());
+                        (
+                            w.id,
+                            Err(PublishError::Io {
+                                op: "bind",
+                                path,
+                                source,
+                            }),
+                        )
+                    })
+                    .collect();
+            }
         };
+        wants
+            .into_iter()
+            .map(|want| {
+                let listener = bound.next().unwrap_or_else(|| {
+                    Err(PublishError::Io {
+                        op: "bind",
+                        path: self.socket_path(&want.stem),
+                        source: std::io::Error::other("not bound"),
+                    })
+                });
+                let id = want.id.clone();
+                (id, listener.and_then(|l| self.serve(want, l)))
+            })
+            .collect()
+    }
+
+    /// Serves a bound socket for `want`.
+    fn serve(
+        &self,
+        want: Wanted,
+        listener: std::os::unix::net::UnixListener,
+    ) -> Result<Served, PublishError> {
         let listener =
             tokio::net::UnixListener::from_std(listener).map_err(|source| PublishError::Io {
                 op: "serve",
-                path: socket.clone(),
+                path: self.socket_path(&want.stem),
                 source,
             })?;
         let endpoint = Arc::new(serve::Endpoint {
@@ -393,9 +550,10 @@ pub fn spec_text(socket: &Path) -> String {
     format!("unix://{}\n", socket.display())
 }
 
-/// Creates the publish directory (0755) and removes what an earlier run left in it: sockets
-/// (rebound as plugins are published) and temp files; spec files naming a socket of this
-/// directory (rewritten as plugins are published) and interrupted spec writes go too.
+/// Creates the publish directory (0755) and removes what an earlier run left in it: temp files
+/// and interrupted binds (its sockets go after the first reconcile: [`remove_stale_sockets`]);
+/// spec files naming a socket of this directory (rewritten as plugins are published) and
+/// interrupted spec writes go too.
 fn prepare_dir(dir: &Path, specs: Option<&Path>) -> Result<(), PublishError> {
     let io = |op, path: &Path| {
         let path = path.to_path_buf();
@@ -407,9 +565,16 @@ fn prepare_dir(dir: &Path, specs: Option<&Path>) -> Result<(), PublishError> {
     for entry in std::fs::read_dir(dir).map_err(io("read directory", dir))? {
         let entry = entry.map_err(io("read directory", dir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let leftover = name.ends_with(".sock")
-            || name.ends_with(".sock.tmp")
-            || plugind_sys::fs::is_temp_name(&name);
+        if plugind_sys::socket::is_batch_leftover(&name) {
+            // The private directory of a bind a crash interrupted.
+            let _ = std::fs::remove_dir_all(entry.path());
+            continue;
+        }
+        // Sockets an earlier run left stay until the first reconcile: those of plugins still
+        // published are replaced in place (a rename over them), the others removed then. A
+        // filesystem that keeps freed inodes from reuse for a while (ext4) makes a thousand
+        // binds right after a thousand removals slow.
+        let leftover = name.ends_with(".sock.tmp") || plugind_sys::fs::is_temp_name(&name);
         if leftover {
             remove_if_exists(&entry.path());
         }
@@ -440,24 +605,72 @@ fn prepare_dir(dir: &Path, specs: Option<&Path>) -> Result<(), PublishError> {
     Ok(())
 }
 
-/// Binds `socket` atomically with its final owner and mode (bound in a private directory,
-/// then renamed into place), so a consumer sees either no socket or one that is listening,
-/// and never one with looser permissions: whoever may mount volumes through it controls
-/// what containers see.
-fn bind_socket(
-    socket: &Path,
+/// Binds `<dir>/<stem>.sock` for every stem, atomically with its final owner and mode (bound
+/// in a private directory, then renamed into place), so a consumer sees either no socket or one
+/// that is listening, and never one with looser permissions: whoever may mount volumes through
+/// it controls what containers see. With `specs`, each bound socket's Docker spec file is
+/// written too. One result per stem, in order.
+fn bind_sockets(
+    dir: &Path,
+    specs: Option<&Path>,
+    stems: &[String],
     owner: &plugind_sys::socket::SocketOwner,
-) -> Result<std::os::unix::net::UnixListener, PublishError> {
-    let io = |op, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| PublishError::Io { op, path, source }
-    };
-    let listener =
-        plugind_sys::socket::bind_unix_owned(socket, owner).map_err(io("bind", socket))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(io("configure", socket))?;
-    Ok(listener)
+) -> Result<Vec<Result<std::os::unix::net::UnixListener, PublishError>>, PublishError> {
+    let names: Vec<std::ffi::OsString> = stems.iter().map(|s| format!("{s}.sock").into()).collect();
+    let refs: Vec<&std::ffi::OsStr> = names.iter().map(|n| n.as_os_str()).collect();
+    let bound =
+        plugind_sys::socket::bind_unix_owned_batch(dir, &refs, owner).map_err(|source| {
+            PublishError::Io {
+                op: "bind",
+                path: dir.to_path_buf(),
+                source,
+            }
+        })?;
+    Ok(bound
+        .into_iter()
+        .zip(stems)
+        .map(|(listener, stem)| {
+            let socket = dir.join(format!("{stem}.sock"));
+            let listener = listener.map_err(|source| PublishError::Io {
+                op: "bind",
+                path: socket.clone(),
+                source,
+            })?;
+            listener
+                .set_nonblocking(true)
+                .map_err(|source| PublishError::Io {
+                    op: "configure",
+                    path: socket.clone(),
+                    source,
+                })?;
+            if let Some(specs) = specs {
+                std::fs::create_dir_all(specs).map_err(|source| PublishError::Io {
+                    op: "create directory",
+                    path: specs.to_path_buf(),
+                    source,
+                })?;
+                let spec = specs.join(format!("{stem}.spec"));
+                plugind_sys::fs::atomic_write_mode(&spec, spec_text(&socket).as_bytes(), 0o644)?;
+            }
+            Ok(listener)
+        })
+        .collect())
+}
+
+/// Removes the sockets in `dir` an earlier run left that are not `served` now.
+fn remove_stale_sockets(dir: &Path, served: &BTreeSet<String>) -> Result<(), PublishError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| PublishError::Io {
+        op: "read directory",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".sock") && !served.contains(&name) {
+            remove_if_exists(&entry.path());
+        }
+    }
+    Ok(())
 }
 
 fn remove_if_exists(path: &Path) {
@@ -524,7 +737,7 @@ mod tests {
     }
 
     #[test]
-    fn prepare_removes_stale_sockets_and_only_our_spec_files() {
+    fn prepare_and_first_reconcile_remove_stale_sockets_and_only_our_spec_files() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("publish");
         let specs = tmp.path().join("specs");
@@ -536,8 +749,20 @@ mod tests {
         std::fs::write(specs.join(".old.spec.tmp-1-2"), "x").unwrap();
         std::fs::write(specs.join("old.spec"), spec_text(&dir.join("old.sock"))).unwrap();
         std::fs::write(specs.join("theirs.spec"), "unix:///run/other/theirs.sock\n").unwrap();
+        std::fs::create_dir(dir.join(format!("{}1-2", plugind_sys::socket::BATCH_BIND_PREFIX)))
+            .unwrap();
+        let _kept = std::os::unix::net::UnixListener::bind(dir.join("kept.sock")).unwrap();
         prepare_dir(&dir, Some(&specs)).unwrap();
+        assert!(
+            dir.join("old.sock").exists(),
+            "sockets stay until the first reconcile"
+        );
+        assert!(!dir
+            .join(format!("{}1-2", plugind_sys::socket::BATCH_BIND_PREFIX))
+            .exists());
+        remove_stale_sockets(&dir, &BTreeSet::from(["kept.sock".to_owned()])).unwrap();
         assert!(!dir.join("old.sock").exists());
+        assert!(dir.join("kept.sock").exists());
         assert!(dir.join(DROP_IN_FILE).exists());
         assert!(!dir.join(".containers.conf.tmp-1-2").exists());
         assert!(!specs.join(".old.spec.tmp-1-2").exists());

@@ -191,3 +191,145 @@ async fn published_socket_answers_at_once_while_its_plugin_is_down() {
     publisher.shutdown();
     manager.shutdown().await;
 }
+
+/// The publisher follows bursts of events by looking only at the plugins they name: after
+/// plugins enabled at once, and then some disabled and removed at once while others stay,
+/// exactly the sockets (and drop-in entries) of the running ones are there, each listening,
+/// with nothing of the batched binds left beside them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, runc, containerd-shim-runc-v2 and the packaged sample plugin"]
+async fn bursts_of_events_publish_and_remove_exactly_the_right_sockets() {
+    require_prerequisites();
+    let dir = tempfile::Builder::new()
+        .prefix("pb")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let namespace = format!("plugind-pb-{}", &random_name()[..8]);
+    let mut ec = ExecutorConfig::new(&dir.path().join("run"), &namespace);
+    ec.shim_binary = PathBuf::from(SHIM);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let executor = ShimExecutor::new(ec, &Runtimes::runc(), Arc::new(tx))
+        .await
+        .unwrap();
+    let mut config = ManagerConfig::new(&dir.path().join("root"), &dir.path().join("run"));
+    config.stop_grace = Duration::from_secs(5);
+    let (manager, _) = Manager::start(config, Arc::new(executor), rx)
+        .await
+        .unwrap();
+    let publish_dir = dir.path().join("publish");
+    let publisher = Publisher::start(
+        manager.clone(),
+        PublishConfig {
+            dir: publish_dir.clone(),
+            docker_specs_dir: None,
+            calls: VolumeConfig::DOCKER,
+            socket_owner: plugind_sys::socket::SocketOwner::current(0o660),
+        },
+    )
+    .await
+    .unwrap();
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(plugin_dir())
+        .args(["-cf", "-", "config.json", "rootfs"])
+        .output()
+        .unwrap();
+    let names: Vec<String> = (0..4).map(|i| format!("burst/p{i}")).collect();
+    for name in &names {
+        manager
+            .create(name, Box::new(std::io::Cursor::new(tar.stdout.clone())))
+            .await
+            .unwrap();
+    }
+    // Enabled at once: their events arrive together.
+    let enabled = tokio::join!(
+        manager.enable(&names[0], None),
+        manager.enable(&names[1], None),
+        manager.enable(&names[2], None),
+        manager.enable(&names[3], None)
+    );
+    for r in [enabled.0, enabled.1, enabled.2, enabled.3] {
+        r.unwrap();
+    }
+    let all: Vec<&str> = names.iter().map(String::as_str).collect();
+    published_becomes(&publisher, &publish_dir, &all).await;
+
+    // p0 disabled, p1 disabled and removed, at once; p2 and p3 stay.
+    let (d0, d1) = tokio::join!(
+        manager.disable("burst/p0", false),
+        manager.disable("burst/p1", false)
+    );
+    d0.unwrap();
+    d1.unwrap();
+    manager.remove("burst/p1", false).await.unwrap();
+    published_becomes(&publisher, &publish_dir, &["burst/p2", "burst/p3"]).await;
+    for gone in ["burst+p0.sock", "burst+p1.sock"] {
+        assert!(!publish_dir.join(gone).exists(), "{gone} still there");
+    }
+
+    // Enabled again: published again.
+    manager.enable("burst/p0", None).await.unwrap();
+    published_becomes(
+        &publisher,
+        &publish_dir,
+        &["burst/p0", "burst/p2", "burst/p3"],
+    )
+    .await;
+
+    publisher.shutdown();
+    for name in ["burst/p0", "burst/p2", "burst/p3"] {
+        manager.disable(name, false).await.unwrap();
+        manager.remove(name, false).await.unwrap();
+    }
+    manager.shutdown().await;
+}
+
+/// Waits until the publisher serves exactly `names` (following the manager's events on its
+/// own), then checks the sockets, the drop-in and the publish directory.
+async fn published_becomes(publisher: &Publisher, dir: &Path, names: &[&str]) {
+    let want: Vec<String> = names.iter().map(|n| format!("{n}:latest")).collect();
+    // Only a deadline against a hang: the events are handled in the background.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while publisher.published().keys().cloned().collect::<Vec<_>>() != want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "published {:?}, want {want:?}",
+            publisher.published()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut files: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        // The drop-in may be being rewritten right now.
+        .filter(|n| !plugind_sys::fs::is_temp_name(n))
+        .collect();
+    files.sort();
+    let mut expected: Vec<String> = names
+        .iter()
+        .map(|n| format!("{}.sock", n.replace('/', "+")))
+        .collect();
+    expected.push(plugind_volumes::publish::DROP_IN_FILE.to_owned());
+    expected.sort();
+    assert_eq!(files, expected, "publish directory");
+    for name in names {
+        let socket = dir.join(format!("{}.sock", name.replace('/', "+")));
+        let (status, _) = post(&socket, "Plugin.Activate", "").await;
+        assert_eq!(status, 200, "{name} answers");
+    }
+    // The drop-in is written after the sockets: wait for it the same way.
+    let drop_in = dir.join(plugind_volumes::publish::DROP_IN_FILE);
+    loop {
+        let text = fs::read_to_string(&drop_in).unwrap_or_default();
+        let listed = text.lines().filter(|l| l.contains(".sock")).count();
+        // Each `name:latest` is listed under its full and its short name.
+        if listed == 2 * names.len() && names.iter().all(|n| text.contains(&format!("\"{n}\""))) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "drop-in {text:?}, want {names:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

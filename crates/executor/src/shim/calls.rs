@@ -108,8 +108,27 @@ impl Executor for ShimExecutor {
     }
 
     async fn restore(&self, tasks: Vec<(String, PathBuf)>) -> Vec<RestoreOutcome> {
-        let inner = &self.inner;
-        futures::future::join_all(tasks.into_iter().map(|(id, b)| inner.restore_one(id, b))).await
+        // A task each: a fleet's re-attaches (file reads, a dial or a call per task) spread
+        // over every worker instead of being polled by one.
+        let handles: Vec<_> = tasks
+            .into_iter()
+            .map(|(id, bundle)| {
+                let inner = self.inner.clone();
+                let task = (id.clone(), bundle.clone());
+                (
+                    task,
+                    tokio::spawn(async move { inner.restore_one(id, bundle).await }),
+                )
+            })
+            .collect();
+        let mut outcomes = Vec::with_capacity(handles.len());
+        for ((id, bundle), handle) in handles {
+            outcomes.push(handle.await.unwrap_or_else(|e| RestoreOutcome::Failed {
+                id,
+                error: ExecutorError::io("restore", &bundle, std::io::Error::other(e)),
+            }));
+        }
+        outcomes
     }
 }
 
@@ -123,7 +142,18 @@ impl Inner {
         deadline: Duration,
     ) -> Result<(TaskClient, u32, u32)> {
         let client = TaskClient::connect(id, address, deadline).await?;
-        let resp = client
+        let resp = self.connect_rpc(&client, id, deadline).await?;
+        Ok((client, resp.shim_pid, resp.task_pid))
+    }
+
+    /// `Connect` for task `id`: the shim's and the task's pids.
+    pub(super) async fn connect_rpc(
+        &self,
+        client: &TaskClient,
+        id: &str,
+        deadline: Duration,
+    ) -> Result<containerd_shim_protos::api::ConnectResponse> {
+        client
             .connect_rpc(
                 ConnectRequest {
                     id: id.to_owned(),
@@ -131,8 +161,7 @@ impl Inner {
                 },
                 Some(deadline),
             )
-            .await?;
-        Ok((client, resp.shim_pid, resp.task_pid))
+            .await
     }
 
     pub(super) async fn state_of(&self, client: &TaskClient, id: &str) -> Result<StateResponse> {

@@ -106,6 +106,17 @@ pub(crate) struct Group {
     shim: tokio::sync::OnceCell<GroupShim>,
     drains: tokio::sync::Mutex<Drains>,
     pub(super) tail: Tail,
+    /// The connection its members share (ttrpc multiplexes their calls): one per shim, not
+    /// one per task. Made by the first member that attaches, replaced when it breaks.
+    connection: tokio::sync::Mutex<Option<SharedConnection>>,
+}
+
+/// A group's shared connection to its shim.
+enum SharedConnection {
+    /// The connection and the shim's pid (as `Connect` answered on it).
+    Open(TaskClient, u32),
+    /// The last dial failed: members dial on their own.
+    Failed,
 }
 
 impl std::fmt::Debug for Group {
@@ -140,7 +151,80 @@ impl Inner {
             shim: tokio::sync::OnceCell::new(),
             drains: tokio::sync::Mutex::new(Drains::default()),
             tail: Tail::default(),
+            connection: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// [`Inner::attach`] for a member of `group` over the group's shared connection: made by
+    /// the first member (the others wait for that dial rather than each dialling), re-used by
+    /// the next. A member whose call on it fails attaches on a connection of its own (only
+    /// that decides that the shim is gone), which the next members share. If the first dial
+    /// fails, the others dial on their own at once, so a shim that hangs costs each member one
+    /// deadline at the same time, not one after the other.
+    pub(super) async fn attach_member(
+        &self,
+        group: &Group,
+        id: &str,
+        address: &str,
+        deadline: Duration,
+    ) -> Result<(TaskClient, u32, u32)> {
+        let shared = {
+            let mut shared = group.connection.lock().await;
+            match shared.as_ref() {
+                Some(SharedConnection::Open(c, _)) if c.address() == address => {
+                    Some(c.for_task(id))
+                }
+                Some(SharedConnection::Failed) => None,
+                _ => {
+                    // The first dial, under the lock.
+                    let attached = self.attach(id, address, deadline).await;
+                    *shared = Some(match &attached {
+                        Ok((c, shim_pid, _)) => SharedConnection::Open(c.clone(), *shim_pid),
+                        Err(_) => SharedConnection::Failed,
+                    });
+                    return attached;
+                }
+            }
+        };
+        if let Some(client) = shared {
+            if let Ok(resp) = self.connect_rpc(&client, id, deadline).await {
+                return Ok((client, resp.shim_pid, resp.task_pid));
+            }
+        }
+        let attached = self.attach(id, address, deadline).await;
+        if let Ok((c, shim_pid, _)) = &attached {
+            *group.connection.lock().await = Some(SharedConnection::Open(c.clone(), *shim_pid));
+        }
+        attached
+    }
+
+    /// Re-attaches member `id` of `group` at restore: over the group's shared connection
+    /// once another member made it, with only the `State` call restore needs anyway (the
+    /// task's pid is in its answer; the shim answered `Connect` on this connection already);
+    /// otherwise (or if that call fails) as [`Inner::attach_member`] does, leaving `State` to
+    /// the caller (`None`): its failure then is not the shim's.
+    pub(super) async fn reattach_member(
+        &self,
+        group: &Group,
+        id: &str,
+        address: &str,
+    ) -> Result<(TaskClient, u32, u32, Option<StateResponse>)> {
+        let shared = match group.connection.lock().await.as_ref() {
+            Some(SharedConnection::Open(c, shim_pid)) if c.address() == address => {
+                Some((c.for_task(id), *shim_pid))
+            }
+            _ => None,
+        };
+        if let Some((client, shim_pid)) = shared {
+            if let Ok(st) = self.state_of(&client, id).await {
+                let pid = st.pid;
+                return Ok((client, shim_pid, pid, Some(st)));
+            }
+        }
+        let (client, shim_pid, task_pid) = self
+            .attach_member(group, id, address, self.config.dial_timeout)
+            .await?;
+        Ok((client, shim_pid, task_pid, None))
     }
 
     /// Places task `id` in an open group with room, or in a new one; `None` without grouping.

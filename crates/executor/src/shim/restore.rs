@@ -48,14 +48,24 @@ impl Inner {
         let group = self.recorded_group(id);
         let shim_tail = Tail::default();
         let mut drains = self.open_io(id, bundle, &shim_tail, &Tail::default(), group.is_none())?;
-        match self.attach(id, &address, self.config.dial_timeout).await {
-            Ok((client, shim_pid, task_pid)) => {
-                let st = match self.state_of(&client, id).await {
-                    Ok(st) => st,
-                    Err(e) => {
-                        drains.stop().await;
-                        return Err(e);
-                    }
+        let attached = match &group {
+            Some(g) => self.reattach_member(g, id, &address).await,
+            None => self
+                .attach(id, &address, self.config.dial_timeout)
+                .await
+                .map(|(client, shim_pid, task_pid)| (client, shim_pid, task_pid, None)),
+        };
+        match attached {
+            Ok((client, shim_pid, task_pid, st)) => {
+                let st = match st {
+                    Some(st) => st,
+                    None => match self.state_of(&client, id).await {
+                        Ok(st) => st,
+                        Err(e) => {
+                            drains.stop().await;
+                            return Err(e);
+                        }
+                    },
                 };
                 let status = status_of(&st);
                 // Adopt only the process that was started: same pid, and while it runs, the same

@@ -77,7 +77,13 @@ impl Inner {
         };
         tracing::debug!(task = %id, group = group.as_ref().map(|g| g.name.as_str()), elapsed_ms = ms(phase), "shim start");
         let phase = tokio::time::Instant::now();
-        let attached = self.attach(id, &address, self.config.rpc_timeout).await;
+        let attached = match &group {
+            Some(g) => {
+                self.attach_member(g, id, &address, self.config.rpc_timeout)
+                    .await
+            }
+            None => self.attach(id, &address, self.config.rpc_timeout).await,
+        };
         tracing::debug!(task = %id, elapsed_ms = ms(phase), "shim connect");
         let (client, shim_pid, _) = match attached {
             Ok(c) => c,

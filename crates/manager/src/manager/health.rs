@@ -243,10 +243,16 @@ impl Manager {
         self.spawn_background(async move {
             let mut first = true;
             loop {
-                let Some(record) = this.inner.store.get(&id) else {
+                // The record is read again after the sleep, not held across it: a fleet's
+                // monitors would otherwise keep a copy of every plugin's record.
+                let Some(policy) = this
+                    .inner
+                    .store
+                    .get(&id)
+                    .map(|record| lock(&this.inner.health).for_record(&record))
+                else {
                     return;
                 };
-                let policy = lock(&this.inner.health).for_record(&record);
                 let delay = if policy.interval.is_zero() {
                     // Disabled for now; look again later in case a `set` turns it on.
                     HealthPolicy::DEFAULT.interval
@@ -272,12 +278,17 @@ impl Manager {
                 if policy.interval.is_zero() {
                     continue;
                 }
-                let result = this.probe(&record, policy.timeout).await;
+                let Some(record) = this.inner.store.get(&id) else {
+                    return;
+                };
+                // Boxed: a task's future is as large as its largest await, and a fleet's
+                // monitors spend their lives asleep, not probing.
+                let result = Box::pin(this.probe(&record, policy.timeout)).await;
                 if !this.record_probe(&id, pid, &record, result, policy.retries) {
                     continue;
                 }
                 // Unhealthy: restart through the normal path.
-                this.restart_unhealthy(&id, pid).await;
+                Box::pin(this.restart_unhealthy(&id, pid)).await;
                 return;
             }
         });

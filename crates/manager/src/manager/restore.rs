@@ -51,7 +51,9 @@ impl Manager {
                 report.destroyed.push(id.to_string());
             }
         }
+        let began = Instant::now();
         let outcomes = inner.executor.restore(with_record).await;
+        tracing::debug!(elapsed = ?began.elapsed(), tasks = outcomes.len(), "restore: executor re-attached");
         let mut running = HashSet::new();
         for outcome in outcomes {
             let Ok(id) = PluginId::parse(outcome.id()) else {
@@ -105,14 +107,25 @@ impl Manager {
         }
         // A re-attached plugin must answer on its socket (it may have been killed while
         // starting, or hang): otherwise it is stopped and started afresh.
-        let checks = running.iter().cloned().map(|id| {
-            let this = self.clone();
-            async move {
-                let ok = this.reattached_socket_answers(&id).await;
-                (id, ok)
-            }
-        });
-        for (id, ok) in futures::future::join_all(checks).await {
+        // A task each: a fleet's checks spread over every worker.
+        let checks: Vec<_> = running
+            .iter()
+            .cloned()
+            .map(|id| {
+                let this = self.clone();
+                let task = id.clone();
+                (
+                    task,
+                    tokio::spawn(async move { this.reattached_socket_answers(&id).await }),
+                )
+            })
+            .collect();
+        let mut checked = Vec::with_capacity(checks.len());
+        for (id, check) in checks {
+            checked.push((id, check.await.unwrap_or(false)));
+        }
+        tracing::debug!(elapsed = ?began.elapsed(), "restore: sockets of re-attached plugins checked");
+        for (id, ok) in checked {
             if ok {
                 let pid = lock(&inner.live)
                     .get(&id)
@@ -145,6 +158,7 @@ impl Manager {
                 }
             }
         }
+        tracing::debug!(elapsed = ?began.elapsed(), "restore: records and health monitors");
         // Leftover mounts and runtime directories of plugins that are not running (crash
         // while running), including directories of plugins nobody knows.
         let keep: HashSet<PluginId> = running.clone();
@@ -165,6 +179,7 @@ impl Manager {
                     .await;
             }
         }
+        tracing::debug!(elapsed = ?began.elapsed(), "restore: stale runtime directories");
         let to_start: Vec<_> = records
             .into_iter()
             .filter(|r| r.desired_enabled() && !running.contains(r.id()))
@@ -237,10 +252,13 @@ impl Manager {
             return false;
         };
         let socket_name = if record.plugin.config.interface.socket.is_empty() {
-            "plugin.sock"
+            "plugin.sock".to_owned()
         } else {
-            record.plugin.config.interface.socket.as_str()
+            record.plugin.config.interface.socket.clone()
         };
+        // Not held while waiting: a fleet's checks would hold a copy of every record.
+        drop(record);
+        let socket_name = socket_name.as_str();
         let Ok(socket) = plugind_bundle::socket::plugin_socket_path(
             &self.inner.config.exec_root,
             id,
