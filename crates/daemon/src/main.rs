@@ -62,9 +62,12 @@ fn main() -> ExitCode {
         };
     }
     logging::init(config.log_level, config.log_format);
-    // Before any thread starts (issue 15: idle RSS of a fleet); MALLOC_ARENA_MAX still wins.
+    // Before any thread starts (issue 15: idle RSS of a fleet): one malloc arena. Threads keep
+    // their own tcache, so contention is low, and a second arena kept ~1.4 MiB of fragments
+    // after a burst (300 enabled plugins: idle RSS 23.7 -> 22.3 MiB, peak 56 -> 43 MiB).
+    // MALLOC_ARENA_MAX still wins.
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        plugind_sys::limits::limit_malloc_arenas(2);
+        plugind_sys::limits::limit_malloc_arenas(1);
     }
     // Before any thread starts, so every thread and child sees the raised limit.
     let nofile = match plugind_sys::limits::raise_nofile_limit() {
