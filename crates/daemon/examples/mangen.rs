@@ -3,7 +3,7 @@
 //! `cargo run -p plugind --example mangen -- OUT_DIR`.
 
 // The daemon's configuration module, compiled here for its `Cli`; the rest of it is unused.
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 #[path = "../src/config.rs"]
 mod config;
 // `plugind fsck`'s own command line, listed as a subcommand.

@@ -250,18 +250,7 @@ mod tests {
     use std::io::Read;
 
     use super::*;
-
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
+    use crate::layer::tests::noise;
 
     fn text(len: usize) -> Vec<u8> {
         b"a line of a config file, compressible\n"

@@ -457,7 +457,7 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 }
 
 /// Random bytes (xorshift): incompressible, so a few MiB of them fill the tee's channel.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
+pub(super) fn noise(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
     (0..len)
         .map(|_| {
